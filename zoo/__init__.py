@@ -1,0 +1,1 @@
+"""zoo: a plugin-based PyTorch model zoo for spectral and tensorial networks."""
