@@ -1,1 +1,46 @@
-"""zoo: a plugin-based PyTorch model zoo for spectral and tensorial networks."""
+"""zoo: a plugin-based PyTorch model zoo for spectral and tensorial networks.
+
+``import zoo`` is cheap: it imports neither torch models nor plugins; each public name
+is imported on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "create": "zoo.api",
+    "list_models": "zoo.api",
+    "model_info": "zoo.api",
+    "list_families": "zoo.api",
+    "save_pretrained": "zoo.hub.pretrained",
+    "push_to_hub": "zoo.hub.pretrained",
+    "conv_einsum": "zoo.conv_einsum",
+    "conv_einsum_path": "zoo.conv_einsum",
+    "summarize": "zoo.summary",
+    "finetune": "zoo.training",
+    "Family": "zoo.family",
+    "ZooError": "zoo.errors",
+    "UnknownModelError": "zoo.errors",
+    "RegistryError": "zoo.errors",
+    "PluginError": "zoo.errors",
+    "WeightsError": "zoo.errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""The model registry: pydantic schema, YAML loading and merging of fragments."""

@@ -1,0 +1,191 @@
+"""The public entry points: create, list_models, model_info, list_families."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from torch import nn
+
+from zoo import plugins
+from zoo.errors import PluginError, WeightsError, ZooError
+from zoo.registry.resolve import entries, filter_names, find_entry
+from zoo.registry.schema import ModelEntry
+
+LOCAL_DIR = "local-dir:"
+HF_HUB = "hf-hub:"
+
+
+def create(name: str, pretrained: bool = False, num_classes: Optional[int] = None, in_chans: Optional[int] = None,
+           checkpoint_path: Optional[Union[str, os.PathLike]] = None, **kwargs: Any) -> nn.Module:
+    """Build a model by registry name, family grammar name, ``local-dir:DIR`` or ``hf-hub:ORG/REPO[@REV]``.
+
+    Args:
+        name: the model name (see :func:`list_models`).
+        pretrained: load the published weights (sha256-checked safetensors).
+        num_classes: new number of classes; the pretrained classifier is then dropped.
+        in_chans: number of input channels; the pretrained first convolution is adapted.
+        checkpoint_path: a local ``.safetensors`` file to load instead of the published weights.
+        **kwargs: forwarded to the family's builder (override registry arguments).
+    """
+    entry, weights_file, extra_kwargs = _entry_for(name, pretrained)
+    kwargs = {**extra_kwargs, **kwargs}
+    model = _build(entry, num_classes, in_chans, kwargs)
+    source = None
+    if checkpoint_path is not None:
+        source = _load_weights(model, entry, Path(checkpoint_path), f"checkpoint:{checkpoint_path}", num_classes,
+                               in_chans)
+    elif pretrained:
+        if weights_file is not None:
+            path, origin = weights_file, f"{name}"
+        else:
+            from zoo.hub.locate import locate_weights
+
+            path, origin = locate_weights(entry)
+        source = _load_weights(model, entry, path, origin, num_classes, in_chans)
+    _attach_cfg(model, entry, kwargs, num_classes, in_chans, source)
+    return model
+
+
+def _entry_for(name: str, pretrained: bool) -> Tuple[ModelEntry, Optional[Path], Dict[str, Any]]:
+    """Registry entry, weights file (for folder sources) and saved build kwargs of ``name``."""
+    from zoo.hub.pretrained import WEIGHTS_NAME, read_config
+
+    if name.startswith(LOCAL_DIR):
+        directory = Path(name[len(LOCAL_DIR):]).expanduser()
+        if not directory.is_dir():
+            raise ZooError(f"{name}: {directory} is not a folder (expected one written by zoo.save_pretrained)")
+        entry, build_kwargs = read_config(directory)
+        return entry, (directory / WEIGHTS_NAME if pretrained else None), build_kwargs
+    if name.startswith(HF_HUB):
+        directory = _download_hub_folder(name[len(HF_HUB):], pretrained)
+        entry, build_kwargs = read_config(directory)
+        return entry, (directory / WEIGHTS_NAME if pretrained else None), build_kwargs
+    if os.sep in name or "/" in name or name.endswith((".safetensors", ".pth", ".pt", ".bin")):
+        raise ZooError(f"{name!r} looks like a path, not a model name: use zoo.create('local-dir:{name}') for a folder "
+                       f"written by save_pretrained, 'hf-hub:ORG/REPO' for the Hub, or checkpoint_path= for a file")
+    return find_entry(name), None, {}
+
+
+def _download_hub_folder(spec: str, pretrained: bool) -> Path:
+    import huggingface_hub
+
+    from zoo.hub.pretrained import CONFIG_NAME, WEIGHTS_NAME
+
+    repo_id, _, revision = spec.partition("@")
+    files = [CONFIG_NAME] + ([WEIGHTS_NAME] if pretrained else [])
+    try:
+        paths = [huggingface_hub.hf_hub_download(repo_id, f, revision=revision or None) for f in files]
+    except Exception as exc:
+        raise WeightsError(f"could not fetch {files} of hf-hub:{spec} (offline: set no HF_HUB_OFFLINE, or put the "
+                           f"files in the Hugging Face cache): {exc}") from exc
+    return Path(paths[0]).parent
+
+
+def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int], kwargs: Dict[str, Any]) -> nn.Module:
+    family = plugins.get_family(entry.family)
+    try:
+        builder = family.builder(entry.builder)
+    except KeyError as exc:
+        raise PluginError(f"registry entry {entry.name!r} ({entry.source}): {exc.args[0]}") from None
+    args = {**entry.args, **kwargs}
+    if entry.task == "classification":
+        classes = num_classes if num_classes is not None else entry.input.num_classes
+        if classes is not None:
+            args["num_classes"] = classes
+    elif num_classes is not None:
+        raise ZooError(f"num_classes applies to classification models; {entry.name!r} is a {entry.task} model")
+    if in_chans is not None:
+        args["in_chans"] = in_chans
+    model = builder(**args)
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"builder {entry.builder!r} of family {entry.family!r} returned "
+                          f"{type(model).__name__}, expected an nn.Module")
+    return model
+
+
+def _classifier(entry: ModelEntry, model: nn.Module) -> Optional[Union[str, Sequence[str]]]:
+    if entry.input.classifier is not None:
+        return entry.input.classifier
+    cfg = getattr(model, "pretrained_cfg", None)
+    return cfg.get("classifier") if isinstance(cfg, dict) else None
+
+
+def _first_conv(entry: ModelEntry, model: nn.Module) -> Optional[str]:
+    if entry.input.first_conv is not None:
+        return entry.input.first_conv
+    cfg = getattr(model, "pretrained_cfg", None)
+    return cfg.get("first_conv") if isinstance(cfg, dict) else None
+
+
+def _load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, num_classes: Optional[int],
+                  in_chans: Optional[int]) -> str:
+    from zoo.hub.state import adapt_state_dict, load_into, read_safetensors
+
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    state = read_safetensors(path)
+    new_head = (entry.task == "classification" and num_classes is not None
+                and num_classes != entry.input.num_classes)
+    classifier = _classifier(entry, model)
+    if new_head and classifier is None:
+        raise WeightsError(f"{entry.name!r} declares no classifier (input.classifier), so its head cannot be "
+                           f"replaced for num_classes={num_classes}")
+    dropped = adapt_state_dict(state, classifier=classifier, drop_classifier=new_head,
+                               first_conv=_first_conv(entry, model), in_chans=in_chans)
+    load_into(model, state, dropped, origin)
+    return origin
+
+
+def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num_classes: Optional[int],
+                in_chans: Optional[int], source: Optional[str]) -> None:
+    cfg: Dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg.update(entry.pretrained_cfg())
+    entry_input = dict(cfg["input"])
+    if num_classes is not None:
+        entry_input["num_classes"] = cfg["num_classes"] = num_classes
+    if in_chans is not None:
+        entry_input["shape"] = [in_chans, *entry_input["shape"][1:]]
+        cfg["input_size"] = tuple(entry_input["shape"])
+        for key in ("mean", "std"):  # per-channel statistics no longer apply
+            entry_input[key] = cfg[key] = None
+    cfg["input"] = entry_input
+    cfg["build_kwargs"] = kwargs
+    cfg["weights_source"] = source
+    if not classifier_ok(model, entry):
+        raise PluginError(f"classification model {entry.name!r} lacks get_classifier()/reset_classifier()")
+    try:
+        model.pretrained_cfg = cfg
+    except AttributeError:  # a read-only property on some third-party models
+        object.__setattr__(model, "pretrained_cfg", cfg)
+
+
+def classifier_ok(model: nn.Module, entry: ModelEntry) -> bool:
+    """Classification models must keep timm's ``get_classifier`` / ``reset_classifier``."""
+    if entry.task != "classification":
+        return True
+    return callable(getattr(model, "get_classifier", None)) and callable(getattr(model, "reset_classifier", None))
+
+
+def list_models(filter: Union[str, Sequence[str]] = "*", family: Optional[str] = None, pretrained: bool = False,
+                exclude: Union[str, Sequence[str], None] = None) -> List[str]:
+    """Registry names matching fnmatch ``filter`` (naturally sorted); grammar-only names are not listed."""
+    return filter_names(entries(family=family, pretrained=pretrained), filter, exclude)
+
+
+def model_info(name: str) -> ModelEntry:
+    """The validated registry entry of ``name`` (or the one a family's grammar synthesises)."""
+    return find_entry(name)
+
+
+def list_families() -> List[Dict[str, Any]]:
+    """Every installed family with its distribution, version, status and error (imports each once)."""
+    out = []
+    for rec in plugins.load_all():
+        fam = rec.family
+        out.append({"name": rec.name, "distribution": rec.distribution, "version": rec.version,
+                    "status": rec.status, "error": rec.error,
+                    "builders": sorted(fam.builders) if fam is not None else [],
+                    "models": len(entries(family=rec.name)) if rec.error is None else 0})
+    return out

@@ -1,0 +1,121 @@
+"""The ``zoo`` command line: list, info, families, create (and train, from zoo.training)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from zoo.errors import ZooError
+
+
+def _table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value) if all(isinstance(v, int) for v in value) else ", ".join(map(str, value))
+    return str(value)
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: Callable[[], str]) -> None:
+    print(json.dumps(payload, indent=2, default=str) if args.json else text())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from zoo.api import list_models, model_info
+
+    names = list_models(args.pattern, family=args.family, pretrained=args.pretrained)
+    rows = []
+    for n in names:
+        e = model_info(n)
+        rows.append({"name": n, "family": e.family, "task": e.task, "dataset": e.dataset,
+                     "weights": "yes" if e.weights else "no"})
+    _emit(args, rows, lambda: _table(rows, ["name", "family", "task", "dataset", "weights"]) +
+          f"\n{len(rows)} model(s)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from zoo.api import model_info
+
+    entry = model_info(args.name)
+    payload = entry.model_dump()
+    _emit(args, payload, lambda: "\n".join(f"{k:12} {json.dumps(v, default=str)}" for k, v in payload.items()))
+    return 0
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    from zoo.api import list_families
+
+    rows = list_families()
+    _emit(args, rows, lambda: _table(rows, ["name", "distribution", "version", "status", "models", "error"]))
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from zoo.api import create
+    from zoo.summary import count_parameters, summarize
+
+    model = create(args.name, pretrained=args.pretrained, num_classes=args.num_classes)
+    rows = summarize(model, flops=not args.no_flops) if args.summary else {
+        "name": args.name, "parameters": count_parameters(model)}
+    rows["weights_source"] = model.pretrained_cfg.get("weights_source")
+    _emit(args, rows, lambda: "\n".join(f"{k:24} {_cell(v)}" for k, v in rows.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="The spectral model zoo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("list", cmd_list, "list registry models")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet50-*'")
+    p.add_argument("--family")
+    p.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    p = add("info", cmd_info, "show a model's registry entry")
+    p.add_argument("name")
+    add("families", cmd_families, "list installed family plugins")
+    p = add("create", cmd_create, "build a model and print its summary")
+    p.add_argument("name")
+    p.add_argument("--pretrained", action="store_true")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--summary", action="store_true", help="parameters, compression, FLOPs")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    try:
+        from zoo.training.cli import add_train_parser
+    except ImportError:
+        pass
+    else:
+        add_train_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ZooError as exc:
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

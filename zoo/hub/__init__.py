@@ -1,0 +1,1 @@
+"""Pretrained weights: locating, verifying, adapting, saving and publishing them."""

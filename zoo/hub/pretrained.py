@@ -1,0 +1,125 @@
+"""Hub-ready folders: ``model.safetensors`` + ``config.json`` + ``README.md`` model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.hub.files import atomic_path, write_text_atomic
+from zoo.registry.schema import ModelEntry
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+
+_ENTRY_KEYS = ("family", "builder", "args", "task", "dataset", "input", "reference", "tags", "description")
+
+
+def config_of(model: nn.Module) -> Dict[str, Any]:
+    """Everything needed to rebuild ``model``: its registry entry, the build kwargs, and measured metrics."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, Mapping) or "family" not in cfg or "builder" not in cfg:
+        raise ZooError("save_pretrained needs a model made by zoo.create (it reads model.pretrained_cfg)")
+    config = {key: cfg.get(key) for key in _ENTRY_KEYS}
+    config["name"] = cfg["architecture"]
+    config["build_kwargs"] = dict(cfg.get("build_kwargs") or {})
+    weights = cfg.get("weights") or {}
+    config["metrics"] = dict(cfg.get("metrics") or weights.get("metrics") or {})
+    config["data"] = cfg.get("data") or weights.get("data")
+    import zoo
+
+    config["zoo_version"] = zoo.__version__
+    return config
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optional[Mapping[str, float]] = None,
+                    data: Optional[str] = None) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card into ``directory``.
+
+    Each file is written to a temporary name and renamed, so an interrupted save leaves no partial file.
+    ``metrics`` (measured by a script) and ``data`` (what the model was trained on) go into config and card.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    config = config_of(model)
+    if metrics is not None:
+        config["metrics"] = {k: float(v) for k, v in metrics.items()}
+    if data is not None:
+        config["data"] = data
+    state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "zoo_name": config["name"]})
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(directory / CARD_NAME, model_card(config))
+    return directory
+
+
+def read_config(directory: Path) -> Tuple[ModelEntry, Dict[str, Any]]:
+    """Parse ``config.json`` of a Hub-ready folder into a registry entry and the build kwargs."""
+    from zoo.registry.loader import parse_entry
+
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise ZooError(f"{directory} has no {CONFIG_NAME}; expected a folder written by zoo.save_pretrained")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ZooError(f"{path} is not valid JSON: {exc}") from None
+    fields = {k: config[k] for k in _ENTRY_KEYS if config.get(k) is not None}
+    entry = parse_entry(str(config.get("name", directory.name)), fields, path)
+    return entry, dict(config.get("build_kwargs") or {})
+
+
+def model_card(config: Mapping[str, Any]) -> str:
+    """A Hugging Face model card (YAML front matter + markdown) from a config dict."""
+    name = config["name"]
+    ref = config.get("reference") or {}
+    lines = ["---", "library_name: spectral-zoo", "tags:", "- spectral-zoo", f"- {config['family']}"]
+    lines += [f"- {t}" for t in config.get("tags") or []]
+    lines += ["---", "", f"# {name}", ""]
+    if config.get("description"):
+        lines += [config["description"], ""]
+    lines += [f"Family `{config['family']}`, builder `{config['builder']}`, task {config['task']}, "
+              f"dataset {config['dataset']}.", "", "## Usage", "", "```python", "import zoo",
+              f"model = zoo.create(\"hf-hub:ORG/{name}\", pretrained=True)  # or zoo.create(\"local-dir:PATH\")",
+              "```", ""]
+    metrics = config.get("metrics") or {}
+    ref_metrics = ref.get("metrics") or {}
+    if metrics or ref_metrics:
+        lines += ["## Metrics", "", "| metric | measured here | dissertation |", "|---|---|---|"]
+        for key in sorted(set(metrics) | set(ref_metrics)):
+            lines.append(f"| {key} | {_fmt(metrics.get(key))} | {_fmt(ref_metrics.get(key))} |")
+        lines.append("")
+    lines += ["## Training data", "", config.get("data") or "Not trained by this project (architecture only).", ""]
+    if ref:
+        where = f"section {ref.get('section')}" + (f", Table {ref['table']}" if ref.get("table") else "")
+        lines += ["## Reference", "", f"Jiahao Su, *Spectral Methods for Neural Network Designs*, PhD dissertation, "
+                  f"University of Maryland, 2022 — {where}.", ""]
+        if ref.get("note"):
+            lines += [ref["note"], ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def push_to_hub(model: nn.Module, repo_id: str, *, private: bool = False, commit_message: str = "Upload model",
+                metrics: Optional[Mapping[str, float]] = None, data: Optional[str] = None,
+                token: Optional[str] = None) -> str:
+    """``save_pretrained`` into a temporary folder, then ``HfApi.upload_folder``; returns the commit URL."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp, metrics=metrics, data=data)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,76 @@
+"""Loading a safetensors state dict into a model, adapting the head and the input channels."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from zoo.errors import WeightsError
+
+log = logging.getLogger("zoo")
+
+
+def read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file (other formats are refused: they could run code when unpickled)."""
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: only .safetensors weights are loaded (got a {path.suffix or 'suffix-less'} "
+                           f"file); convert it with safetensors.torch.save_file(model.state_dict(), ...)")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def _prefixes(names: Optional[Sequence[str] | str]) -> List[str]:
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def adapt_state_dict(state: Dict[str, torch.Tensor], *, classifier: Optional[Sequence[str] | str],
+                     drop_classifier: bool, first_conv: Optional[str], in_chans: Optional[int]) -> List[str]:
+    """Drop the classifier / adapt the first convolution in place; return the dropped key prefixes."""
+    dropped: List[str] = []
+    if drop_classifier:
+        for prefix in _prefixes(classifier):
+            keys = [k for k in state if k == prefix or k.startswith(prefix + ".")]
+            if not keys:
+                raise WeightsError(f"classifier {prefix!r} not found in the weights (keys start with "
+                                   f"{sorted({k.split('.')[0] for k in state})})")
+            for k in keys:
+                del state[k]
+            dropped.append(prefix)
+        if dropped:
+            log.info("zoo: dropped pretrained classifier %s for a new number of classes", ", ".join(dropped))
+    if in_chans is not None and first_conv is not None:
+        key = first_conv + ".weight"
+        if key not in state:
+            raise WeightsError(f"first convolution {first_conv!r} not found in the weights")
+        weight = state[key]
+        if weight.shape[1] != in_chans:
+            from timm.models import adapt_input_conv
+
+            state[key] = adapt_input_conv(in_chans, weight)
+            log.info("zoo: adapted %s from %d to %d input channels", first_conv, weight.shape[1], in_chans)
+    return dropped
+
+
+def load_into(model: nn.Module, state: Dict[str, torch.Tensor], allowed_missing: Sequence[str], source: str) -> None:
+    """``load_state_dict`` that tolerates missing keys only under ``allowed_missing`` prefixes."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise WeightsError(f"weights from {source} do not fit the model: {exc}") from exc
+    missing = [k for k in result.missing_keys
+               if not any(k == p or k.startswith(p + ".") for p in allowed_missing)]
+    if missing or result.unexpected_keys:
+        raise WeightsError(f"weights from {source} do not fit the model: missing keys {missing[:8]}"
+                           f"{' ...' if len(missing) > 8 else ''}, unexpected keys {result.unexpected_keys[:8]}"
+                           f"{' ...' if len(result.unexpected_keys) > 8 else ''}")
