@@ -46,7 +46,7 @@ def site_dir(tmp_path: Path) -> Iterator[Path]:
     plugins.refresh()
     yield site
     sys.path.remove(str(site))
-    for name in [m for m in sys.modules if m.split(".")[0].startswith("toy")]:
+    for name in [m for m in sys.modules if m.split(".")[0].startswith(("toy", "zoo_toy"))]:
         del sys.modules[name]
     plugins.refresh()
 
