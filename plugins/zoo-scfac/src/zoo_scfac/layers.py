@@ -1,0 +1,235 @@
+"""Orthogonal layers: SC-Fac convolutions (Eq. 7.3, Algorithms 1 and 2, Table 7.1) and an orthogonal linear map.
+
+``OrthoConv2d(S, T, K, stride=R, dilation=D, groups=G)`` builds, for every group, a ``C x C``
+paraunitary system with ``K' = K / R`` taps per spatial dimension (``C = max(T/G, S R^2 / G)``),
+keeps ``T/G`` rows and ``S R^2 / G`` columns, reshapes it to a stride-``R`` kernel (polyphase,
+Algorithm 2) and concatenates the groups. With circular padding the layer is
+
+* orthogonal (``||conv(x)|| = ||x||`` and invertible) when ``T = S R^2``;
+* an isometry (column-orthogonal) when ``T > S R^2``;
+* a co-isometry (row-orthogonal: all singular values 1, ``T N`` of them) when ``T < S R^2``.
+
+Dilation up-samples the kernel (``H(z^D)``, Table 7.1) and keeps these properties. Zero padding
+truncates the circular operator, so it is only 1-Lipschitz. In ``eval()`` mode the dense kernel is
+built once, cached and reused until a parameter or buffer changes (inference costs one convolution;
+parameters receive no gradient in eval mode).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import geotorch
+import torch
+import torch.nn.functional as F
+from geotorch.so import uniform_init_
+from torch import Tensor, nn
+
+from zoo_scfac.initialization import INITS, centre_matrices, random_ranks
+from zoo_scfac.paraunitary import paraunitary_1d, polyphase_to_strided, projectors, separable_2d
+
+PADDING_MODES = ("circular", "zeros")
+
+
+class _OrthogonalTensor(nn.Module):
+    """A batched orthogonal tensor ``weight`` of shape ``(..., n, n)``, parametrized by ``geotorch.orthogonal``."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(*shape))
+        geotorch.orthogonal(self, "weight")
+
+
+class _EvalCache(nn.Module):
+    """Caches a derived weight in eval mode; the cache key is every parameter's and buffer's storage and version."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: Optional[Tensor] = None
+        self._cache_key: Optional[Tuple] = None
+
+    def _state_key(self) -> Tuple:
+        tensors = list(self.parameters()) + list(self.buffers())
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+    def _cached(self, build: Callable[[], Tensor]) -> Tensor:
+        if self.training:
+            self._cache, self._cache_key = None, None
+            return build()
+        key = self._state_key()
+        if self._cache is None or self._cache_key != key:
+            with torch.no_grad():
+                self._cache = build()
+            self._cache_key = key
+        return self._cache
+
+
+def _single(value: Union[int, Sequence[int]], ndim: int, name: str) -> int:
+    """Accept ``k`` or ``(k,) * ndim``; SC-Fac builds square kernels only."""
+    if isinstance(value, int):
+        return value
+    values = tuple(value)
+    if len(values) != ndim or len(set(values)) != 1:
+        raise ValueError(f"{name} must be an int or {ndim} equal ints (SC-Fac is separable and square), got {value!r}")
+    return int(values[0])
+
+
+class _OrthoConvNd(_EvalCache):
+    """Shared implementation of :class:`OrthoConv1d` and :class:`OrthoConv2d` (``ndim`` spatial dims)."""
+
+    ndim: int = 0
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Sequence[int]], stride: Union[int, Sequence[int]] = 1,
+                 dilation: Union[int, Sequence[int]] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "circular", init: str = "permutation") -> None:
+        super().__init__()
+        k = _single(kernel_size, self.ndim, "kernel_size")
+        r = _single(stride, self.ndim, "stride")
+        dil = _single(dilation, self.ndim, "dilation")
+        if min(in_channels, out_channels, k, r, dil, groups) < 1:
+            raise ValueError(f"channels, kernel_size, stride, dilation and groups must be >= 1; got in={in_channels}, "
+                             f"out={out_channels}, kernel={k}, stride={r}, dilation={dil}, groups={groups}")
+        if k % r:
+            raise ValueError(f"kernel_size {k} must be a multiple of stride {r}: the polyphase construction "
+                             f"(Algorithm 2) uses kernel_size / stride taps per dimension")
+        if r > 1 and dil > 1:
+            raise ValueError(f"stride {r} together with dilation {dil} is not supported (Table 7.1 covers strided or "
+                             f"dilated convolutions, not both)")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation, self.groups = k, r, dil, groups
+        self.padding_mode = padding_mode
+        self.taps = k // r
+        self.n_left = (self.taps - 1) // 2
+        self.n_right = self.taps - 1 - self.n_left
+        self.rows = out_channels // groups
+        self.cols = in_channels // groups * r**self.ndim
+        self.width = max(self.rows, self.cols)
+        batch = (groups, self.ndim)
+        self.q = _OrthogonalTensor(batch + (self.width, self.width))
+        self.u = _OrthogonalTensor(batch + (self.taps - 1, self.width, self.width)) if self.taps > 1 else None
+        self.register_buffer("ranks", torch.zeros(batch + (self.taps - 1,), dtype=torch.long))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        total = dil * (k - 1) - (r - 1)
+        left = dil * r * self.n_left
+        self._pad = (left, total - left)
+        self.reset_parameters(init)
+
+    @torch.no_grad()
+    def reset_parameters(self, init: str = "permutation") -> None:
+        """Re-initialise as ``Q`` at the kernel centre (Proposition 7.2); ``init`` picks ``Q`` (see :data:`INITS`)."""
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        dtype = self.q.weight.dtype
+        q = centre_matrices(init, (self.groups, self.ndim), self.width, dtype=torch.float64)
+        self.q.weight = q.to(dtype)
+        if self.u is not None:
+            ranks = random_ranks(tuple(self.ranks.shape), self.width)
+            u = uniform_init_(torch.empty(tuple(self.ranks.shape) + (self.width, self.width), dtype=torch.float64))
+            for i in range(self.n_left):  # U^(-l) = Q U^(l): each pair cancels
+                ranks[..., self.n_right + i] = ranks[..., i]
+                u[..., self.n_right + i, :, :] = q @ u[..., i, :, :]
+            self.ranks.copy_(ranks)
+            self.u.weight = u.to(dtype)
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def _systems(self) -> Tensor:
+        """1-D paraunitary systems ``(G, ndim, K', C, C)``."""
+        q = self.q.weight
+        if self.u is None:
+            empty = q.new_zeros(q.shape[:-2] + (0,) + q.shape[-2:])
+            return paraunitary_1d(q, empty, empty)
+        p = projectors(self.u.weight, self.ranks)
+        return paraunitary_1d(q, p[:, :, : self.n_right], p[:, :, self.n_right:])
+
+    def build_kernel(self) -> Tensor:
+        """The dense kernel ``(out, in / groups, K, ...)``, differentiable in the parameters."""
+        h = self._systems()
+        if self.ndim == 2:
+            w = separable_2d(h[:, 0, :, : self.rows, :], h[:, 1, :, :, : self.cols])
+        else:
+            w = h[:, 0, :, : self.rows, : self.cols].permute(0, 2, 3, 1)
+        w = w.reshape((self.out_channels, self.cols) + w.shape[3:])
+        return polyphase_to_strided(w, self.in_channels // self.groups, self.stride)
+
+    def kernel(self) -> Tensor:
+        """The kernel used by :meth:`forward`: rebuilt in training mode, cached in eval mode."""
+        return self._cached(self.build_kernel)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """Pad ``x`` so the output has size ``input / stride`` (circular wraps around, zeros pads zeros)."""
+        sizes = x.shape[-self.ndim:]
+        if any(s % self.stride for s in sizes):
+            raise ValueError(f"spatial size {tuple(sizes)} must be divisible by stride {self.stride}")
+        mode = "circular" if self.padding_mode == "circular" else "constant"
+        return F.pad(x, self._pad * self.ndim, mode=mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(B, in, *spatial)`` -> ``(B, out, *spatial / stride)``."""
+        if x.dim() != self.ndim + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, {'N, ' * self.ndim}...) with {self.ndim} spatial dims, "
+                             f"got shape {tuple(x.shape)}")
+        conv = F.conv2d if self.ndim == 2 else F.conv1d
+        return conv(self.pad(x), self.kernel(), self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+                f"padding_mode={self.padding_mode!r}")
+
+
+class OrthoConv1d(_OrthoConvNd):
+    """Orthogonal 1-D convolution (complete factorization, Theorem 7.3). Input ``(B, in, N)``."""
+
+    ndim = 1
+
+
+class OrthoConv2d(_OrthoConvNd):
+    """Orthogonal separable 2-D convolution (SC-Fac, Algorithms 1-2). Input ``(B, in, H, W)``."""
+
+    ndim = 2
+
+
+@torch.no_grad()
+def reorthogonalize_(module: nn.Module) -> nn.Module:
+    """Re-project every geotorch orthogonal tensor in ``module`` onto the manifold in its current dtype.
+
+    Use after ``module.double()``: geotorch's fixed ``base`` was drawn in float32 and keeps a ~1e-7
+    orthogonality error; the polar factor ``U V^T`` of the current value is exact to the new precision.
+    """
+    for sub in module.modules():
+        params = getattr(sub, "parametrizations", None)
+        if params is None or "weight" not in params:
+            continue
+        if not isinstance(params["weight"][0], geotorch.so.SO):
+            continue
+        u, _, vh = torch.linalg.svd(sub.weight, full_matrices=False)
+        sub.weight = u @ vh
+    for sub in module.modules():
+        if isinstance(sub, _EvalCache):
+            sub._cache, sub._cache_key = None, None
+    return module
+
+
+class OrthoLinear(_EvalCache):
+    """``y = W x + b`` with ``W`` row- or column-orthogonal (``geotorch.orthogonal``); 1-Lipschitz."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        geotorch.orthogonal(self, "weight")
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(..., in_features)`` -> ``(..., out_features)``."""
+        return F.linear(x, self._cached(lambda: self.weight), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
