@@ -1,0 +1,239 @@
+"""Atomic (pairwise) conv_einsum steps, planned once from shapes and run many times.
+
+A step combines two tensors A and B (letter orders known at plan time) into the letters the rest of the
+network still needs. Three kernels, chosen at plan time:
+
+- ``EinsumStep``: no shared convolution letter -> ``torch.einsum`` (batched matmul).
+- ``ConvStep``: 1-3 shared convolution letters, every data mode on the same side -> one ``F.conv1d/2d/3d``
+  call; contraction letters become input channels, batch letters become ``groups``, outer letters of the
+  data side the conv batch, outer letters of the kernel side the output channels (Sec. 3.4.1).
+- ``UnfoldStep``: any other case (4+ shared convolution letters, data modes on both sides) -> windows by
+  ``Tensor.unfold`` and one einsum. Slower, but general.
+
+A shared convolution letter is either a *correlation* (one side holds the data for that letter: pad it if
+this is its first kernel, correlate with dilation, apply the stride once the last kernel is in) or a
+*full convolution* of two kernels (lengths K1, K2 -> K1 + K2 - 1; the second is flipped).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .modes import Problem
+from .parse import ConvEinsumError
+from .sequencer import Network
+
+_CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def pad_dim(x: Tensor, dim: int, left: int, right: int, circular: bool) -> Tensor:
+    """Pad one dimension of ``x`` with zeros or circularly (wrap-around, as nn.Conv2d padding_mode='circular')."""
+    if left == 0 and right == 0:
+        return x
+    n = x.shape[dim]
+    if circular:
+        parts = [x.narrow(dim, n - left, left), x, x.narrow(dim, 0, right)]
+    else:
+        shape_l, shape_r = list(x.shape), list(x.shape)
+        shape_l[dim], shape_r[dim] = left, right
+        parts = [x.new_zeros(shape_l), x, x.new_zeros(shape_r)]
+    return torch.cat([p for p in parts if p.shape[dim] > 0], dim=dim)
+
+
+@dataclass(frozen=True)
+class ConvLetter:
+    """What one shared convolution letter does in a step (after padding ``pad``)."""
+
+    letter: str
+    full: bool  # True: kernel-kernel full convolution; False: data-kernel correlation
+    data_on_a: bool  # correlation only: the data is in A
+    pad: tuple[int, int]
+    circular: bool
+    stride: int
+    dilation: int
+
+
+@dataclass(frozen=True)
+class EinsumStep:
+    """Pairwise step without shared convolution letters."""
+
+    a: str
+    b: str
+    out: str
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        ids = {c: i for i, c in enumerate(dict.fromkeys(self.a + self.b))}
+        return torch.einsum(x, [ids[c] for c in self.a], y, [ids[c] for c in self.b], [ids[c] for c in self.out])
+
+
+@dataclass(frozen=True)
+class ConvStep:
+    """Pairwise step evaluated by one convNd call; ``x`` is the data side (A unless ``swap``)."""
+
+    swap: bool
+    x_perm: tuple[int, ...]
+    x_shape: tuple[int, ...]  # [N, G*C, *spatial]
+    w_perm: tuple[int, ...]
+    w_shape: tuple[int, ...]  # [G*O, C, *kernel]
+    flip: tuple[int, ...]  # weight dims to flip (full convolutions)
+    explicit_pad: tuple[tuple[int, int, int, bool], ...]  # (dim, left, right, circular) applied by pad_dim
+    conv_padding: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    out_shape: tuple[int, ...]
+    out: str
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        x, w = (b, a) if self.swap else (a, b)
+        x = x.permute(self.x_perm).reshape(self.x_shape)
+        w = w.permute(self.w_perm).reshape(self.w_shape)
+        if self.flip:
+            w = w.flip(self.flip)
+        for dim, left, right, circular in self.explicit_pad:
+            x = pad_dim(x, dim, left, right, circular)
+        conv = _CONV[len(self.stride)]
+        y = conv(x, w, None, self.stride, self.conv_padding, self.dilation, self.groups)
+        return y.reshape(self.out_shape)
+
+
+@dataclass(frozen=True)
+class UnfoldStep:
+    """General pairwise step: every shared convolution letter is turned into windows plus a contraction."""
+
+    a: str
+    b: str
+    out: str
+    letters: tuple[ConvLetter, ...]
+    kernel_sizes: tuple[int, ...]  # kernel length of each shared letter in this step
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        ids = {c: i for i, c in enumerate(dict.fromkeys(self.a + self.b))}
+        xa, ya = list(self.a), list(self.b)
+        x_ids, y_ids = [ids[c] for c in xa], [ids[c] for c in ya]
+        next_id = len(ids)
+        if next_id + len(self.letters) > 52:
+            raise ConvEinsumError("an unfold step needs more than 52 distinct letters; split the equation")
+        for spec, k in zip(self.letters, self.kernel_sizes):
+            win_is_x = spec.data_on_a or spec.full
+            win, ker = (x, y) if win_is_x else (y, x)
+            win_letters, ker_letters = (xa, ya) if win_is_x else (ya, xa)
+            win_ids, ker_ids = (x_ids, y_ids) if win_is_x else (y_ids, x_ids)
+            d = win_letters.index(spec.letter)
+            win = pad_dim(win, d, spec.pad[0], spec.pad[1], spec.circular)
+            span = spec.dilation * (k - 1) + 1
+            win = win.unfold(d, span, spec.stride)[..., :: spec.dilation]
+            win_ids.append(next_id)
+            win_letters.append("")
+            kd = ker_letters.index(spec.letter)
+            if spec.full:
+                ker = ker.flip(kd)
+            ker_ids[kd] = next_id
+            ker_letters[kd] = ""
+            next_id += 1
+            x, y = (win, ker) if win_is_x else (ker, win)
+        return torch.einsum(x, x_ids, y, y_ids, [ids[c] for c in self.out])
+
+
+Step = EinsumStep | ConvStep | UnfoldStep
+
+
+def _out_order(a: str, b: str, kept: frozenset[str], conv: str) -> str:
+    """Output letter order of einsum/unfold steps: ordinary letters first, convolution letters last."""
+    order = [c for c in dict.fromkeys(a + b) if c in kept]
+    return "".join([c for c in order if c not in conv] + [c for c in order if c in conv])
+
+
+def _conv_letters(problem: Problem, net: Network, ma: int, mb: int, shared: Sequence[str]) -> list[ConvLetter]:
+    specs = []
+    sa, sb = net.members(ma), net.members(mb)
+    for c in shared:
+        mode = problem.modes[c]
+        if mode.data in sa or mode.data in sb:
+            data_set = sa if mode.data in sa else sb
+            first = not any(k in data_set for k in mode.kernels)
+            last = all(k in sa | sb for k in mode.kernels)
+            specs.append(
+                ConvLetter(c, False, mode.data in sa, mode.pad if first else (0, 0), mode.circular,
+                           mode.stride if last else 1, mode.dilation)
+            )
+        else:
+            k = mode.length(sb)
+            specs.append(ConvLetter(c, True, False, (k - 1, k - 1), False, 1, 1))
+    return specs
+
+
+def plan_pair(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str) -> tuple[Step, str]:
+    """Plan the step combining A (mask ``ma``, letters ``a``) and B (``mb``, ``b``); returns (step, out letters)."""
+    kept = net.kept(ma | mb)
+    conv = problem.equation.conv
+    shared_conv = [c for c in a if c in conv and c in b]
+    if not shared_conv:
+        out = _out_order(a, b, kept, conv)
+        return EinsumStep(a, b, out), out
+    specs = _conv_letters(problem, net, ma, mb, shared_conv)
+    corr_sides = {s.data_on_a for s in specs if not s.full}
+    if len(shared_conv) > 3 or len(corr_sides) > 1:
+        out = _out_order(a, b, kept, conv)
+        sizes = tuple(problem.size(s.letter, net.members(mb if (s.data_on_a or s.full) else ma)) for s in specs)
+        return UnfoldStep(a, b, out, tuple(specs), sizes), out
+    swap = corr_sides == {False}
+    if swap:
+        specs = [ConvLetter(s.letter, s.full, True, s.pad, s.circular, s.stride, s.dilation) for s in specs]
+    return _plan_conv(problem, net, (mb, b, ma, a) if swap else (ma, a, mb, b), specs, kept, swap)
+
+
+def _plan_conv(problem: Problem, net: Network, sides: tuple[int, str, int, str], specs: list[ConvLetter],
+               kept: frozenset[str], swap: bool) -> tuple[ConvStep, str]:
+    mx, x, mw, w = sides
+    conv = problem.equation.conv
+    shared = {s.letter for s in specs}
+    passive = [c for c in x if c in conv and c not in w]
+    spatial_set = set(shared) | set(passive[: max(0, 3 - len(shared))])
+    spatial = [c for c in x if c in spatial_set]
+    batch = [c for c in x if c in w and c not in shared and c in kept]
+    contract = [c for c in x if c in w and c not in shared and c not in kept]
+    n_letters = [c for c in x if c not in w and c not in spatial_set]
+    o_letters = [c for c in w if c not in x]
+
+    def xs(c: str) -> int:
+        return problem.size(c, net.members(mx))
+
+    def ws(c: str) -> int:
+        return problem.size(c, net.members(mw))
+
+    spec_of = {s.letter: s for s in specs}
+    x_perm = tuple(x.index(c) for c in n_letters + batch + contract + spatial)
+    g = math.prod(xs(c) for c in batch)
+    cin = math.prod(xs(c) for c in contract)
+    x_shape = (math.prod(xs(c) for c in n_letters), g * cin, *(xs(c) for c in spatial))
+    # weight: [G, O, C, spatial] with size-1 dims for the passive spatial letters
+    w_src = [c for c in batch + o_letters + contract + spatial if c in w]
+    w_perm = tuple(w.index(c) for c in w_src)
+    w_shape = (g * math.prod(ws(c) for c in o_letters), cin, *(ws(c) if c in shared else 1 for c in spatial))
+    flip = tuple(2 + i for i, c in enumerate(spatial) if c in shared and spec_of[c].full)
+    explicit: list[tuple[int, int, int, bool]] = []
+    conv_padding: list[int] = []
+    for i, c in enumerate(spatial):
+        s = spec_of.get(c)
+        left, right = s.pad if s else (0, 0)
+        if s is not None and (left != right or s.circular):
+            explicit.append((2 + i, left, right, s.circular))
+            conv_padding.append(0)
+        else:
+            conv_padding.append(left)
+    stride = tuple(spec_of[c].stride if c in spec_of else 1 for c in spatial)
+    dilation = tuple(spec_of[c].dilation if c in spec_of else 1 for c in spatial)
+    mo = mx | mw
+    out_letters = n_letters + batch + o_letters + spatial
+    out_shape = tuple(problem.size(c, net.members(mo)) for c in out_letters)
+    out = "".join(out_letters)
+    step = ConvStep(swap, x_perm, x_shape, w_perm, w_shape, flip, tuple(explicit), tuple(conv_padding),
+                    stride, dilation, g, out_shape, out)
+    return step, out

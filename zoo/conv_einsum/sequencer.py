@@ -1,0 +1,260 @@
+"""The optimal sequencer: cost model and pairwise path search for conv_einsum networks.
+
+Cost of one pairwise step ``A, B -> C`` (multiply-adds): the product over all letters of A and B of a
+per-letter factor, counted three times as in the dissertation (Sec. 3.4.2): the forward product and the
+two backward products dL/dA and dL/dB.  Per-letter factors:
+
+- ordinary letter (contraction, batch, outer): its size;
+- convolution of data (length N, already padded or not) with kernel (length K) giving length M:
+  forward and dL/dkernel use M*K, dL/ddata uses N_padded*K;
+- full convolution of two kernels (lengths K1, K2): K1*K2 in all three.
+
+Paths are in opt_einsum's linear format (a list of index pairs; each result is appended at the end).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import opt_einsum as oe
+
+from .modes import Problem
+from .parse import ConvEinsumError
+
+Path = list[tuple[int, int]]
+OPTIMIZE_WORDS = ("auto", "optimal", "greedy", "naive")
+AUTO_OPTIMAL_MAX = 8  # "auto" is exhaustive (dynamic programming over subsets) up to this many operands
+OPTIMAL_MAX = 12
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Multiply-adds of one pairwise step: forward only, and forward + both backward products."""
+
+    forward: int
+    training: int
+
+
+class Network:
+    """The operands of a Problem as letter sets, with sizes and costs of any subset of operands.
+
+    inputs: letter set of every operand after single-operand preprocessing (diagonals, sums).
+    Subsets are bit masks over operand indices.
+    """
+
+    def __init__(self, problem: Problem, inputs: Sequence[frozenset[str]]):
+        self.problem = problem
+        self.inputs = tuple(inputs)
+        self.n = len(self.inputs)
+        self.output = frozenset(problem.equation.output)
+        holders: dict[str, int] = {}
+        for i, letters in enumerate(self.inputs):
+            for c in letters:
+                holders[c] = holders.get(c, 0) | (1 << i)
+        self.holders = holders
+        self._kept: dict[int, frozenset[str]] = {}
+        self._members: dict[int, frozenset[int]] = {}
+
+    @property
+    def full(self) -> int:
+        return (1 << self.n) - 1
+
+    def members(self, mask: int) -> frozenset[int]:
+        """Operand indices in ``mask``."""
+        got = self._members.get(mask)
+        if got is None:
+            got = frozenset(i for i in range(self.n) if mask >> i & 1)
+            self._members[mask] = got
+        return got
+
+    def kept(self, mask: int) -> frozenset[str]:
+        """Letters of the intermediate built from ``mask``: those still needed by the output or other operands."""
+        got = self._kept.get(mask)
+        if got is None:
+            letters = set().union(*(self.inputs[i] for i in self.members(mask)))
+            got = frozenset(c for c in letters if c in self.output or self.holders[c] & ~mask)
+            self._kept[mask] = got
+        return got
+
+    def letter_size(self, letter: str, mask: int) -> int:
+        return self.problem.size(letter, self.members(mask))
+
+    def size(self, mask: int) -> int:
+        """Number of elements of the intermediate built from ``mask``."""
+        return math.prod(self.letter_size(c, mask) for c in self.kept(mask))
+
+    def pair_cost(self, m1: int, m2: int) -> StepCost:
+        """Cost of combining the intermediates of two disjoint masks."""
+        l1, l2 = self.kept(m1), self.kept(m2)
+        f = g1 = g2 = 1
+        for c in l1 | l2:
+            mode = self.problem.modes.get(c)
+            if mode is None or c not in l1 or c not in l2:
+                n = self.letter_size(c, m1 if c in l1 else m2)
+                f, g1, g2 = f * n, g1 * n, g2 * n
+                continue
+            s1, s2 = self.members(m1), self.members(m2)
+            a, b, out = mode.length(s1), mode.length(s2), mode.length(s1 | s2)
+            if mode.data in s1 or mode.data in s2:
+                data_first = mode.data in s1
+                data_set, data_len, k = (s1, a, b) if data_first else (s2, b, a)
+                padded = data_len + (sum(mode.pad) if not any(i in data_set for i in mode.kernels) else 0)
+                f *= out * k
+                g1 *= (padded if data_first else out) * k
+                g2 *= (out if data_first else padded) * k
+            else:
+                f, g1, g2 = f * a * b, g1 * a * b, g2 * a * b
+        return StepCost(forward=f, training=f + g1 + g2)
+
+
+def ssa_tree_to_linear(ssa: Sequence[tuple[int, int]]) -> Path:
+    """Convert a static-single-assignment path to opt_einsum's linear format."""
+    return [tuple(int(i) for i in step) for step in oe.paths.ssa_to_linear(list(ssa))]  # type: ignore[misc]
+
+
+def linear_to_masks(path: Sequence[Sequence[int]], n: int) -> list[tuple[int, int]]:
+    """Validate a linear path for ``n`` operands and return each step as a pair of masks."""
+    current = [1 << i for i in range(n)]
+    steps: list[tuple[int, int]] = []
+    for k, step in enumerate(path):
+        step = tuple(step)
+        if len(step) != 2 or len(set(step)) != 2:
+            raise ConvEinsumError(f"path step {k} is {step!r}; conv_einsum contracts exactly two distinct operands per step")
+        if not all(isinstance(i, int) and 0 <= i < len(current) for i in step):
+            raise ConvEinsumError(f"path step {k} {step!r} refers to operands outside 0..{len(current) - 1}")
+        i, j = sorted(step, reverse=True)
+        a, b = current.pop(i), current.pop(j)
+        steps.append((b, a))
+        current.append(a | b)
+    if len(current) != 1:
+        raise ConvEinsumError(f"path {list(path)!r} leaves {len(current)} operands; it needs {max(n - 1, 0)} steps")
+    return steps
+
+
+def path_cost(net: Network, path: Sequence[Sequence[int]]) -> tuple[StepCost, int]:
+    """Total cost of ``path`` and its largest intermediate (elements, final result included)."""
+    fwd = train = 0
+    largest = 0
+    for m1, m2 in linear_to_masks(path, net.n):
+        c = net.pair_cost(m1, m2)
+        fwd, train = fwd + c.forward, train + c.training
+        largest = max(largest, net.size(m1 | m2))
+    return StepCost(fwd, train), largest
+
+
+def naive_path(n: int) -> Path:
+    """Left-to-right evaluation: ((x0 x1) x2) x3 ..."""
+    if n < 2:
+        return []
+    ssa = [(0, 1)] + [(i, n + i - 2) for i in range(2, n)]
+    return ssa_tree_to_linear(ssa)
+
+
+class ConvPathOptimizer(oe.paths.PathOptimizer):
+    """An opt_einsum PathOptimizer whose cost counts convolutions and backward products.
+
+    ``method``: "optimal" (dynamic programming over all subsets: the exact minimum over every pairwise
+    tree, outer products included), "greedy" (cheapest pair first) or "auto" (optimal up to
+    AUTO_OPTIMAL_MAX operands). ``memory_limit`` bounds every intermediate except the final result.
+    It can be handed to ``opt_einsum.contract_path(..., optimize=...)``; the sizes it uses are its own
+    (convolution letters have different sizes in different operands), not opt_einsum's size_dict.
+    """
+
+    def __init__(self, network: Network, method: str = "auto", memory_limit: int | None = None):
+        if method not in ("auto", "optimal", "greedy"):
+            raise ConvEinsumError(f"unknown path method {method!r}; expected 'auto', 'optimal' or 'greedy'")
+        self.network = network
+        self.method = method
+        self.memory_limit = memory_limit
+
+    def __call__(self, inputs=None, output=None, size_dict=None, memory_limit=None) -> Path:  # type: ignore[override]
+        return self.search()
+
+    def search(self) -> Path:
+        n = self.network.n
+        if n < 2:
+            return []
+        method = self.method
+        if method == "auto":
+            method = "optimal" if n <= AUTO_OPTIMAL_MAX else "greedy"
+        if method == "optimal":
+            if n > OPTIMAL_MAX:
+                raise ConvEinsumError(f"optimize='optimal' is limited to {OPTIMAL_MAX} operands, got {n}; use 'greedy' or 'auto'")
+            return self._optimal()
+        return self._greedy()
+
+    def _fits(self, mask: int) -> bool:
+        net = self.network
+        return self.memory_limit is None or mask == net.full or net.size(mask) <= self.memory_limit
+
+    def _no_path(self) -> ConvEinsumError:
+        return ConvEinsumError(
+            f"no pairwise path keeps every intermediate within memory_limit={self.memory_limit} elements"
+        )
+
+    def _optimal(self) -> Path:
+        net = self.network
+        n = net.n
+        best: dict[int, tuple[int, int, int]] = {1 << i: (0, 0, 0) for i in range(n)}
+        for size in range(2, n + 1):
+            for combo in itertools.combinations(range(n), size):
+                mask = sum(1 << i for i in combo)
+                if not self._fits(mask):
+                    continue
+                low = mask & -mask
+                rest = mask ^ low
+                found: tuple[int, int, int] | None = None
+                sub = rest
+                while True:  # every split (left contains the lowest operand, right non-empty)
+                    left = low | sub
+                    right = mask ^ left
+                    if right and left in best and right in best:
+                        cost = best[left][0] + best[right][0] + net.pair_cost(left, right).training
+                        if found is None or cost < found[0]:
+                            found = (cost, left, right)
+                    if sub == 0:
+                        break
+                    sub = (sub - 1) & rest
+                if found is not None:
+                    best[mask] = found
+        if net.full not in best:
+            raise self._no_path()
+        ssa: list[tuple[int, int]] = []
+        ids: dict[int, int] = {1 << i: i for i in range(n)}
+
+        def build(mask: int) -> int:
+            if mask in ids:
+                return ids[mask]
+            _, left, right = best[mask]
+            a, b = build(left), build(right)
+            ssa.append((a, b))
+            ids[mask] = n + len(ssa) - 1
+            return ids[mask]
+
+        build(net.full)
+        return ssa_tree_to_linear(ssa)
+
+    def _greedy(self) -> Path:
+        net = self.network
+        current = [1 << i for i in range(net.n)]
+        path: Path = []
+        while len(current) > 1:
+            choice: tuple[tuple[int, int], int, int] | None = None
+            for i, j in itertools.combinations(range(len(current)), 2):
+                merged = current[i] | current[j]
+                if not self._fits(merged):
+                    continue
+                key = (net.pair_cost(current[i], current[j]).training, net.size(merged))
+                if choice is None or key < choice[0]:
+                    choice = (key, i, j)
+            if choice is None:
+                raise self._no_path()
+            _, i, j = choice
+            path.append((i, j))
+            merged = current[i] | current[j]
+            del current[j], current[i]
+            current.append(merged)
+        return path
