@@ -32,7 +32,9 @@ def training_step(model, batch, entry):
 
 
 def summary(model, entry) -> Mapping[str, Any]:
-    """Parameters and multiplications per one-step prediction at the entry's input size (+ Table 4.2 convention)."""
+    """Parameters and multiplications per one-step prediction at the entry's input size (+ Table 4.2 convention).
+
+    ``flops`` is 2 x MACs of ONE predicted frame, so the core does not run a whole clip to count them."""
     from .complexity import TABLE_4_2_RESOLUTION, count_parameters, table_4_2_gflops
 
     params = count_parameters(model)
@@ -43,6 +45,7 @@ def summary(model, entry) -> Mapping[str, Any]:
         macs = model.macs_per_step(h, w)
         rows[f"macs_per_step_{h}x{w}"] = macs
         rows[f"gmacs_per_step_{h}x{w}"] = round(macs / 1e9, 2)
+        rows["flops"] = 2 * macs  # per one-step prediction (multiply-add = 2 FLOPs), not per clip
         side = TABLE_4_2_RESOLUTION.get(str(entry.dataset).lower())
         if side is not None:
             rows["table_4_2_gflops"] = round(table_4_2_gflops(params, side), 2)
