@@ -1,0 +1,102 @@
+"""The three fast algorithms of approximate (mean-field) propagation, by fan-in E (section 5.2.4).
+
+* :func:`direct_contraction` - small E: Eq. (5.10) literally, enumerating the D^E joint values of the inputs.
+* :func:`dft_sum` - medium E: the pmf of a sum of independent categorical units as a product of DFTs.
+* :func:`clt_moments` - large E: Lyapunov CLT, the exact mean and variance of sum_k w_k h_k, read as a Gaussian.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Tuple
+
+import torch
+
+from zoo_bqn.dist import Categorical, Gaussian
+from zoo_bqn.levels import require_uniform, thresholds
+
+_ROUND = 1e-9  # support values closer than this are merged
+
+
+def unique_support(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sorted distinct values of a float64 tensor and the index of each input value in them."""
+    keys = torch.round(values / _ROUND).to(torch.int64)
+    uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    support = torch.zeros(uniq.numel(), dtype=torch.float64).scatter_reduce(0, inverse, values, "amax",
+                                                                             include_self=False)
+    return support, inverse
+
+
+def direct_contraction(inputs: Sequence[Categorical], fn: Callable[..., torch.Tensor]) -> Categorical:
+    """Pmf of ``fn(h_1, ..., h_E)`` for independent categorical units h_e (Eq. 5.10, cost O(D^E) per unit).
+
+    Args:
+        inputs: E categoricals whose unit shapes broadcast; probs (..., V_e) over levels (V_e,).
+        fn: elementwise function of E float64 tensors (the values of the inputs).
+    Returns:
+        Categorical over the distinct values of ``fn`` on the joint support.
+    """
+    if not inputs:
+        raise ValueError("direct_contraction needs at least one input distribution")
+    grids = torch.meshgrid(*[c.levels for c in inputs], indexing="ij")
+    out_values = fn(*grids).reshape(-1).to(torch.float64)
+    support, inverse = unique_support(out_values)
+    joint = inputs[0].probs
+    for c in inputs[1:]:  # outer product over the support dims: (..., V_1 * ... * V_e)
+        joint = (joint.unsqueeze(-1) * c.probs.unsqueeze(-2)).flatten(-2)
+    scatter = torch.zeros(out_values.numel(), support.numel(), dtype=joint.dtype, device=joint.device)
+    scatter[torch.arange(out_values.numel()), inverse.to(joint.device)] = 1.0
+    return Categorical(joint @ scatter, support)
+
+
+def dft_sum(probs: torch.Tensor, levels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pmf of the sum of k independent units on a uniform grid, by DFT (cost O(k^2 D log(kD)) per output).
+
+    Args:
+        probs: (..., k, D) pmfs of the k summands over ``levels``.
+        levels: (D,) equally spaced float64 values a + b*i.
+    Returns:
+        (pmf (..., k(D-1)+1), support (k(D-1)+1,)) with support k*a + b*n, n = 0..k(D-1).
+    """
+    step = require_uniform(levels, "the DFT sum of categorical units")
+    k, d = probs.shape[-2], probs.shape[-1]
+    n = k * (d - 1) + 1
+    spectrum = torch.fft.rfft(probs, n=n, dim=-1)  # (..., k, n//2+1)
+    prod = spectrum[..., 0, :]
+    for i in range(1, k):
+        prod = prod * spectrum[..., i, :]
+    pmf = torch.fft.irfft(prod, n=n, dim=-1).clamp_min(0.0)
+    pmf = pmf / pmf.sum(-1, keepdim=True)
+    support = k * levels[0] + step * torch.arange(n, dtype=torch.float64)
+    return pmf, support
+
+
+def clt_moments(mean: torch.Tensor, second: torch.Tensor, w_mean: torch.Tensor, w_second: torch.Tensor,
+                op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Gaussian:
+    """Exact mean and variance of z = op(h, w) for independent h and w, returned as a Gaussian (Lyapunov CLT).
+
+    ``op`` is bilinear and sums products h_i w_k (a linear layer or a convolution), so
+    E[z] = op(E h, E w) and Var[z] = op(E h^2, Var w) + op(Var h, (E w)^2), each term >= 0.
+    """
+    w_var = (w_second - w_mean * w_mean).clamp_min(0.0)
+    h_var = (second - mean * mean).clamp_min(0.0)
+    out_mean = op(mean, w_mean)
+    out_var = op(second, w_var) + op(h_var, w_mean * w_mean)
+    return Gaussian(out_mean, out_var.clamp_min(0.0))
+
+
+def gaussian_quantize(x: Gaussian, levels: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Pmf (..., D) of nearest-level quantization q(z / scale) for z ~ N(mean, var) (sign for binary levels).
+
+    Level i is taken on [t_{i-1}, t_i) with t the midpoints times ``scale``; var = 0 gives the exact step.
+    """
+    cuts = (thresholds(levels) * scale).to(dtype=x.mean.dtype, device=x.mean.device)
+    mean, var = x.mean.unsqueeze(-1), x.var.unsqueeze(-1)
+    random = var > 0
+    std = torch.sqrt(torch.where(random, var, torch.ones_like(var)))
+    cdf_random = torch.special.ndtr((cuts - mean) / std)  # P(z < t)
+    cdf_fixed = (mean < cuts).to(mean.dtype)
+    cdf = torch.where(random, cdf_random, cdf_fixed)  # (..., D-1)
+    zeros = torch.zeros_like(cdf[..., :1])
+    ones = torch.ones_like(cdf[..., :1])
+    full = torch.cat([zeros, cdf, ones], dim=-1)
+    return (full[..., 1:] - full[..., :-1]).clamp_min(0.0)

@@ -1,0 +1,92 @@
+"""Distributions of activations passed between BQN layers (mean-field: independent units).
+
+* a plain ``torch.Tensor``: deterministic values (e.g. the input image);
+* :class:`Gaussian`: pre-activations after a large fan-in layer (CLT), ``mean``/``var`` of shape (B, ...);
+* :class:`Categorical`: quantized activations, ``probs`` (B, ..., V) over a support ``levels`` (V,) shared by all units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+import torch
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Independent Gaussian units: ``mean`` and ``var`` (same shape, var >= 0)."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.mean.shape != self.var.shape:
+            raise ValueError(f"Gaussian mean {tuple(self.mean.shape)} and var {tuple(self.var.shape)} differ in shape")
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.mean.shape
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """Independent categorical units: ``probs`` (..., V) (rows sum to 1) over ``levels`` (V,), float64 support."""
+
+    probs: torch.Tensor
+    levels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.levels.dim() != 1 or self.probs.shape[-1] != self.levels.numel():
+            raise ValueError(f"Categorical probs {tuple(self.probs.shape)} must end with the support size "
+                             f"{self.levels.numel()} of levels {tuple(self.levels.shape)}")
+
+    @property
+    def shape(self) -> torch.Size:
+        """Shape of the units (without the trailing support dimension)."""
+        return self.probs.shape[:-1]
+
+    def values(self) -> torch.Tensor:
+        """The support in the dtype of ``probs``."""
+        return self.levels.to(device=self.probs.device, dtype=self.probs.dtype)
+
+
+Dist = Union[torch.Tensor, Gaussian, Categorical]
+
+
+def moments(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
+    """First and second raw moments (E[h], E[h^2]) of each unit."""
+    if isinstance(x, torch.Tensor):
+        return x, x * x
+    if isinstance(x, Gaussian):
+        return x.mean, x.var + x.mean * x.mean
+    if isinstance(x, Categorical):
+        v = x.values()
+        return x.probs @ v, x.probs @ (v * v)
+    raise TypeError(f"expected a Tensor, Gaussian or Categorical, got {type(x).__name__}")
+
+
+def mean_var(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance (clamped at 0) of each unit."""
+    if isinstance(x, torch.Tensor):
+        return x, torch.zeros_like(x)
+    if isinstance(x, Gaussian):
+        return x.mean, x.var
+    m, s = moments(x)
+    return m, (s - m * m).clamp_min(0.0)
+
+
+def reshape(x: Dist, shape: Tuple[int, ...]) -> Dist:
+    """Reshape the units of ``x`` (the support dimension of a Categorical is kept last)."""
+    if isinstance(x, torch.Tensor):
+        return x.reshape(shape)
+    if isinstance(x, Gaussian):
+        return Gaussian(x.mean.reshape(shape), x.var.reshape(shape))
+    if isinstance(x, Categorical):
+        return Categorical(x.probs.reshape(*shape, x.probs.shape[-1]), x.levels)
+    raise TypeError(f"expected a Tensor, Gaussian or Categorical, got {type(x).__name__}")
+
+
+def unit_shape(x: Dist) -> torch.Size:
+    """Shape of the units of ``x``."""
+    return x.shape

@@ -1,0 +1,279 @@
+"""BQN layers: each propagates the distribution of its outputs sampling-free (``forward``, analytic inference)
+and runs as a deterministic quantized layer given realised weights (``qnn``, for MAP / Monte-Carlo / export).
+
+Weights hold categorical posteriors over a level set, parameterised in log space (``logits`` (..., D),
+Q(w = Q_d) = softmax(logits)_d, section 5.2.4). Layers take and return :mod:`zoo_bqn.dist` objects.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from zoo_bqn import quantized as q
+from zoo_bqn.contraction import clt_moments, dft_sum, direct_contraction, gaussian_quantize
+from zoo_bqn.dist import Categorical, Dist, Gaussian, mean_var, moments, reshape
+from zoo_bqn.levels import LevelSpec, make_levels, require_uniform
+
+Realisation = Dict[nn.Module, torch.Tensor]
+"""Level indices (int64, weight shape) of every weighted layer, keyed by the layer."""
+
+
+class BayesWeighted(nn.Module):
+    """Base of layers with categorical weights: ``logits`` (*weight_shape, D), Xavier-uniform initialised."""
+
+    def __init__(self, weight_shape: tuple, fan_in: int, fan_out: int, levels: LevelSpec) -> None:
+        super().__init__()
+        lv = make_levels(levels)
+        self.level_values = tuple(lv.tolist())
+        self.weight_shape = tuple(weight_shape)
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        self.logits = nn.Parameter(torch.empty(*weight_shape, lv.numel()).uniform_(-bound, bound))
+
+    @property
+    def levels(self) -> torch.Tensor:
+        """Level set (D,) float64 on the CPU."""
+        return torch.tensor(self.level_values, dtype=torch.float64)
+
+    def probs(self) -> torch.Tensor:
+        """Q(w = Q_d): (*weight_shape, D)."""
+        return torch.softmax(self.logits, dim=-1)
+
+    def weight_moments(self) -> tuple:
+        """(E[w], E[w^2]) each of the weight shape."""
+        p = self.probs()
+        v = self.levels.to(device=p.device, dtype=p.dtype)
+        return p @ v, p @ (v * v)
+
+    def map_indices(self) -> torch.Tensor:
+        """argmax_d Q(w = Q_d) (weight shape, int64)."""
+        return self.logits.detach().argmax(-1)
+
+    def sample_indices(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """One draw w ~ Q per weight, by inverse CDF (weight shape, int64)."""
+        p = self.probs().detach()
+        u = torch.rand(p.shape[:-1], generator=generator, dtype=p.dtype, device=p.device)
+        cdf = p.cumsum(-1)[..., :-1]
+        return (u.unsqueeze(-1) >= cdf).sum(-1)
+
+    def weight_values(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Float weights for level indices ``idx``."""
+        return self.levels.to(device=idx.device, dtype=dtype)[idx]
+
+    def entropy_term(self) -> torch.Tensor:
+        """R = sum_k E_Q[log p(w_k)] + H(Q_k) for a uniform prior p = 1/D, i.e. -KL(Q || uniform) (scalar)."""
+        logp = torch.log_softmax(self.logits, dim=-1)
+        d = self.logits.shape[-1]
+        return -(logp.exp() * (logp + math.log(d))).sum()
+
+    def num_weights(self) -> int:
+        return math.prod(self.weight_shape)
+
+
+class BayesLinear(BayesWeighted):
+    """Linear layer with categorical weights (out, in), no bias; CLT propagation (large fan-in)."""
+
+    def __init__(self, in_features: int, out_features: int, levels: LevelSpec = "binary") -> None:
+        super().__init__((out_features, in_features), in_features, out_features, levels)
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x: Dist) -> Gaussian:
+        """x: units (B, in) -> Gaussian (B, out) with the exact mean and variance."""
+        mean, second = moments(x)
+        w_mean, w_second = self.weight_moments()
+        return clt_moments(mean, second, w_mean.to(mean.dtype), w_second.to(mean.dtype), q.linear)
+
+    def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+        return q.linear(x, self.weight_values(weights[self], x.dtype))
+
+    def export(self, weights: Realisation) -> nn.Module:
+        return q.QLinear(weights[self], self.levels)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, levels={list(self.level_values)}"
+
+
+class BayesConv2d(BayesWeighted):
+    """Convolution with categorical weights (O, C, k, k), no bias; CLT propagation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 levels: LevelSpec = "binary") -> None:
+        k2 = kernel_size * kernel_size
+        super().__init__((out_channels, in_channels, kernel_size, kernel_size), in_channels * k2,
+                         out_channels * k2, levels)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def _op(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return q.conv(h, w, self.stride, self.padding)
+
+    def forward(self, x: Dist) -> Gaussian:
+        """x: units (B, C, H, W) -> Gaussian (B, O, H', W')."""
+        mean, second = moments(x)
+        w_mean, w_second = self.weight_moments()
+        return clt_moments(mean, second, w_mean.to(mean.dtype), w_second.to(mean.dtype), self._op)
+
+    def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+        return self._op(x, self.weight_values(weights[self], x.dtype))
+
+    def export(self, weights: Realisation) -> nn.Module:
+        return q.QConv2d(weights[self], self.levels, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, levels={list(self.level_values)}")
+
+
+class QuantAct(nn.Module):
+    """Quantized activation h = q(z / scale) onto ``levels`` (sign for the binary default).
+
+    Gaussian input: P(h = Q_i) = Phi((t_i - mu)/sigma) - Phi((t_{i-1} - mu)/sigma) (exact for Gaussian z);
+    categorical input: direct contraction with fan-in 1 (exact).
+    """
+
+    def __init__(self, levels: LevelSpec = "binary", scale: float = 1.0) -> None:
+        super().__init__()
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"activation scale must be a positive finite number, got {scale}")
+        self.level_values = tuple(make_levels(levels).tolist())
+        self.scale = float(scale)
+
+    @property
+    def levels(self) -> torch.Tensor:
+        return torch.tensor(self.level_values, dtype=torch.float64)
+
+    def forward(self, x: Dist) -> Categorical:
+        if isinstance(x, Gaussian):
+            return Categorical(gaussian_quantize(x, self.levels, self.scale), self.levels)
+        if isinstance(x, Categorical):
+            return direct_contraction([x], lambda v: q.quantize(v, self.levels, self.scale))
+        if isinstance(x, torch.Tensor):
+            return Categorical(gaussian_quantize(Gaussian(x, torch.zeros_like(x)), self.levels, self.scale),
+                               self.levels)
+        raise TypeError(f"QuantAct expected a Tensor, Gaussian or Categorical, got {type(x).__name__}")
+
+    def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+        return q.quantize(x, self.levels, self.scale)
+
+    def export(self, weights: Realisation) -> nn.Module:
+        return q.QAct(self.levels, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"levels={list(self.level_values)}, scale={self.scale:g}"
+
+
+class AvgPoolDFT(nn.Module):
+    """Non-overlapping k x k average pooling; categorical inputs by DFT (medium fan-in k^2), exact."""
+
+    def __init__(self, kernel_size: int = 2) -> None:
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        self.kernel_size = kernel_size
+
+    def _windows(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W, *rest) -> (B, C, H//k, W//k, k*k, *rest), cropping like floor-mode pooling."""
+        k = self.kernel_size
+        b, c, h, w = t.shape[:4]
+        rest = t.shape[4:]
+        t = t[:, :, : h // k * k, : w // k * k]
+        t = t.reshape(b, c, h // k, k, w // k, k, *rest).transpose(3, 4)
+        return t.reshape(b, c, h // k, w // k, k * k, *rest)
+
+    def forward(self, x: Dist) -> Dist:
+        k2 = self.kernel_size ** 2
+        if isinstance(x, Categorical):
+            require_uniform(x.levels, "AvgPoolDFT")
+            pmf, support = dft_sum(self._windows(x.probs), x.levels)
+            return Categorical(pmf, support / k2)
+        if isinstance(x, Gaussian):
+            return Gaussian(q.avg_pool(x.mean, self.kernel_size), q.avg_pool(x.var, self.kernel_size) / k2)
+        if isinstance(x, torch.Tensor):
+            return q.avg_pool(x, self.kernel_size)
+        raise TypeError(f"AvgPoolDFT expected a Tensor, Gaussian or Categorical, got {type(x).__name__}")
+
+    def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+        return q.avg_pool(x, self.kernel_size)
+
+    def export(self, weights: Realisation) -> nn.Module:
+        return q.QAvgPool(self.kernel_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
+class Residual(nn.Module):
+    """Batch-norm-free shortcut x + body(x); two categoricals are added by direct contraction (fan-in 2).
+
+    Mean-field: the two branches are treated as independent (as everywhere in the BQN).
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Dist) -> Dist:
+        y = self.body(x)
+        if isinstance(x, Categorical) and isinstance(y, Categorical):
+            return direct_contraction([x, y], lambda a, b: a + b)
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            return x + y
+        (mx, vx), (my, vy) = mean_var(x), mean_var(y)
+        return Gaussian(mx + my, vx + vy)
+
+    def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+        return x + qnn_apply(self.body, x, weights)
+
+    def export(self, weights: Realisation) -> nn.Module:
+        return q.QResidual(export_module(self.body, weights))
+
+
+class Flatten(nn.Module):
+    """Flatten the units of each example: (B, ...) -> (B, prod(...))."""
+
+    def forward(self, x: Dist) -> Dist:
+        return reshape(x, (x.shape[0], -1))
+
+    def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)
+
+    def export(self, weights: Realisation) -> nn.Module:
+        return nn.Flatten()
+
+
+def qnn_apply(module: nn.Module, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+    """Run ``module`` (a BQN layer or an ``nn.Sequential`` of them) as a deterministic QNN."""
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x = qnn_apply(layer, x, weights)
+        return x
+    if isinstance(module, nn.Identity):
+        return x
+    if not hasattr(module, "qnn"):
+        raise TypeError(f"{type(module).__name__} is not a BQN layer (it has no qnn method)")
+    return module.qnn(x, weights)
+
+
+def export_module(module: nn.Module, weights: Realisation) -> nn.Module:
+    """The deterministic packed counterpart of ``module`` for the realised ``weights``."""
+    if isinstance(module, nn.Sequential):
+        return nn.Sequential(*[export_module(m, weights) for m in module])
+    if isinstance(module, nn.Identity):
+        return nn.Identity()
+    if not hasattr(module, "export"):
+        raise TypeError(f"{type(module).__name__} is not a BQN layer (it has no export method)")
+    return module.export(weights)
+
+
+def realise(module: nn.Module, mode: str, generator: Optional[torch.Generator] = None) -> Realisation:
+    """Level indices of every weighted layer under ``module``: ``mode`` = "map" or "sample"."""
+    if mode not in ("map", "sample"):
+        raise ValueError(f"mode must be 'map' or 'sample', got {mode!r}")
+    out: Realisation = {}
+    for m in module.modules():
+        if isinstance(m, BayesWeighted):
+            out[m] = m.map_indices() if mode == "map" else m.sample_indices(generator)
+    return out
