@@ -223,6 +223,8 @@ def _plan_conv(problem: Problem, net: Network, sides: tuple[int, str, int, str],
     for i, c in enumerate(spatial):
         s = spec_of.get(c)
         left, right = s.pad if s else (0, 0)
+        if s is not None and s.full:  # full convolution with the weight side's kernel
+            left = right = ws(c) - 1
         if s is not None and (left != right or s.circular):
             explicit.append((2 + i, left, right, s.circular))
             conv_padding.append(0)
