@@ -1,0 +1,64 @@
+"""The ISIC lesion sample in the shared data folder (93 images + masks, 128x128 PNG): loading and splitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["isic_folder", "load_isic", "split_indices", "MEAN", "STD"]
+
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+
+
+def isic_folder(root: Optional[Path] = None) -> Path:
+    """``<shared data>/isic2018_sample`` (``zoo.paths.shared_data_dir()`` unless ``root`` is given)."""
+    if root is None:
+        from zoo.paths import shared_data_dir
+
+        root = shared_data_dir()
+    folder = Path(root) / "isic2018_sample"
+    if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
+        raise FileNotFoundError(f"expected {folder}/images and {folder}/masks (the ISIC sample); set ZOO_SHARED_DATA")
+    return folder
+
+
+def load_isic(root: Optional[Path] = None, normalize: bool = True) -> Tuple[Tensor, Tensor, list]:
+    """All pairs, sorted by ISIC id.
+
+    Returns:
+        images ``(N, 3, 128, 128)`` float32 (``(x/255 - 0.5) / 0.5`` if ``normalize``), masks
+        ``(N, 1, 128, 128)`` float32 in {0, 1}, and the list of ids.
+    """
+    from PIL import Image
+
+    folder = isic_folder(root)
+    ids, imgs, masks = [], [], []
+    for img_path in sorted((folder / "images").glob("ISIC_*.png")):
+        isic_id = img_path.stem
+        mask_path = folder / "masks" / f"{isic_id}_segmentation.png"
+        if not mask_path.exists():
+            raise FileNotFoundError(f"mask {mask_path} missing for image {img_path}")
+        imgs.append(np.asarray(Image.open(img_path).convert("RGB"), dtype=np.float32) / 255.0)
+        masks.append(np.asarray(Image.open(mask_path).convert("L"), dtype=np.uint8) > 127)
+        ids.append(isic_id)
+    if not ids:
+        raise FileNotFoundError(f"no ISIC_*.png images under {folder / 'images'}")
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+    if normalize:
+        x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    y = torch.from_numpy(np.stack(masks)).float()[:, None]
+    return x, y, ids
+
+
+def split_indices(n: int, fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0) -> Tuple[list, list, list]:
+    """A seeded random train/val/test split with the dissertation's 0.7/0.1/0.2 ratios (6.5.3)."""
+    if abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must sum to 1, got {fractions}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_train, n_val = round(fractions[0] * n), round(fractions[1] * n)
+    return sorted(perm[:n_train]), sorted(perm[n_train : n_train + n_val]), sorted(perm[n_train + n_val :])
