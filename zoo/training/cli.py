@@ -1,0 +1,58 @@
+"""``zoo train NAME --data DIR ...``: the command-line face of :func:`zoo.finetune`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+
+def add_train_parser(sub: "argparse._SubParsersAction") -> None:
+    from zoo.training.trainer import FinetuneConfig
+
+    p = sub.add_parser("train", help="fine-tune a model on your data (torchrun-aware)")
+    p.add_argument("name", help="model name, local-dir:DIR or hf-hub:ORG/REPO")
+    p.add_argument("--data", required=True, help="training data: image-folder tree, CSV, images+masks, .npz")
+    p.add_argument("--val-data", help="validation data in the same form")
+    p.add_argument("--output", required=True, help="folder for metrics.jsonl, curves.png, checkpoint.pt, best/")
+    p.add_argument("--num-classes", type=int, help="replace the classifier head")
+    p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the best model when done")
+    p.add_argument("--json", action="store_true", help="print the history as JSON")
+    defaults = FinetuneConfig()
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("output_dir", "progress"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kind = float if f.name in ("grad_clip",) else type(default) if default is not None else str
+            p.add_argument(flag, type=kind, default=default)
+    p.set_defaults(fn=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zoo.training.trainer import FinetuneConfig, finetune
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
+               if hasattr(args, f.name)}
+    options["output_dir"] = args.output
+    result = finetune(args.name, args.data, args.val_data, num_classes=args.num_classes,
+                      pretrained=not args.no_pretrained, config=FinetuneConfig(**options))
+    if args.push_to_hub and result.best_dir is not None:
+        from zoo.hub.pretrained import push_to_hub
+
+        print(push_to_hub(result.model, args.push_to_hub))
+    last = result.history[-1] if result.history else {}
+    if args.json:
+        print(json.dumps({"history": result.history, "best_dir": str(result.best_dir),
+                          "skipped_files": result.skipped_files}, indent=2))
+    else:
+        print(f"trained {len(result.history)} epoch(s); last: " +
+              ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
+        if result.skipped_files:
+            print(f"skipped {len(result.skipped_files)} unreadable file(s): {', '.join(result.skipped_files)}")
+        print(f"best model: {result.best_dir}")
+    return 0

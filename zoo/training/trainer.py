@@ -1,0 +1,380 @@
+"""``zoo.finetune``: fine-tuning on the user's data, on one CPU/GPU or under ``torchrun`` (DDP).
+
+Checkpoints hold everything needed to continue exactly (model, optimiser, scheduler, RNG states, epoch,
+position inside the epoch) and are written atomically every epoch and on interrupt. The loss and any
+per-step projection come from the model's family (``Family.training_step`` / ``Family.after_step``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.errors import ZooError
+from zoo.hub.files import atomic_path
+from zoo.registry.loader import parse_entry
+from zoo.registry.schema import ModelEntry
+from zoo.training import distributed as dist
+from zoo.training.datasets import DataSource, build_dataset
+from zoo.training.steps import step_for
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of :func:`finetune` (also the ``zoo train`` flags)."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 32
+    optimizer: str = "adamw"           # any timm optimizer name: sgd, momentum, adam, adamw, lamb, ...
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"          # any timm scheduler name (cosine, step, multistep, plateau, ...) or "none"
+    warmup_epochs: int = 0
+    freeze: str = "none"               # "none" | "backbone" (train the classifier head only)
+    grad_clip: Optional[float] = None  # max gradient norm
+    augment: bool = True               # timm training transforms for image classification
+    seed: int = 0
+    num_workers: int = 0
+    output_dir: Optional[str] = None
+    resume: bool = False
+    device: Optional[str] = None       # default: cuda if available, else cpu
+    input_frames: int = 10             # video prediction: frames given ...
+    future_frames: int = 10            # ... and frames predicted
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.freeze not in ("none", "backbone"):
+            raise ZooError(f"freeze must be 'none' or 'backbone', got {self.freeze!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ZooError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns: the trained model and its history."""
+
+    model: nn.Module
+    history: List[Dict[str, float]] = field(default_factory=list)
+    best_metric: Optional[float] = None
+    best_dir: Optional[Path] = None
+    skipped_files: List[str] = field(default_factory=list)
+
+
+def entry_of(model: nn.Module) -> ModelEntry:
+    """The registry entry a zoo model was built from (read back from ``model.pretrained_cfg``)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, dict) or "family" not in cfg:
+        raise ZooError("finetune needs a model made by zoo.create (it reads model.pretrained_cfg)")
+    keys = ("family", "builder", "args", "task", "dataset", "input", "reference", "tags", "description")
+    return parse_entry(cfg["architecture"], {k: cfg[k] for k in keys if cfg.get(k) is not None},
+                       Path("<model.pretrained_cfg>"))
+
+
+def finetune(model_or_name: Union[str, nn.Module], train_data: DataSource, val_data: Optional[DataSource] = None,
+             *, num_classes: Optional[int] = None, pretrained: bool = True, config: Optional[FinetuneConfig] = None,
+             **options: Any) -> FinetuneResult:
+    """Fine-tune a zoo model on ``train_data`` (a path or a Dataset); see :class:`FinetuneConfig` for options.
+
+    ``model_or_name`` is a model from :func:`zoo.create` or a name (created with ``pretrained`` weights when it
+    has them). ``num_classes`` replaces the classifier head. With ``output_dir``, writes ``metrics.jsonl``,
+    ``curves.png``, ``checkpoint.pt`` (every epoch and on interrupt) and the best model as a Hub-ready folder
+    ``best/``; ``resume=True`` continues from ``checkpoint.pt`` exactly.
+    """
+    cfg = config or FinetuneConfig(**options)
+    if config is not None and options:
+        raise ZooError(f"pass either config= or keyword options, not both (got {sorted(options)})")
+    _seed_everything(cfg.seed)  # a model built here from a name starts from a reproducible initialisation
+    model = _prepare_model(model_or_name, num_classes, pretrained)
+    return Trainer(model, train_data, val_data, cfg).fit()
+
+
+def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[int], pretrained: bool) -> nn.Module:
+    from zoo.api import create, model_info
+
+    if isinstance(model_or_name, str):
+        name = model_or_name
+        has_weights = name.startswith(("local-dir:", "hf-hub:")) or model_info(name).weights is not None
+        return create(name, pretrained=pretrained and has_weights, num_classes=num_classes)
+    model = model_or_name
+    if num_classes is not None and model.pretrained_cfg.get("num_classes") != num_classes:
+        model.reset_classifier(num_classes)
+        model.pretrained_cfg = {**model.pretrained_cfg, "num_classes": num_classes,
+                                "input": {**model.pretrained_cfg["input"], "num_classes": num_classes}}
+    return model
+
+
+class Trainer:
+    """One fine-tuning run; :meth:`fit` trains, evaluates, checkpoints and exports."""
+
+    def __init__(self, model: nn.Module, train_data: DataSource, val_data: Optional[DataSource],
+                 cfg: FinetuneConfig):
+        self.cfg, self.entry = cfg, entry_of(model)
+        self.rank, self.world = dist.init_from_env(cfg.device)
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", dist.local_rank())
+        self.out = Path(cfg.output_dir) if cfg.output_dir else None
+        self.model = model.to(self.device)
+        if self.device.type == "cuda" and self.entry.task in ("classification", "segmentation"):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._freeze()
+        opts = dict(augment=cfg.augment, input_frames=cfg.input_frames, future_frames=cfg.future_frames)
+        self.train_set = build_dataset(train_data, model.pretrained_cfg, True, **opts)
+        classes = getattr(self.train_set, "classes", None)
+        self.val_set = (build_dataset(val_data, model.pretrained_cfg, False, classes=classes, **opts)
+                        if val_data is not None else None)
+        self.step_fn, self.after_step = step_for(self.entry), _after_step(self.entry)
+        self.net = dist.wrap(self.model, self.device) if self.world > 1 else self.model
+        self.optimizer, self.scheduler = self._optim()
+        self.epoch, self.batches_done, self.history = 0, 0, []
+        self.best: Optional[float] = None
+        self._rng_snapshot = _rng_state()
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+    def _freeze(self) -> None:
+        if self.cfg.freeze == "backbone":
+            head = self.model.get_classifier()
+            head_params = {id(p) for p in head.parameters()}
+            for p in self.model.parameters():
+                p.requires_grad_(id(p) in head_params)
+
+    def _optim(self):
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ZooError("no trainable parameters (check freeze=)")
+        optimizer = create_optimizer_v2(self.model if self.cfg.freeze == "none" else params, opt=self.cfg.optimizer,
+                                        lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.scheduler == "none":
+            return optimizer, None
+        scheduler, _ = create_scheduler_v2(optimizer, sched=self.cfg.scheduler, num_epochs=self.cfg.epochs,
+                                           warmup_epochs=self.cfg.warmup_epochs, min_lr=self.cfg.lr * 1e-2,
+                                           plateau_mode="min")
+        return optimizer, scheduler
+
+    def _loader(self, dataset: Dataset, train: bool, epoch: int, skip_batches: int = 0) -> DataLoader:
+        """Batches of ``batch_size / world`` samples in an order fixed by (seed, epoch); ``skip_batches`` resumes
+        inside an epoch without touching the skipped samples (their augmentation would consume RNG)."""
+        per_rank = max(1, self.cfg.batch_size // self.world)
+        if self.world > 1:
+            order = dist.sampler(dataset, train, self.cfg.seed, epoch)
+        elif train:  # the permutation DistributedSampler uses, so one process sees the same global batches
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.cfg.seed + epoch)).tolist()
+        else:
+            order = range(len(dataset))
+        indices = list(order)[skip_batches * per_rank:]
+        # its own generator: creating the iterator must not draw from the global RNG that augmentation uses
+        generator = torch.Generator().manual_seed(self.cfg.seed + epoch)
+        return DataLoader(dataset, batch_size=per_rank, sampler=indices, num_workers=self.cfg.num_workers,
+                          generator=generator, pin_memory=self.device.type == "cuda")
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def fit(self) -> FinetuneResult:
+        if self.cfg.resume:
+            self._load_checkpoint()
+        try:
+            while self.epoch < self.cfg.epochs:
+                started = time.perf_counter()
+                train_loss = self._train_epoch()
+                row = {"epoch": self.epoch + 1, "train_loss": train_loss, **self._evaluate(),
+                       "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - started}
+                self.epoch, self.batches_done = self.epoch + 1, 0
+                if self.scheduler is not None:
+                    self.scheduler.step(self.epoch, row.get("val_loss", train_loss))
+                self.history.append(row)
+                self._end_of_epoch(row)
+        except KeyboardInterrupt:
+            self._save_checkpoint()
+            raise
+        finally:
+            dist.shutdown()
+        return FinetuneResult(self.model, self.history, self.best,
+                              self.out / "best" if self.out and (self.out / "best").is_dir() else None,
+                              [str(p) for p in getattr(self.train_set, "skipped", [])])
+
+    def _train_epoch(self) -> float:
+        self.net.train()
+        if self.cfg.freeze == "backbone":
+            self.model.eval()
+            self.model.get_classifier().train()
+        loader = self._loader(self.train_set, True, self.epoch, skip_batches=self.batches_done)
+        self._rng_snapshot = _rng_state()  # the state before the next batch is drawn, for exact resumption
+        total, count = 0.0, 0
+        bar = _progress(loader, self.cfg.progress and self.rank == 0, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+        for index, batch in enumerate(bar, start=self.batches_done):
+            batch = _to(batch, self.device)
+            with _autocast(self.device):
+                loss = self.step_fn(self.net, batch, self.entry)
+            if not torch.isfinite(loss):
+                raise ZooError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, batch {index}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            if self.after_step is not None:
+                self.after_step(self.model)
+            self.batches_done = index + 1
+            self._rng_snapshot = _rng_state()
+            total, count = total + loss.item(), count + 1
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        return dist.mean(total / max(count, 1), self.device)
+
+    @torch.no_grad()
+    def _evaluate(self) -> Dict[str, float]:
+        if self.val_set is None:
+            return {}
+        self.net.eval()
+        total, count, correct, seen = 0.0, 0, 0, 0
+        for batch in self._loader(self.val_set, False, 0):
+            batch = _to(batch, self.device)
+            with _autocast(self.device):
+                if self.entry.task == "classification":  # NLL of the predictions, whatever the training loss
+                    logits = self.net(batch[0]).float()
+                    total += F.cross_entropy(logits, batch[1], reduction="sum").item()
+                    correct += int((logits.argmax(1) == batch[1]).sum())
+                else:
+                    total += self.step_fn(self.net, batch, self.entry).item() * len(batch[1])
+            count += len(batch[1])
+        row = {"val_loss": dist.mean(total / count, self.device)}
+        if self.entry.task == "classification":
+            row["val_acc"] = dist.mean(correct / count, self.device)
+        return row
+
+    def _end_of_epoch(self, row: Dict[str, float]) -> None:
+        score = row.get("val_acc", -row.get("val_loss", row["train_loss"]))
+        improved = self.best is None or score > self.best
+        if improved:
+            self.best = score
+        if self.out is None or self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / METRICS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        self._save_checkpoint()
+        if improved:
+            from zoo.hub.pretrained import save_pretrained
+
+            metrics = {k: v for k, v in row.items() if k.startswith("val_")}
+            save_pretrained(self.model, self.out / "best", metrics=metrics or None)
+        _plot_curves(self.history, self.out / "curves.png")
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        if self.out is None or self.rank != 0:
+            return
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "epoch": self.epoch, "batches_done": self.batches_done, "history": self.history,
+                 "best": self.best, "rng": self._rng_snapshot, "config": asdict(self.cfg),
+                 "architecture": self.entry.name}
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
+
+    def _load_checkpoint(self) -> None:
+        path = (self.out / CHECKPOINT) if self.out else None
+        if path is None or not path.is_file():
+            raise ZooError(f"resume=True but there is no {CHECKPOINT} in {self.out}")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["architecture"] != self.entry.name:
+            raise ZooError(f"{path} was written for {state['architecture']!r}, not {self.entry.name!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.batches_done = state["epoch"], state["batches_done"]
+        self.history, self.best = list(state["history"]), state["best"]
+        _set_rng_state(state["rng"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _after_step(entry: ModelEntry):
+    from zoo import plugins
+
+    return plugins.get_family(entry.family).after_step
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _rng_state() -> Dict[str, Any]:
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(mt), gauss],
+             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plot_curves(history: List[Dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    keys = [k for k in ("train_loss", "val_loss", "val_acc") if all(k in row for row in history)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot(epochs, [row[key] for row in history], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
