@@ -3,8 +3,25 @@
 Public: ``conv_einsum``, ``conv_einsum_path``, ``ConvEinsumError``, ``PathInfo``. See docs/conv_einsum.md.
 """
 
+import sys as _sys
+import types as _types
+
 from .api import conv_einsum, conv_einsum_path
 from .parse import ConvEinsumError
 from .plan import PathInfo, clear_plan_cache
 
 __all__ = ["conv_einsum", "conv_einsum_path", "ConvEinsumError", "PathInfo", "clear_plan_cache"]
+
+
+class _CallablePackage(_types.ModuleType):
+    """``zoo.conv_einsum`` names both this package and its main function; calling the package calls the function.
+
+    (Importing ``zoo.conv_einsum.*`` rebinds the attribute ``zoo.conv_einsum`` to the package, so the package
+    itself must stay callable for ``zoo.conv_einsum(equation, *operands)`` to keep working.)
+    """
+
+    def __call__(self, *args, **kwargs):
+        return conv_einsum(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallablePackage
