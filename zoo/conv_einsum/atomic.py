@@ -89,11 +89,14 @@ class ConvStep:
     groups: int
     out_shape: tuple[int, ...]
     out: str
+    fold: int = 1  # >1: the conv batch (size fold) is folded into groups, the weight repeated per sample
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         x, w = (b, a) if self.swap else (a, b)
         x = x.permute(self.x_perm).reshape(self.x_shape)
         w = w.permute(self.w_perm).reshape(self.w_shape)
+        if self.fold > 1:
+            w = w.unsqueeze(0).expand(self.fold, *w.shape).reshape(self.fold * w.shape[0], *w.shape[1:])
         if self.flip:
             w = w.flip(self.flip)
         for dim, left, right, circular in self.explicit_pad:
@@ -212,7 +215,11 @@ def _plan_conv(problem: Problem, net: Network, sides: tuple[int, str, int, str],
     x_perm = tuple(x.index(c) for c in n_letters + batch + contract + spatial)
     g = math.prod(xs(c) for c in batch)
     cin = math.prod(xs(c) for c in contract)
-    x_shape = (math.prod(xs(c) for c in n_letters), g * cin, *(xs(c) for c in spatial))
+    nb = math.prod(xs(c) for c in n_letters)
+    cout = math.prod(ws(c) for c in o_letters)
+    # a batch of single-channel convolutions is far slower than the same work as a grouped (depthwise) conv
+    fold = nb if nb > 1 and cin == 1 and cout == 1 else 1
+    x_shape = (nb // fold, fold * g * cin, *(xs(c) for c in spatial))
     # weight: [G, O, C, spatial] with size-1 dims for the passive spatial letters
     w_src = [c for c in batch + o_letters + contract + spatial if c in w]
     w_perm = tuple(w.index(c) for c in w_src)
@@ -237,5 +244,5 @@ def _plan_conv(problem: Problem, net: Network, sides: tuple[int, str, int, str],
     out_shape = tuple(problem.size(c, net.members(mo)) for c in out_letters)
     out = "".join(out_letters)
     step = ConvStep(swap, x_perm, x_shape, w_perm, w_shape, flip, tuple(explicit), tuple(conv_padding),
-                    stride, dilation, g, out_shape, out)
+                    stride, dilation, g * fold, out_shape, out, fold)
     return step, out
