@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -33,6 +33,9 @@ Summary = Callable[["nn.Module", "ModelEntry"], Mapping[str, Any]]
 
 Hook = Callable[["nn.Module"], None]
 
+Evaluate = Callable[["nn.Module", Iterable[Any], "ModelEntry"], Mapping[str, float]]
+"""``evaluate(model, batches, entry) -> metrics`` on held-out batches (default: by task, see zoo.metrics)."""
+
 
 @dataclass(frozen=True)
 class Family:
@@ -47,6 +50,7 @@ class Family:
         training_step: optional loss for :func:`zoo.finetune`; default depends on the task.
         after_step: optional hook run after each optimiser step (e.g. re-projection).
         summary: optional extra rows for model summaries.
+        evaluate: optional held-out metrics for ``scripts/evaluate.py`` and ``scripts/train.py``.
         version: the plugin's version string, shown by ``zoo families``.
     """
 
@@ -57,6 +61,7 @@ class Family:
     training_step: Optional[TrainingStep] = None
     after_step: Optional[Hook] = None
     summary: Optional[Summary] = None
+    evaluate: Optional[Evaluate] = None
     version: str = "0"
     extras: Mapping[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,59 @@
+"""Train a registry model from its recipe (scripts/recipes/NAME.yaml), measure it on the held-out split,
+write a Hub-ready folder, and with --publish record the weights (sha256, metrics, data) in the registry.
+
+    python scripts/train.py bqn-cnn-mnist --publish
+    python scripts/train.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+import zoo
+from zoo.hub.pretrained import WEIGHTS_NAME
+from zoo.metrics import evaluate
+from zoo.publish import record_weights
+from zoo.recipes import RECIPES, build_data, load_recipe
+from zoo.training.trainer import FinetuneConfig, entry_of
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", help="model name (its recipe) or a recipe .yaml path")
+    parser.add_argument("--list", action="store_true", help="list the recipes")
+    parser.add_argument("--output", default="runs", help="parent folder of the run folder")
+    parser.add_argument("--publish", action="store_true", help="record the weights in the registry fragment")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.list or not args.name:
+        print("\n".join(sorted(p.stem for p in RECIPES.glob("*.yaml"))))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = load_recipe(args.name)
+    cfg = FinetuneConfig(**{**recipe.finetune, "output_dir": str(Path(args.output) / recipe.model)})
+    torch.manual_seed(cfg.seed)
+    model = zoo.create(recipe.model, **recipe.build)
+    train, held, description = build_data(recipe, model.pretrained_cfg)
+    result = zoo.finetune(model, train, held, config=cfg)
+    best = zoo.create(f"local-dir:{result.best_dir}", pretrained=True)
+    batches = DataLoader(held, batch_size=cfg.batch_size)
+    metrics = evaluate(best, batches, entry_of(best))
+    zoo.save_pretrained(best, result.best_dir, metrics=metrics, data=description)
+    print(json.dumps({"model": recipe.model, "metrics": metrics, "data": description,
+                      "folder": str(result.best_dir)}, indent=2))
+    if args.publish:
+        weights = result.best_dir / WEIGHTS_NAME
+        size_mb = weights.stat().st_size / 2**20
+        bundle = size_mb <= recipe.max_bundle_mb
+        registry = record_weights(zoo.model_info(recipe.model), weights, metrics, description, bundle=bundle)
+        print(f"recorded in {registry} ({size_mb:.2f} MB, {'bundled' if bundle else 'Hub only'})")
+
+
+if __name__ == "__main__":
+    main()

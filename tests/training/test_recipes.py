@@ -1,0 +1,78 @@
+"""scripts/train.py + scripts/evaluate.py on real MNIST images: train, publish into the registry, reproduce."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import zoo
+from zoo import datasets
+from zoo.errors import ZooError
+from zoo.recipes import load_recipe
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+MNIST_TOY = """
+models:
+  toynet-mnist:
+    family: toy
+    builder: toy_net
+    args: {width: 16, in_chans: 1}
+    dataset: mnist
+    input: {shape: [1, 28, 28], mean: [0.1307], std: [0.3081], num_classes: 10, classifier: head, first_conv: stem}
+"""
+
+
+def run_script(name: str, *argv: str, capsys) -> str:
+    old = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        runpy.run_path(str(SCRIPTS / name), run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code in (0, None), capsys.readouterr().err
+    finally:
+        sys.argv = old
+    return capsys.readouterr().out
+
+
+def test_train_publish_evaluate_round_trip(toy_family, tmp_path, capsys, shared_data):
+    registry = toy_family(MNIST_TOY)
+    recipe = tmp_path / "toynet-mnist.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": "toynet-mnist", "data": {"source": "mnist", "holdout": 500, "seed": 1, "limit": 1500},
+        "finetune": {"epochs": 2, "lr": 0.02, "batch_size": 64, "augment": False, "progress": False}}))
+    out = run_script("train.py", str(recipe), "--output", str(tmp_path / "runs"), "--publish", capsys=capsys)
+    report = json.loads(out[:out.rindex("}") + 1])
+    assert 10.0 < report["metrics"]["top1"] <= 100.0 and report["metrics"]["nll"] > 0
+    assert "1,500 of the 10,000 MNIST test images" in report["data"] and "held-out 500" in report["data"]
+    weights = yaml.safe_load(registry.read_text())["models"]["toynet-mnist"]["weights"]
+    assert weights["bundled"] == "weights/toynet-mnist.safetensors" and len(weights["sha256"]) == 64
+    assert weights["metrics"]["top1"] == pytest.approx(report["metrics"]["top1"], abs=1e-6)
+    assert zoo.list_models("toynet-mnist", pretrained=True) == ["toynet-mnist"]
+    out = run_script("evaluate.py", "toynet-mnist", "--recipe", str(recipe), "--check", capsys=capsys)
+    measured = json.loads(out)["measured"]
+    assert measured["top1"] == pytest.approx(weights["metrics"]["top1"], abs=1e-4)
+
+
+def test_split_is_disjoint_and_seeded(shared_data):
+    train, held = datasets.split(10_000, 2000, seed=3)
+    assert len(set(train.tolist()) & set(held.tolist())) == 0 and len(train) + len(held) == 10_000
+    assert datasets.split(10_000, 2000, seed=3)[1].tolist() == held.tolist()
+    images, labels = datasets.mnist()
+    assert images.shape == (10_000, 1, 28, 28) and labels.bincount().min() > 800
+    images, labels = datasets.cifar10()
+    assert images.shape == (10_000, 3, 32, 32) and set(labels.unique().tolist()) == set(range(10))
+
+
+def test_bad_recipes(tmp_path):
+    with pytest.raises(ZooError, match="no recipe"):
+        load_recipe("nope", folder=tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: x\ndata: {source: mnist, holdout: -1}\n")
+    with pytest.raises(ZooError, match=r"data.holdout"):
+        load_recipe(str(bad))

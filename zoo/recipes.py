@@ -1,0 +1,114 @@
+"""Training recipes: a YAML file per model (``scripts/recipes/NAME.yaml``) naming its data, split and schedule.
+
+A recipe is everything ``scripts/train.py NAME`` needs to reproduce published weights from a seed::
+
+    model: bqn-cnn-mnist
+    data: {source: mnist, holdout: 2000, seed: 0}        # mnist | cifar10 | isic | python:pkg.module:function
+    finetune: {epochs: 5, lr: 0.001, batch_size: 128}   # any zoo.training.FinetuneConfig field
+    build: {}                                            # extra kwargs for zoo.create
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch.utils.data import Dataset
+
+from zoo import datasets
+from zoo.errors import ZooError
+
+RECIPES = Path(__file__).resolve().parents[1] / "scripts" / "recipes"
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    holdout: int = Field(gt=0)
+    seed: int = 0
+    limit: Optional[int] = Field(None, gt=0, description="use only this many training examples")
+    options: Dict[str, Any] = Field(default_factory=dict, description="extra arguments of a python: source")
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    data: DataSpec
+    finetune: Dict[str, Any] = Field(default_factory=dict)
+    build: Dict[str, Any] = Field(default_factory=dict)
+    max_bundle_mb: float = 8.0
+
+
+def load_recipe(name_or_path: str, folder: Path = RECIPES) -> Recipe:
+    """The recipe of a model name (``folder/NAME.yaml``) or of a YAML file path."""
+    path = Path(name_or_path) if name_or_path.endswith((".yaml", ".yml")) else folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise ZooError(f"no recipe {path}; recipes exist for: {', '.join(known) or 'none'}")
+    try:
+        return Recipe(**(yaml.safe_load(path.read_text()) or {}))
+    except ValidationError as err:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ZooError(f"invalid recipe {path}: {fields}") from None
+
+
+class TensorImages(Dataset):
+    """uint8 images (N, C, H, W) + labels, scaled to [0, 1], resized to ``size`` and normalised by mean/std."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: Tuple[int, int],
+                 mean: Optional[list], std: Optional[list]):
+        x = images.float() / 255.0
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        channels = x.shape[1]
+        mean_t = torch.tensor(mean or [0.5] * channels).view(1, -1, 1, 1)
+        std_t = torch.tensor(std or [0.5] * channels).view(1, -1, 1, 1)
+        self.x, self.y = (x - mean_t) / std_t, labels
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset, str]:
+    """(train, held-out, description) data sets for a model whose ``pretrained_cfg`` is ``cfg``."""
+    spec = recipe.data
+    if spec.source in ("mnist", "cifar10"):
+        images, labels = getattr(datasets, spec.source)()
+        train, held = datasets.split(len(labels), spec.holdout, spec.seed)
+        if spec.limit is not None:
+            train = train[:spec.limit]
+        shape = cfg["input"]["shape"]
+        make = lambda idx: TensorImages(images[idx], labels[idx], (shape[-2], shape[-1]),  # noqa: E731
+                                        cfg["input"].get("mean"), cfg["input"].get("std"))
+        what = {"mnist": "MNIST test images (official t10k)", "cifar10": "CIFAR-10 test images"}[spec.source]
+        text = (f"{len(train):,} of the {len(labels):,} {what} for training; a disjoint held-out {len(held):,} "
+                f"(seeded split, seed {spec.seed}) for the metrics")
+        return make(train), make(held), text
+    if spec.source == "isic":
+        from torch.utils.data import Subset
+
+        from zoo.training.datasets import build_dataset
+
+        full = build_dataset(datasets.isic_dir(), cfg, train=True)
+        train, held = datasets.split(len(full), spec.holdout, spec.seed)
+        text = (f"{len(train)} of the 93 ISIC 2018 sample images (resized to {cfg['input']['shape'][1:]}) for "
+                f"training; a disjoint held-out {len(held)} (seed {spec.seed}) for the metrics")
+        return Subset(full, train.tolist()), Subset(full, held.tolist()), text
+    if spec.source.startswith("python:"):
+        module, _, func = spec.source[len("python:"):].partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            raise ZooError(f"recipe data source {spec.source!r} cannot be imported: {exc}") from None
+        return factory(cfg=cfg, holdout=spec.holdout, seed=spec.seed, limit=spec.limit, **spec.options)
+    raise ZooError(f"unknown recipe data source {spec.source!r} (mnist, cifar10, isic or python:module:function)")
