@@ -1,0 +1,206 @@
+"""Backbones the dissertation's tables use and timm lacks: LeNet-5, ResNet-32 (CIFAR), WRN-28-10.
+
+All take ``num_classes`` and ``in_chans`` and implement ``get_classifier()`` /
+``reset_classifier(num_classes)`` with timm semantics. Inputs: LeNet-5 ``(B, C, 28, 28)``;
+ResNet-32 and WRN ``(B, C, 32, 32)`` (any size works thanks to global pooling).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class _Classifier:
+    """timm-style classifier access for a model whose head is ``self.<classifier_name>``."""
+
+    classifier_name = "fc"
+    num_features: int
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_name)
+
+    def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
+        old = self.get_classifier()
+        self.num_classes = num_classes
+        new: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if isinstance(old, nn.Linear) and num_classes > 0:
+            new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        setattr(self, self.classifier_name, new)
+
+
+class LeNet5(_Classifier, nn.Module):
+    """LeNet-5 (LeCun et al. 1998) for 28 x 28 inputs: conv5(6, pad 2)-pool-conv5(16)-pool-120-84-classes, ReLU."""
+
+    classifier_name = "fc3"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, 84
+        self.conv1 = nn.Conv2d(in_chans, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3: nn.Module = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc3"}
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class _BasicBlockA(nn.Module):
+    """CIFAR ResNet basic block with the parameter-free option-A shortcut (He et al. 2016, Sec. 4.2)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.pad = stride, cout - cin
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad:
+            x = F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(_Classifier, nn.Module):
+    """ResNet-(6n+2) for CIFAR: 16/32/64 channels, n basic blocks per stage (n=5: ResNet-32, 0.46 M)."""
+
+    def __init__(self, depth: int = 32, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+        n = (depth - 2) // 6
+        self.num_classes, self.num_features = num_classes, 64
+        self.conv1 = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers: List[nn.Module] = []
+        cin = 16
+        for i, width in enumerate((16, 32, 64)):
+            blocks = [_BasicBlockA(cin if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
+            layers.append(nn.Sequential(*blocks))
+            cin = width
+        self.layer1, self.layer2, self.layer3 = layers
+        self.fc: nn.Module = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.forward_features(x).mean((2, 3)))
+
+
+class _WideBlock(nn.Module):
+    """Pre-activation wide basic block (Zagoruyko & Komodakis 2016) with a 1x1 projection when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int, drop_rate: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.drop_rate = drop_rate
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if (cin != cout or stride != 1) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        o = F.relu(self.bn1(x))
+        short = x if self.shortcut is None else self.shortcut(o)
+        y = self.conv1(o)
+        y = F.relu(self.bn2(y))
+        if self.drop_rate > 0:
+            y = F.dropout(y, self.drop_rate, self.training)
+        return self.conv2(y) + short
+
+
+class WideResNet(_Classifier, nn.Module):
+    """WRN-depth-k for CIFAR (depth = 6n+4): widths 16k/32k/64k; WRN-28-10 has 36.5 M parameters."""
+
+    def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 100, in_chans: int = 3,
+                 drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n+4 (16, 22, 28, 40), got {depth}")
+        n = (depth - 4) // 6
+        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.num_classes, self.num_features = num_classes, widths[-1]
+        self.conv1 = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
+        cin = 16
+        groups: List[nn.Module] = []
+        for i, width in enumerate(widths):
+            blocks = [_WideBlock(cin if j == 0 else width, width, (1 if i == 0 else 2) if j == 0 else 1, drop_rate)
+                      for j in range(n)]
+            groups.append(nn.Sequential(*blocks))
+            cin = width
+        self.block1, self.block2, self.block3 = groups
+        self.bn = nn.BatchNorm2d(widths[-1])
+        self.fc: nn.Module = nn.Linear(widths[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        return F.relu(self.bn(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.forward_features(x).mean((2, 3)))
+
+
+CIFAR_BACKBONES: Dict[str, Callable[..., nn.Module]] = {
+    "lenet5": lambda num_classes=10, in_chans=1, **kw: LeNet5(num_classes, in_chans, **kw),
+    "resnet20": lambda num_classes=10, in_chans=3, **kw: CifarResNet(20, num_classes, in_chans, **kw),
+    "resnet32": lambda num_classes=10, in_chans=3, **kw: CifarResNet(32, num_classes, in_chans, **kw),
+    "resnet56": lambda num_classes=10, in_chans=3, **kw: CifarResNet(56, num_classes, in_chans, **kw),
+    "wrn16_2": lambda num_classes=100, in_chans=3, **kw: WideResNet(16, 2, num_classes, in_chans, **kw),
+    "wrn28_10": lambda num_classes=100, in_chans=3, **kw: WideResNet(28, 10, num_classes, in_chans, **kw),
+}
+"""Plugin-provided backbones (names chosen not to clash with timm's)."""
+
+
+def is_backbone(name: str) -> bool:
+    """Whether ``name`` is a plugin backbone or a timm model."""
+    if name in CIFAR_BACKBONES:
+        return True
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+def build_backbone(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs: Any) -> nn.Module:
+    """A dense backbone: one of :data:`CIFAR_BACKBONES` or any timm model (``pretrained=False``)."""
+    opts = dict(kwargs)
+    if num_classes is not None:
+        opts["num_classes"] = num_classes
+    if in_chans is not None:
+        opts["in_chans"] = in_chans
+    if name in CIFAR_BACKBONES:
+        return CIFAR_BACKBONES[name](**opts)
+    import timm
+
+    if not timm.is_model(name):
+        raise KeyError(f"unknown backbone {name!r}: expected a timm model or one of {sorted(CIFAR_BACKBONES)}")
+    opts.setdefault("pretrained", False)
+    return timm.create_model(name, **opts)

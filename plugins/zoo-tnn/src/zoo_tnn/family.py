@@ -1,0 +1,81 @@
+"""The ``tnn`` family object handed to the zoo core (entry point ``zoo.families: tnn``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
+
+from zoo.family import Family
+from zoo_tnn import __version__
+from zoo_tnn.naming import resolve
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from zoo.registry.schema import ModelEntry
+
+
+def build_dense(backbone: str, num_classes: Optional[int] = None, in_chans: Optional[int] = None,
+                **kwargs: Any) -> "nn.Module":
+    """A dense backbone (plugin CIFAR/MNIST backbones or any timm model, not pretrained)."""
+    from zoo_tnn.backbones import build_backbone
+
+    return build_backbone(backbone, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def build_tnn(
+    backbone: str,
+    decomposition: str,
+    rate: Optional[float] = None,
+    rank: Optional[int] = None,
+    m: Optional[int] = None,
+    num_classes: Optional[int] = None,
+    in_chans: Optional[int] = None,
+    skip_first: bool = True,
+    skip_classifier: bool = True,
+    exclude: Sequence[str] = (),
+    on_infeasible: str = "rank1",
+    backbone_args: Optional[Dict[str, Any]] = None,
+) -> "nn.Module":
+    """``backbone`` with its layers replaced by ``decomposition`` tensorial layers (random init)."""
+    from zoo_tnn.tensorize import tensorize
+
+    model = build_dense(backbone, num_classes=num_classes, in_chans=in_chans, **(backbone_args or {}))
+    return tensorize(model, decomposition, rate, rank=rank, m=m, skip_first=skip_first,
+                     skip_classifier=skip_classifier, exclude=exclude, on_infeasible=on_infeasible)
+
+
+def summary(model: "nn.Module", entry: "ModelEntry") -> Mapping[str, Any]:
+    """Dense-equivalent parameters, realised rate in total and per layer."""
+    from zoo_tnn.tensorize import compression_report
+
+    rep = compression_report(model)
+    rows: Dict[str, Any] = {
+        "dense_equivalent_parameters": rep["dense_params"],
+        "realised_rate": round(rep["rate"], 6),
+        "tensorial_layers_rate": round(rep["tensorial_rate"], 6),
+    }
+    cfg = getattr(model, "tnn_config", None)
+    if cfg:
+        rows["decomposition"] = cfg["decomposition"]
+        rows["target_rate"] = cfg["rate"]
+    rows["layers"] = {
+        r["name"]: (f"{r['status']} rank={r['rank']} rate={r['rate']:.4f}" if r["rank"] is not None else r["status"])
+        for r in rep["layers"]
+    }
+    notes = sorted({r["status"] for r in rep["layers"] if r["status"].startswith("dense:grouped")})
+    if notes:
+        rows["note"] = "grouped/depthwise convolutions kept dense (the decomposition does not support groups)"
+    if any(r["status"] == "rank1" for r in rep["layers"]):
+        rows["note_rank1"] = "some layers cannot reach the target rate even at rank 1; they use rank 1"
+    return rows
+
+
+FAMILY = Family(
+    name="tnn",
+    builders={"tnn": build_tnn, "backbone": build_dense},
+    registry=Path(__file__).parent / "registry.yaml",
+    resolve=resolve,
+    summary=summary,
+    version=__version__,
+)

@@ -1,0 +1,329 @@
+"""Tensorial layers: a dense kernel replaced by the factors of a tensor network.
+
+The forward pass of every decomposition is the same line: ``zoo.conv_einsum(network.equation,
+input reshaped to its channel modes, *factors)``. Nothing here depends on which decomposition it is.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.conv_einsum import conv_einsum
+from zoo_tnn.decompositions import Decomposition, TensorNetwork, build_network, get_decomposition
+from zoo_tnn.rank import network_for_rate
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _pair(v: IntPair, what: str) -> Tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(x) for x in v)
+    if len(t) != 2:
+        raise ValueError(f"{what} must be an int or a pair, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _select_network(
+    decomposition: str | Decomposition,
+    out_features: int,
+    in_features: int,
+    kernel_size: Sequence[int],
+    rank: Optional[int],
+    rate: Optional[float],
+    m: Optional[int],
+) -> TensorNetwork:
+    if (rank is None) == (rate is None):
+        raise ValueError(f"give exactly one of rank or rate (got rank={rank!r}, rate={rate!r})")
+    dec = get_decomposition(decomposition)
+    if rank is not None:
+        return build_network(dec, out_features, in_features, kernel_size, int(rank), m)
+    return network_for_rate(dec, out_features, in_features, kernel_size, float(rate), m)  # type: ignore[arg-type]
+
+
+class _Tensorial(nn.Module):
+    """Shared parts: the factor parameters, their initialisation and the dense reconstruction."""
+
+    network: TensorNetwork
+
+    def _init_factors(self, device: Any, dtype: Any) -> None:
+        self.factors = nn.ParameterDict(
+            {f.name: nn.Parameter(torch.empty(f.shape, device=device, dtype=dtype)) for f in self.network.factors}
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random factors whose reconstructed kernel has He variance ``2 / fan_in``; bias zero."""
+        std = self.network.init_std()
+        with torch.no_grad():
+            for p in self.factors.values():
+                p.normal_(0.0, std)
+            if getattr(self, "bias", None) is not None:
+                self.bias.zero_()
+
+    def factor_list(self) -> list[Tensor]:
+        return [self.factors[f.name] for f in self.network.factors]
+
+    def load_factors(self, tensors: Sequence[Tensor]) -> None:
+        """Copy ``tensors`` (one per factor, in network order) into the parameters."""
+        if len(tensors) != len(self.network.factors):
+            raise ValueError(f"expected {len(self.network.factors)} factors, got {len(tensors)}")
+        with torch.no_grad():
+            for f, t in zip(self.network.factors, tensors):
+                if tuple(t.shape) != f.shape:
+                    raise ValueError(f"factor {f.name!r} expects shape {f.shape}, got {tuple(t.shape)}")
+                self.factors[f.name].copy_(t)
+
+    def _copy_from(self, weight: Tensor, bias: Optional[Tensor], init: str, fit_kwargs: Dict[str, Any]) -> None:
+        if init not in ("random", "decomp"):
+            raise ValueError(f"init must be 'random' or 'decomp', got {init!r}")
+        if bias is not None:
+            with torch.no_grad():
+                self.bias.copy_(bias)  # type: ignore[union-attr]
+        if init == "decomp":
+            from zoo_tnn.fit import fit_network
+
+            result = fit_network(self.network, weight.detach(), **fit_kwargs)
+            self.load_factors(result.factors)
+            self.fit_error = result.relative_error
+
+    def kernel_tensor(self) -> Tensor:
+        """The reconstructed kernel with one axis per mode: (T_0..T_{m-1}, S_0..S_{m-1}[, kh, kw])."""
+        return torch.einsum(self.network.kernel_equation, *self.factor_list())
+
+    @property
+    def decomposition(self) -> str:
+        return self.network.decomposition
+
+    @property
+    def rank(self) -> int:
+        return self.network.rank
+
+    @property
+    def dense_params(self) -> int:
+        """Parameters of the dense layer this one replaces, bias included."""
+        return self.network.dense_params + (0 if self.bias is None else self.bias.numel())
+
+    @property
+    def params(self) -> int:
+        return self.network.params + (0 if self.bias is None else self.bias.numel())
+
+    @property
+    def rate(self) -> float:
+        """Realised compression rate of the kernel (factor parameters / dense kernel parameters)."""
+        return self.network.rate
+
+    def extra_repr(self) -> str:
+        return f"{self.network.decomposition}, rank={self.network.rank}, rate={self.network.rate:.4f}, modes=" + (
+            f"{[m.size for m in self.network.out_modes]}x{[m.size for m in self.network.in_modes]}"
+        )
+
+
+class TensorialConv2d(_Tensorial):
+    """A 2-D convolution whose kernel ``(T, S, kh, kw)`` is a tensor network.
+
+    Input ``(B, S, H, W)``, output ``(B, T, H', W')`` with ``H'``, ``W'`` as ``nn.Conv2d``.
+    Give exactly one of ``rank`` and ``rate`` (fraction of the dense kernel's parameters).
+    ``m`` is the number of channel modes of the reshaped decompositions (default 3).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Union[IntPair, str] = 0,
+        dilation: IntPair = 1,
+        bias: bool = True,
+        decomposition: str | Decomposition = "mcp",
+        rank: Optional[int] = None,
+        rate: Optional[float] = None,
+        m: Optional[int] = None,
+        padding_mode: str = "zeros",
+        optimize: Any = "auto",
+        checkpoint: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        if padding_mode not in ("zeros", "circular", "reflect", "replicate"):
+            raise ValueError(f"padding_mode must be zeros|circular|reflect|replicate, got {padding_mode!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("padding='same' needs stride 1 (as nn.Conv2d)")
+            self.padding: Union[Tuple[int, int], str] = padding
+        else:
+            self.padding = _pair(padding, "padding")
+        self.padding_mode = padding_mode
+        self.optimize, self.checkpoint = optimize, checkpoint
+        self.network = _select_network(decomposition, self.out_channels, self.in_channels, self.kernel_size, rank, rate, m)
+        self.bias = nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype)) if bias else None
+        self._init_factors(device, dtype)
+
+    @classmethod
+    def from_dense(
+        cls,
+        conv: nn.Conv2d,
+        decomposition: str | Decomposition,
+        rank: Optional[int] = None,
+        rate: Optional[float] = None,
+        m: Optional[int] = None,
+        init: str = "random",
+        **fit_kwargs: Any,
+    ) -> "TensorialConv2d":
+        """A tensorial copy of ``conv`` (stride, padding, dilation, padding mode, bias kept).
+
+        init: ``"random"`` (He-scaled factors, bias copied) or ``"decomp"`` (Layer-Decomp: factors
+        fitted to ``conv.weight`` with :func:`zoo_tnn.fit.fit_network`; ``fit_kwargs`` go there).
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            dec = get_decomposition(decomposition)
+            if not dec.supports_groups:
+                raise ValueError(f"{dec.name} does not support grouped convolutions (groups={conv.groups})")
+        w = conv.weight
+        layer = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+            dilation=conv.dilation, bias=conv.bias is not None, decomposition=decomposition, rank=rank, rate=rate,
+            m=m, padding_mode=conv.padding_mode, device=w.device, dtype=w.dtype,
+        )
+        layer._copy_from(w, conv.bias, init, fit_kwargs)
+        return layer
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense kernel ``(T, S, kh, kw)`` the factors represent."""
+        return self.kernel_tensor().reshape(self.out_channels, self.in_channels, *self.kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        padding: Any = self.padding
+        mode = self.padding_mode
+        span = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
+        # conv_einsum takes as data the operand that is largest along a conv letter (ties: the first,
+        # our input); a feature map smaller than the kernel is therefore padded here explicitly.
+        small = x.shape[-2] < span[0] or x.shape[-1] < span[1]
+        if (mode in ("reflect", "replicate") or small) and padding != "valid":
+            if padding == "same":
+                (ht, hb), (wl, wr) = [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in span]
+            else:
+                (ht, hb), (wl, wr) = [(p, p) for p in padding]
+            x = F.pad(x, (wl, wr, ht, hb), mode="constant" if mode == "zeros" else mode)
+            padding, mode = 0, "zeros"
+        elif isinstance(padding, tuple):
+            padding = {"h": padding[0], "w": padding[1]}
+        net = self.network
+        b, _, h, w = x.shape
+        xm = x.reshape(b, *(m.size for m in net.in_modes), h, w)
+        y = conv_einsum(
+            net.equation, xm, *self.factor_list(),
+            stride={"h": self.stride[0], "w": self.stride[1]},
+            padding=padding,
+            dilation={"h": self.dilation[0], "w": self.dilation[1]},
+            padding_mode=mode,
+            optimize=self.optimize,
+            checkpoint=self.checkpoint,
+        )
+        y = y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def to_dense(self) -> nn.Conv2d:
+        """An ``nn.Conv2d`` with the reconstructed kernel."""
+        ref = self.factor_list()[0]
+        conv = nn.Conv2d(
+            self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+            bias=self.bias is not None, padding_mode=self.padding_mode, device=ref.device, dtype=ref.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(self.weight)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+
+class TensorialLinear(_Tensorial):
+    """A linear layer whose weight ``(T, S)`` is a tensor network. Input ``(..., S)``, output ``(..., T)``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        decomposition: str | Decomposition = "mcp",
+        rank: Optional[int] = None,
+        rate: Optional[float] = None,
+        m: Optional[int] = None,
+        optimize: Any = "auto",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.optimize = optimize
+        self.network = _select_network(decomposition, self.out_features, self.in_features, (), rank, rate, m)
+        self.bias = nn.Parameter(torch.empty(self.out_features, device=device, dtype=dtype)) if bias else None
+        self._init_factors(device, dtype)
+
+    @classmethod
+    def from_dense(
+        cls,
+        linear: nn.Linear,
+        decomposition: str | Decomposition,
+        rank: Optional[int] = None,
+        rate: Optional[float] = None,
+        m: Optional[int] = None,
+        init: str = "random",
+        **fit_kwargs: Any,
+    ) -> "TensorialLinear":
+        """A tensorial copy of ``linear``; ``init`` as :meth:`TensorialConv2d.from_dense`."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight
+        layer = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, decomposition=decomposition,
+            rank=rank, rate=rate, m=m, device=w.device, dtype=w.dtype,
+        )
+        layer._copy_from(w, linear.bias, init, fit_kwargs)
+        return layer
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight ``(T, S)``."""
+        return self.kernel_tensor().reshape(self.out_features, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"expected input (..., {self.in_features}), got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        net = self.network
+        xm = x.reshape(prod(lead), *(m.size for m in net.in_modes))
+        y = conv_einsum(net.equation, xm, *self.factor_list(), optimize=self.optimize)
+        y = y.reshape(*lead, self.out_features)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def to_dense(self) -> nn.Linear:
+        ref = self.factor_list()[0]
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.weight)
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin

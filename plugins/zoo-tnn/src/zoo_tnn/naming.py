@@ -1,0 +1,101 @@
+"""The name grammar ``{backbone}-{decomposition}-{rate}pct`` (e.g. ``resnet50-mcp-0.5pct``)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+_NAME = re.compile(r"^(?P<backbone>[a-z0-9_.]+)-(?P<dec>[a-z][a-z0-9_]*)-(?P<rate>\d+(?:\.\d+)?)pct$")
+
+MNIST = {"shape": [1, 28, 28], "mean": [0.1307], "std": [0.3081], "num_classes": 10}
+CIFAR10 = {"shape": [3, 32, 32], "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616], "num_classes": 10}
+CIFAR100 = {"shape": [3, 32, 32], "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762], "num_classes": 100}
+
+PLUGIN_DATA: Dict[str, tuple[str, Dict[str, Any], str]] = {
+    # backbone: (dataset, input, classifier)
+    "lenet5": ("mnist", MNIST, "fc3"),
+    "resnet20": ("cifar10", CIFAR10, "fc"),
+    "resnet32": ("cifar10", CIFAR10, "fc"),
+    "resnet56": ("cifar10", CIFAR10, "fc"),
+    "wrn16_2": ("cifar100", CIFAR100, "fc"),
+    "wrn28_10": ("cifar100", CIFAR100, "fc"),
+}
+
+
+class NameGrammarError(ValueError):
+    """A ``{backbone}-{decomposition}-{rate}pct`` name with a known backbone but a bad decomposition or rate."""
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    backbone: str
+    decomposition: str
+    rate: float  # fraction, 0.005 for "0.5pct"
+    rate_text: str
+
+
+def parse_name(name: str) -> Optional[ParsedName]:
+    """Split a grammar name; ``None`` when ``name`` does not have the ``a-b-Npct`` shape."""
+    match = _NAME.match(name)
+    if not match:
+        return None
+    pct = float(match["rate"])
+    return ParsedName(match["backbone"], match["dec"], round(pct / 100.0, 12), match["rate"])
+
+
+def backbone_input(backbone: str) -> tuple[str, Dict[str, Any]]:
+    """Dataset name and the ``input`` block of a backbone (timm's pretrained config for timm models)."""
+    if backbone in PLUGIN_DATA:
+        dataset, spec, head = PLUGIN_DATA[backbone]
+        return dataset, {**copy.deepcopy(spec), "classifier": head, "first_conv": "conv1"}
+    import timm
+
+    cfg = timm.get_pretrained_cfg(backbone)
+    if cfg is None:
+        return "imagenet-1k", {"shape": [3, 224, 224], "num_classes": 1000}
+    spec: Dict[str, Any] = {"shape": list(cfg.input_size), "mean": list(cfg.mean), "std": list(cfg.std),
+                            "num_classes": int(cfg.num_classes or 1000)}
+    if isinstance(cfg.classifier, str):
+        spec["classifier"] = cfg.classifier
+    if isinstance(cfg.first_conv, str):
+        spec["first_conv"] = cfg.first_conv
+    return "imagenet-1k", spec
+
+
+def entry_fields(backbone: str, decomposition: str, rate: float, rate_text: str) -> Dict[str, Any]:
+    """Registry-entry fields of ``{backbone}-{decomposition}-{rate}pct`` (no reference metrics)."""
+    dataset, spec = backbone_input(backbone)
+    return {
+        "family": "tnn",
+        "builder": "tnn",
+        "args": {"backbone": backbone, "decomposition": decomposition, "rate": rate},
+        "task": "classification",
+        "dataset": dataset,
+        "input": spec,
+        "tags": ["tensorial", decomposition],
+        "description": f"{backbone} with every layer but the first conv and the classifier as {decomposition} "
+                       f"tensorial layers at {rate_text}% of their dense parameters",
+    }
+
+
+def resolve(name: str) -> Optional[Dict[str, Any]]:
+    """Entry fields for a grammar name whose backbone and decomposition exist, else ``None``."""
+    parsed = parse_name(name)
+    if parsed is None:
+        return None
+    from zoo_tnn.backbones import is_backbone
+    from zoo_tnn.decompositions import list_decompositions
+
+    if not is_backbone(parsed.backbone):
+        return None
+    known = list_decompositions()
+    if parsed.decomposition not in known:
+        raise NameGrammarError(
+            f"{name!r}: unknown decomposition {parsed.decomposition!r}; expected one of {', '.join(known)} "
+            f"(names are {{backbone}}-{{decomposition}}-{{rate}}pct)"
+        )
+    if not 0.0 < parsed.rate <= 1.0:
+        raise NameGrammarError(f"{name!r}: rate {parsed.rate_text}pct is outside (0, 100] pct")
+    return entry_fields(parsed.backbone, parsed.decomposition, parsed.rate, parsed.rate_text)
