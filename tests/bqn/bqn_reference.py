@@ -73,3 +73,81 @@ def weight_configs(probs: List[torch.Tensor], levels: Sequence[float]):
             mats.append([list(chunk[r * i: (r + 1) * i]) for r in range(o)])
             k += n
         yield q, mats
+
+
+def all_configs(num: int, levels: Sequence[float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every assignment of ``num`` variables to ``levels``: (indices, values), each (D^num, num)."""
+    d = len(levels)
+    codes = torch.arange(d ** num, dtype=torch.int64)
+    idx = torch.stack([(codes // d ** (num - 1 - i)) % d for i in range(num)], dim=1)
+    return idx, torch.tensor(list(levels), dtype=torch.float64)[idx]
+
+
+def exact_mlp_predictive(x: torch.Tensor, probs: List[torch.Tensor], levels: Sequence[float], s: float,
+                         stochastic: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Brute force over every weight configuration of a binarised MLP (sign hidden units, softmax(z/s) output).
+
+    Args:
+        x: (B, I) deterministic inputs; probs: per layer Q(w) of shape (out, in, D).
+        stochastic: hidden units are stochastic, P(h = +1 | z) = sigmoid(z), instead of sign(z).
+    Returns:
+        (E_Q[p(y | x, theta)] (B, K), E_Q[log p(y | x, theta)] (B, K)).
+    """
+    shapes = [p.shape[:-1] for p in probs]
+    sizes = [p.shape[0] * p.shape[1] for p in probs]
+    idx, vals = all_configs(sum(sizes), levels)
+    flat = torch.cat([p.reshape(-1, p.shape[-1]) for p in probs])  # (n, D)
+    q = flat[torch.arange(flat.shape[0]), idx].prod(1)  # (C,)
+    mats, k = [], 0
+    for (o, i), n in zip(shapes, sizes):
+        mats.append(vals[:, k: k + n].reshape(-1, o, i))
+        k += n
+    # hidden-layer states: for stochastic units enumerate h as well, weighting by P(h | z)
+    h_w = [(x.unsqueeze(0).expand(vals.shape[0], -1, -1), torch.ones(vals.shape[0], x.shape[0], dtype=torch.float64))]
+    for w in mats[:-1]:
+        new = []
+        for h, weight in h_w:
+            z = h @ w.transpose(1, 2)  # (C, B, out)
+            if not stochastic:
+                new.append((torch.where(z >= 0, 1.0, -1.0).to(torch.float64), weight))
+                continue
+            units = z.shape[-1]
+            states, svals = all_configs(units, [-1.0, 1.0])
+            p_plus = torch.sigmoid(z)
+            for row in svals:
+                p_state = torch.where(row > 0, p_plus, 1 - p_plus).prod(-1)
+                new.append((row.expand_as(z), weight * p_state))
+        h_w = new
+    like = 0.0
+    for h, weight in h_w:
+        logits = h @ mats[-1].transpose(1, 2) / s
+        like = like + weight.unsqueeze(-1) * torch.softmax(logits, -1)  # p(y | x, theta) summed over h
+    pred = (q.view(-1, 1, 1) * like).sum(0)
+    ell = (q.view(-1, 1, 1) * torch.log(like)).sum(0)
+    return pred, ell
+
+
+def theorem51_bound(x: torch.Tensor, probs: List[torch.Tensor], levels: Sequence[float], s: float,
+                    stochastic: bool = False) -> torch.Tensor:
+    """Lbar_n of Theorem 5.1 for a one-hidden-layer binarised MLP, by enumeration (B, K):
+    E_{h ~ P(h | x), w_L ~ Q}[log softmax(w_L h / s)], with P the exact (joint) law of the hidden layer."""
+    w1, w2 = probs
+    n1 = w1.shape[0] * w1.shape[1]
+    idx, vals = all_configs(n1, levels)
+    flat = w1.reshape(-1, w1.shape[-1])
+    q1 = flat[torch.arange(n1), idx].prod(1)
+    z = x.unsqueeze(0) @ vals.reshape(-1, w1.shape[0], w1.shape[1]).transpose(1, 2)  # (C1, B, H)
+    states_idx, states = all_configs(w1.shape[0], [-1.0, 1.0])
+    if stochastic:
+        p_plus = torch.sigmoid(z).unsqueeze(2)  # (C1, B, 1, H)
+        p_state = torch.where(states > 0, p_plus, 1 - p_plus).prod(-1)  # (C1, B, S)
+    else:
+        h = torch.where(z >= 0, 1.0, -1.0).to(torch.float64).unsqueeze(2)
+        p_state = (h == states).all(-1).to(torch.float64)
+    p_h = (q1.view(-1, 1, 1) * p_state).sum(0)  # (B, S)
+    n2 = w2.shape[0] * w2.shape[1]
+    idx2, vals2 = all_configs(n2, levels)
+    q2 = w2.reshape(-1, w2.shape[-1])[torch.arange(n2), idx2].prod(1)
+    logits = states.unsqueeze(0) @ vals2.reshape(-1, w2.shape[0], w2.shape[1]).transpose(1, 2) / s  # (C2, S, K)
+    e_log = (q2.view(-1, 1, 1) * torch.log_softmax(logits, -1)).sum(0)  # (S, K)
+    return p_h @ e_log

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence, Tuple
 
 import torch
@@ -15,6 +16,7 @@ from zoo_bqn.dist import Categorical, Gaussian
 from zoo_bqn.levels import require_uniform, thresholds
 
 _ROUND = 1e-9  # support values closer than this are merged
+_DFT_FLOOR = 16.0  # probabilities below this many eps * n after an inverse DFT are round-off
 
 
 def unique_support(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -48,8 +50,20 @@ def direct_contraction(inputs: Sequence[Categorical], fn: Callable[..., torch.Te
     return Categorical(joint @ scatter, support)
 
 
+def _dft_matrices(d: int, n: int, dtype: torch.dtype, device: torch.device) -> Tuple[torch.Tensor, ...]:
+    """Real and imaginary parts of the length-n DFT of a length-d signal (d, n), and of the inverse (n, n)."""
+    v = torch.arange(n, dtype=torch.float64)
+    angle = 2 * math.pi * torch.outer(v, v) / n
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    mats = (cos[:d], -sin[:d], cos / n, sin / n)
+    return tuple(m.to(dtype=dtype, device=device) for m in mats)
+
+
 def dft_sum(probs: torch.Tensor, levels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pmf of the sum of k independent units on a uniform grid, by DFT (cost O(k^2 D log(kD)) per output).
+    """Pmf of the sum of k independent units on a uniform grid, by DFT (cost O(k^2 D^2) per output here).
+
+    The pmf of a sum is the convolution of the summands' pmfs, i.e. the product of their length-n DFTs
+    (n = k(D-1)+1, no wrap-around). For these short signals the DFT is applied as a real matrix product.
 
     Args:
         probs: (..., k, D) pmfs of the k summands over ``levels``.
@@ -60,11 +74,16 @@ def dft_sum(probs: torch.Tensor, levels: torch.Tensor) -> Tuple[torch.Tensor, to
     step = require_uniform(levels, "the DFT sum of categorical units")
     k, d = probs.shape[-2], probs.shape[-1]
     n = k * (d - 1) + 1
-    spectrum = torch.fft.rfft(probs, n=n, dim=-1)  # (..., k, n//2+1)
-    prod = spectrum[..., 0, :]
+    fwd_re, fwd_im, inv_re, inv_im = _dft_matrices(d, n, probs.dtype, probs.device)
+    re, im = probs @ fwd_re, probs @ fwd_im  # (..., k, n)
+    acc_re, acc_im = re[..., 0, :], im[..., 0, :]
     for i in range(1, k):
-        prod = prod * spectrum[..., i, :]
-    pmf = torch.fft.irfft(prod, n=n, dim=-1).clamp_min(0.0)
+        acc_re, acc_im = (acc_re * re[..., i, :] - acc_im * im[..., i, :],
+                          acc_re * im[..., i, :] + acc_im * re[..., i, :])
+    pmf = acc_re @ inv_re - acc_im @ inv_im  # real part of the inverse DFT
+    # drop round-off (|error| ~ 1e-16 n): keeps exact zeros exact, e.g. for deterministic inputs
+    floor = _DFT_FLOOR * n * torch.finfo(pmf.dtype).eps
+    pmf = torch.where(pmf > floor, pmf, torch.zeros_like(pmf))
     pmf = pmf / pmf.sum(-1, keepdim=True)
     support = k * levels[0] + step * torch.arange(n, dtype=torch.float64)
     return pmf, support
