@@ -1,0 +1,79 @@
+"""The ``sc-fac`` family handed to the zoo core (entry point ``zoo.families: sc-fac``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping
+
+import torch
+from torch import nn
+
+from zoo.family import Family
+
+from . import __version__
+
+DEFAULT_HINGE_MARGIN = 0.1
+
+
+def build_lipschitz_wrn(**kwargs: Any) -> nn.Module:
+    """Lipschitz WideResNet (depth 6n+4, widen factor, skip add/concat/none): (B, C, H, W) in [0, 1] -> logits."""
+    from .networks import LipschitzWideResNet
+
+    return LipschitzWideResNet(**kwargs)
+
+
+def build_resnet9(**kwargs: Any) -> nn.Module:
+    """Lipschitz ResNet9: (B, C, 32k, 32k) in [0, 1] -> logits."""
+    from .networks import LipschitzResNet9
+
+    return LipschitzResNet9(**kwargs)
+
+
+def build_kwlarge(**kwargs: Any) -> nn.Module:
+    """Lipschitz KW-Large: (B, C, H, W) in [0, 1] -> logits."""
+    from .networks import LipschitzKWLarge
+
+    return LipschitzKWLarge(**kwargs)
+
+
+def training_step(model: nn.Module, batch: Any, entry: Any) -> torch.Tensor:
+    """Multi-class hinge loss with margin ``model.hinge_margin`` (else ``entry.args['hinge_margin']``, else 0.1)."""
+    from .robust import multiclass_hinge_loss
+
+    inputs, targets = batch
+    margin = getattr(model, "hinge_margin", None)
+    if margin is None:
+        margin = (entry.args or {}).get("hinge_margin", DEFAULT_HINGE_MARGIN) if entry is not None else DEFAULT_HINGE_MARGIN
+    return multiclass_hinge_loss(model(inputs), targets, float(margin))
+
+
+def summary(model: nn.Module, entry: Any) -> Mapping[str, Any]:
+    """Orthogonal layer counts, SC-Fac factor parameters vs dense kernel sizes, and the Lipschitz bound."""
+    from .layers import OrthoLinear, _OrthoConvNd
+
+    convs = [m for m in model.modules() if isinstance(m, _OrthoConvNd)]
+    linears = [m for m in model.modules() if isinstance(m, OrthoLinear)]
+    dense = sum(m.out_channels * (m.in_channels // m.groups) * m.kernel_size ** m.ndim for m in convs)
+    factors = sum(p.numel() for m in convs for p in (m.q.parameters() if m.u is None else
+                                                     list(m.q.parameters()) + list(m.u.parameters())))
+    rows: Dict[str, Any] = {
+        "orthogonal_convs": len(convs),
+        "orthogonal_linears": len(linears),
+        "kernel_sizes": sorted({m.kernel_size for m in convs}),
+        "dense_kernel_params": dense,
+        "sc_fac_factor_params": factors,
+        "lipschitz_bound": 1.0,
+        "hinge_margin": getattr(model, "hinge_margin", None),
+    }
+    return rows
+
+
+FAMILY = Family(
+    name="sc-fac",
+    builders={"lipschitz_wrn": build_lipschitz_wrn, "resnet9": build_resnet9, "kwlarge": build_kwlarge},
+    registry=Path(__file__).parent / "registry.yaml",
+    training_step=training_step,
+    after_step=None,  # geotorch keeps Q and U exactly orthogonal: no re-projection needed
+    summary=summary,
+    version=__version__,
+)
