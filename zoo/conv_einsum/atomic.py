@@ -29,6 +29,7 @@ from .modes import Problem
 from .parse import ConvEinsumError
 from .sequencer import Network
 
+FOLD_MAX_CHANNELS = 8
 _CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -89,20 +90,25 @@ class ConvStep:
     groups: int
     out_shape: tuple[int, ...]
     out: str
-    fold: int = 1  # >1: the conv batch (size fold) is folded into groups, the weight repeated per sample
+    fold: int = 1  # >1: on CPU, fold the conv batch (size fold) into groups, repeating the weight per sample
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         x, w = (b, a) if self.swap else (a, b)
-        x = x.permute(self.x_perm).reshape(self.x_shape)
         w = w.permute(self.w_perm).reshape(self.w_shape)
-        if self.fold > 1:
+        groups = self.groups
+        if self.fold > 1 and x.device.type == "cpu":
+            # CPU convolutions with few channels run far faster as one grouped conv than as a batch
+            x = x.permute(self.x_perm).reshape(1, self.fold * self.x_shape[1], *self.x_shape[2:])
             w = w.unsqueeze(0).expand(self.fold, *w.shape).reshape(self.fold * w.shape[0], *w.shape[1:])
+            groups *= self.fold
+        else:
+            x = x.permute(self.x_perm).reshape(self.x_shape)
         if self.flip:
             w = w.flip(self.flip)
         for dim, left, right, circular in self.explicit_pad:
             x = pad_dim(x, dim, left, right, circular)
         conv = _CONV[len(self.stride)]
-        y = conv(x, w, None, self.stride, self.conv_padding, self.dilation, self.groups)
+        y = conv(x, w, None, self.stride, self.conv_padding, self.dilation, groups)
         return y.reshape(self.out_shape)
 
 
@@ -217,9 +223,10 @@ def _plan_conv(problem: Problem, net: Network, sides: tuple[int, str, int, str],
     cin = math.prod(xs(c) for c in contract)
     nb = math.prod(xs(c) for c in n_letters)
     cout = math.prod(ws(c) for c in o_letters)
-    # a batch of single-channel convolutions is far slower than the same work as a grouped (depthwise) conv
-    fold = nb if nb > 1 and cin == 1 and cout == 1 else 1
-    x_shape = (nb // fold, fold * g * cin, *(xs(c) for c in spatial))
+    x_shape = (nb, g * cin, *(xs(c) for c in spatial))
+    kernel_numel = g * cout * cin * math.prod(ws(c) for c in shared)
+    # fold when input channels are few and the repeated weight is no larger than the data
+    fold = nb if nb > 1 and cin <= FOLD_MAX_CHANNELS and nb * kernel_numel <= math.prod(x_shape) else 1
     # weight: [G, O, C, spatial] with size-1 dims for the passive spatial letters
     w_src = [c for c in batch + o_letters + contract + spatial if c in w]
     w_perm = tuple(w.index(c) for c in w_src)
@@ -244,5 +251,5 @@ def _plan_conv(problem: Problem, net: Network, sides: tuple[int, str, int, str],
     out_shape = tuple(problem.size(c, net.members(mo)) for c in out_letters)
     out = "".join(out_letters)
     step = ConvStep(swap, x_perm, x_shape, w_perm, w_shape, flip, tuple(explicit), tuple(conv_padding),
-                    stride, dilation, g * fold, out_shape, out, fold)
+                    stride, dilation, g, out_shape, out, fold)
     return step, out
