@@ -159,3 +159,14 @@ def test_he_initialisation_scale() -> None:
     var = torch.stack([TensorialConv2d(64, 64, 3, decomposition="mtt", rate=0.1).weight.var() for _ in range(20)]).mean()
     assert 0.5 < float(var.detach()) * fan_in / 2.0 < 2.0
     assert layer.rate <= 0.1
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_full_rank_linear_factors_reproduce_the_dense_weight(name: str) -> None:
+    dec = get_decomposition(name)
+    lin = nn.Linear(12, 20, dtype=D)
+    full = dec.full_rank(make_layout(20, 12, (), 3 if dec.reshaped else 1))
+    layer = TensorialLinear.from_dense(lin, name, rank=full, init="decomp", sweeps=0)
+    assert layer.fit_error < 1e-10
+    x = torch.randn(5, 12, dtype=D)
+    torch.testing.assert_close(layer(x), lin(x), rtol=1e-9, atol=1e-9)

@@ -104,7 +104,9 @@ def tucker_init(net: TensorNetwork, kernel: Tensor) -> List[Tensor]:
     """Truncated HOSVD: one projection per channel mode, core = kernel projected on all of them."""
     sizes = _sizes(net)
     kl = net.kernel_letters
-    core_idx = max(range(len(net.factors)), key=lambda i: len(net.factors[i].letters))
+    channel = set(net.out_letters + net.in_letters)
+    core_idx = min(range(len(net.factors)), key=lambda i: (len(channel & set(net.factors[i].letters)),
+                                                         -len(net.factors[i].letters)))
     out: List[Tensor] = [torch.empty(0)] * len(net.factors)
     proj_terms: List[str] = []
     projs: List[Tensor] = []
