@@ -77,7 +77,8 @@ def ring_init(net: TensorNetwork, kernel: Tensor, noise: float = 1e-3, seed: int
     """A tensor train in the ring's closing index 0, plus ``noise`` times the factor scale
     (no noise when the train is already exact)."""
     letters = [f.letters for f in net.factors]
-    closing = "".join(c for c in letters[0] if c in letters[-1] and c not in net.kernel_letters)
+    # the closing bond: the first bond letter of factor 0 that the last factor also carries
+    closing = next(c for c in letters[0] if c in letters[-1] and c not in net.kernel_letters)
     sizes = _sizes(net)
     # the same network without the closing bond is a train: fit it and embed.
     from dataclasses import replace
