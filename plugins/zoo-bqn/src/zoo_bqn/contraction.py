@@ -12,7 +12,7 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
-from zoo_bqn.dist import Categorical, Gaussian
+from zoo_bqn.dist import Categorical, Gaussian, small_matmul
 from zoo_bqn.levels import require_uniform, thresholds
 
 _ROUND = 1e-9  # support values closer than this are merged
@@ -47,7 +47,7 @@ def direct_contraction(inputs: Sequence[Categorical], fn: Callable[..., torch.Te
         joint = (joint.unsqueeze(-1) * c.probs.unsqueeze(-2)).flatten(-2)
     scatter = torch.zeros(out_values.numel(), support.numel(), dtype=joint.dtype, device=joint.device)
     scatter[torch.arange(out_values.numel()), inverse.to(joint.device)] = 1.0
-    return Categorical(joint @ scatter, support)
+    return Categorical(small_matmul(joint, scatter), support)
 
 
 def _dft_matrices(d: int, n: int, dtype: torch.dtype, device: torch.device) -> Tuple[torch.Tensor, ...]:
@@ -75,12 +75,12 @@ def dft_sum(probs: torch.Tensor, levels: torch.Tensor) -> Tuple[torch.Tensor, to
     k, d = probs.shape[-2], probs.shape[-1]
     n = k * (d - 1) + 1
     fwd_re, fwd_im, inv_re, inv_im = _dft_matrices(d, n, probs.dtype, probs.device)
-    re, im = probs @ fwd_re, probs @ fwd_im  # (..., k, n)
+    re, im = small_matmul(probs, fwd_re), small_matmul(probs, fwd_im)  # (..., k, n)
     acc_re, acc_im = re[..., 0, :], im[..., 0, :]
     for i in range(1, k):
         acc_re, acc_im = (acc_re * re[..., i, :] - acc_im * im[..., i, :],
                           acc_re * im[..., i, :] + acc_im * re[..., i, :])
-    pmf = acc_re @ inv_re - acc_im @ inv_im  # real part of the inverse DFT
+    pmf = small_matmul(acc_re, inv_re) - small_matmul(acc_im, inv_im)  # real part of the inverse DFT
     # drop round-off (|error| ~ 1e-16 n): keeps exact zeros exact, e.g. for deterministic inputs
     floor = _DFT_FLOOR * n * torch.finfo(pmf.dtype).eps
     pmf = torch.where(pmf > floor, pmf, torch.zeros_like(pmf))

@@ -54,6 +54,15 @@ class Categorical:
 Dist = Union[torch.Tensor, Gaussian, Categorical]
 
 
+def small_matmul(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """a (..., p) @ m (p, q) for tiny p, q (support sizes) as a broadcast sum: much faster than a batched
+    matmul with a tiny inner dimension on CPU."""
+    out = a[..., 0:1] * m[0]
+    for i in range(1, m.shape[0]):
+        out = out + a[..., i: i + 1] * m[i]
+    return out
+
+
 def moments(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
     """First and second raw moments (E[h], E[h^2]) of each unit."""
     if isinstance(x, torch.Tensor):
@@ -62,7 +71,7 @@ def moments(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
         return x.mean, x.var + x.mean * x.mean
     if isinstance(x, Categorical):
         v = x.values()
-        return x.probs @ v, x.probs @ (v * v)
+        return (x.probs * v).sum(-1), (x.probs * (v * v)).sum(-1)
     raise TypeError(f"expected a Tensor, Gaussian or Categorical, got {type(x).__name__}")
 
 

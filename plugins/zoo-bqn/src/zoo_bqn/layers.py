@@ -46,7 +46,7 @@ class BayesWeighted(nn.Module):
         """(E[w], E[w^2]) each of the weight shape."""
         p = self.probs()
         v = self.levels.to(device=p.device, dtype=p.dtype)
-        return p @ v, p @ (v * v)
+        return (p * v).sum(-1), (p * (v * v)).sum(-1)
 
     def map_indices(self) -> torch.Tensor:
         """argmax_d Q(w = Q_d) (weight shape, int64)."""

@@ -1,0 +1,59 @@
+"""The ``bqn`` family handed to the zoo core (entry point ``zoo.families: bqn``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from zoo.family import Family
+from zoo_bqn import __version__
+
+
+def _bqn_mlp(**kwargs: Any) -> nn.Module:
+    from zoo_bqn.models import bqn_mlp
+
+    return bqn_mlp(**kwargs)
+
+
+def _bqn_cnn(**kwargs: Any) -> nn.Module:
+    from zoo_bqn.models import bqn_cnn
+
+    return bqn_cnn(**kwargs)
+
+
+def training_step(model: nn.Module, batch: Any, entry: Any) -> torch.Tensor:
+    """Negative alternative ELBO of Eq. (5.15) per example, with the model's lambda (prior_weight) and N."""
+    from zoo_bqn.objective import alt_elbo_loss
+
+    x, y = batch
+    return alt_elbo_loss(model, x, y, model.prior_weight, model.num_train)
+
+
+def summary(model: nn.Module, entry: Any) -> Dict[str, Any]:
+    """Rows for ``zoo create NAME --summary``."""
+    from zoo_bqn.layers import BayesWeighted
+
+    layers = [m for m in model.modules() if isinstance(m, BayesWeighted)]
+    rows: Dict[str, Any] = {
+        "categorical weights": model.num_weights(),
+        "weight levels": list(layers[0].level_values) if layers else [],
+        "prior weight lambda (Eq. 5.15)": model.prior_weight,
+        "softmax scale s": round(float(model.scale.detach()), 4),
+        "evaluation mode": model.mode,
+    }
+    if model.num_classes > 0:
+        rows["exported MAP QNN size (bytes)"] = model.export().size_bytes()
+    return rows
+
+
+FAMILY = Family(
+    name="bqn",
+    builders={"bqn_mlp": _bqn_mlp, "bqn_cnn": _bqn_cnn},
+    registry=Path(__file__).parent / "registry.yaml",
+    training_step=training_step,
+    summary=summary,
+    version=__version__,
+)
