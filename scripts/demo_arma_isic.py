@@ -31,10 +31,13 @@ PLUGIN = ROOT / "plugins" / "zoo-arma" / "src" / "zoo_arma"
 MODELS = ["unet-isic-small", "armaunet-isic-small"]
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple:
-    """Random flips, 90-degree rotations and a brightness/contrast jitter, per image (x normalised to [-1, 1])."""
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int = 0) -> tuple:
+    """Random crop (``crop`` px, 0 = none), flips, 90-degree rotations and a brightness/contrast jitter."""
     xs, ys = [], []
     for xi, yi in zip(x, y):
+        if crop and crop < xi.shape[-1]:
+            i, j = (int(v) for v in torch.randint(xi.shape[-1] - crop + 1, (2,), generator=gen))
+            xi, yi = xi[:, i : i + crop, j : j + crop], yi[:, i : i + crop, j : j + crop]
         k = int(torch.randint(4, (1,), generator=gen))
         xi, yi = torch.rot90(xi, k, (1, 2)), torch.rot90(yi, k, (1, 2))
         if torch.rand(1, generator=gen) < 0.5:
@@ -67,7 +70,7 @@ def train_one(name: str, data: Dict[str, torch.Tensor], args: argparse.Namespace
         losses = []
         for i in range(0, len(x), args.batch):
             idx = perm[i : i + args.batch]
-            xb, yb = augment(x[idx], y[idx], gen)
+            xb, yb = augment(x[idx], y[idx], gen, args.crop)
             loss = F.binary_cross_entropy_with_logits(model(xb), yb)
             opt.zero_grad()
             loss.backward()
@@ -132,6 +135,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--crop", type=int, default=0, help="train on random crops of this size (full 128x128 at test)")
+    p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke runs)")
     p.add_argument("--write-weights", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "arma_isic")
@@ -146,16 +151,18 @@ def main() -> None:
     split = {"train": [ids[i] for i in tr], "val": [ids[i] for i in va], "test": [ids[i] for i in te]}
     print(f"ISIC sample: {len(ids)} images -> train {len(tr)} / val {len(va)} / test {len(te)}")
 
-    results = {name: train_one(name, data, args) for name in MODELS}
+    results = {name: train_one(name, data, args) for name in args.models}
+    if len(results) < 2:
+        return
     report = {
         "command": "python scripts/demo_arma_isic.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "write_weights")
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "write_weights", "models")
         ) + (" --write-weights" if args.write_weights else ""),
         "machine": f"{platform.machine()} CPU, torch {torch.__version__}, {args.threads} thread(s)",
         "data": "shared/data/isic2018_sample (93 pairs, 128x128)",
         "split": split,
         "setup": {"epochs": args.epochs, "batch": args.batch, "optimizer": "Adam", "lr": args.lr, "lr_decay_per_epoch": 0.98,
-                  "loss": "BCE on logits", "augmentation": "rot90, horizontal flip, brightness/contrast jitter",
+                  "loss": "BCE on logits", "augmentation": f"random {args.crop}x{args.crop} crop, rot90, flip, brightness/contrast jitter" if args.crop else "rot90, flip, brightness/contrast jitter",
                   "checkpoint": "best validation F1", "width": 8},
         "models": {n: {k: v for k, v in r.items() if k != "model"} for n, r in results.items()},
     }
