@@ -63,7 +63,7 @@ def test_every_path_matches_reconstruct_then_conv(name: str) -> None:
     _, eq, x, factors, build = next(layer for layer in _layers(gen) if layer[0] == name)
     kernel = build(factors)
     n_ops = 1 + len(factors)
-    for k, path in enumerate(some_paths(n_ops, 40)):
+    for k, path in enumerate(some_paths(n_ops, 60 if n_ops <= 5 else 30)):
         opts = OPTIONS[k % len(OPTIONS)]
         want = F.conv2d(x.reshape(N, -1, H, W), kernel, **opts)
         got = conv_einsum(eq, x, *factors, optimize=path, **opts)

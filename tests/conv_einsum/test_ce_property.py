@@ -55,7 +55,7 @@ def networks(draw: st.DrawFn) -> dict:
     return dict(eq=eq, ops=ops, opts=opts, optimize=optimize)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(networks())
 def test_random_networks_match_reference(net: dict) -> None:
     try:

@@ -160,6 +160,14 @@ def _choose_path(net: Network, optimize: object, limit: int | None) -> Path:
             raise ConvEinsumError(f"unknown optimize={optimize!r}; expected one of {OPTIMIZE_WORDS} or a path")
         if optimize == "naive":
             return naive_path(net.n)
+        if optimize == "auto" and net.n > 2:
+            # never a larger intermediate than left-to-right evaluation (which itself satisfies this bound)
+            steps = linear_to_masks(naive_path(net.n), net.n)
+            naive_largest = max(net.size(a | b) for a, b in steps[:-1])
+            try:
+                return ConvPathOptimizer(net, optimize, min(limit or naive_largest, naive_largest)).search()
+            except ConvEinsumError:
+                pass  # greedy may miss the bound: fall back to the user's limit alone
         return ConvPathOptimizer(net, optimize, limit).search()
     if isinstance(optimize, (list, tuple)):
         path = [tuple(int(i) for i in step) for step in optimize]
