@@ -162,3 +162,18 @@ def test_cell_rejects_bad_arguments(kwargs, match):
 def test_cell_rejects_wrong_input_channels():
     with pytest.raises(ValueError, match=r"\(batch, 2, height, width\)"):
         ConvTTLSTMCell(2, 3)(torch.zeros(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+def test_conv_einsum_backend_matches_torch_backend(mode):
+    torch.manual_seed(0)
+    a = ConvTTLSTMCell(2, 3, order=3, steps=4, ranks=2, kernel_size=3, padding_mode=mode).double()
+    b = ConvTTLSTMCell(2, 3, order=3, steps=4, ranks=2, kernel_size=3, padding_mode=mode,
+                       backend="conv_einsum").double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 1, 2, 7, 6, dtype=torch.float64)
+    sa = sb = None
+    for t in range(5):
+        ha, sa = a(x[t], sa)
+        hb, sb = b(x[t], sb)
+        assert torch.allclose(ha, hb, atol=1e-12)

@@ -33,33 +33,42 @@ def psnr_per_frame(pred: torch.Tensor, truth: torch.Tensor, data_range: float = 
     return (10 * torch.log10(data_range**2 / mse)).mean(dim=0)
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter, valid region: (N, 1, H, W) -> (N, 1, H - k + 1, W - k + 1)."""
+    return F.conv2d(F.conv2d(x, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
 
 
 def ssim_per_frame(
-    pred: torch.Tensor, truth: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
+    pred: torch.Tensor, truth: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5,
+    chunk: int = 256,
 ) -> torch.Tensor:
     """SSIM (Wang et al. 2004; Gaussian 11x11 window, sigma 1.5, K1=0.01, K2=0.03, valid region) per frame (T,).
 
-    Channels are treated independently and averaged."""
+    Channels are treated independently and averaged; computed in float64, ``chunk`` images at a time."""
     _check_pair(pred, truth)
     b, t, c, h, w = pred.shape
     if h < window or w < window:
         raise ValueError(f"SSIM needs frames of at least {window}x{window}, got {h}x{w}")
-    x = pred.reshape(b * t * c, 1, h, w).double()
-    y = truth.reshape(b * t * c, 1, h, w).double()
-    g = _gaussian_window(window, sigma, x.dtype, x.device)[None, None]
-    mu_x, mu_y = F.conv2d(x, g), F.conv2d(y, g)
-    sxx = F.conv2d(x * x, g) - mu_x**2
-    syy = F.conv2d(y * y, g) - mu_y**2
-    sxy = F.conv2d(x * y, g) - mu_x * mu_y
+    xs = pred.reshape(b * t * c, 1, h, w)
+    ys = truth.reshape(b * t * c, 1, h, w)
+    g = _gaussian_1d(window, sigma, torch.float64, pred.device)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.mean(dim=(1, 2, 3)).view(b, t, c).mean(dim=2).mean(dim=0).to(pred.dtype)
+    means = []
+    for i in range(0, xs.shape[0], chunk):
+        x, y = xs[i : i + chunk].double(), ys[i : i + chunk].double()
+        mu_x, mu_y = _blur(x, g), _blur(y, g)
+        sxx = _blur(x * x, g) - mu_x**2
+        syy = _blur(y * y, g) - mu_y**2
+        sxy = _blur(x * y, g) - mu_x * mu_y
+        s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+        means.append(s.mean(dim=(1, 2, 3)))
+    return torch.cat(means).view(b, t, c).mean(dim=2).mean(dim=0).to(pred.dtype)
 
 
 class LPIPSUnavailable(RuntimeError):

@@ -9,7 +9,7 @@ by a sigmoid when ``output_sigmoid`` (KTH). Frames are optionally folded into ``
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,10 @@ class VideoPredictionNet(nn.Module):
         """One recurrent step: frame (B, C', H', W') in feature layout -> next frame, same layout.
 
         ``states`` (one per layer, ``None`` at the start) is updated in place."""
+        return self.step_with_features(frame, states)[0]
+
+    def step_with_features(self, frame: torch.Tensor, states: List[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`step`, also returning the top features fed to the output convolution (B, F, H', W')."""
         x, k, queue = frame, 0, []
         for b, n in enumerate(self.layers_per_block):
             for _ in range(n):
@@ -114,7 +118,12 @@ class VideoPredictionNet(nn.Module):
             if self.skip_stride is not None and b >= self.skip_stride:
                 x = torch.cat([x, queue.pop(0)], dim=1)
         y = self.output(x)
-        return torch.sigmoid(y) if self.output_sigmoid else y
+        return (torch.sigmoid(y) if self.output_sigmoid else y), x
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the top features (last block + its skip)."""
+        return self.output.in_channels
 
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x

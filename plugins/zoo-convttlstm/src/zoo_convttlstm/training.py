@@ -43,10 +43,14 @@ def split_batch(batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def training_step(model: nn.Module, batch: Any, entry: Any = None) -> torch.Tensor:
-    """Family hook: L1 + L2 loss of the next-frame predictions over the whole clip.
+    """Family hook. Activity recognition (``entry.task``): see :func:`recognition_step`.
+
+    Video prediction: L1 + L2 loss of the next-frame predictions over the whole clip.
 
     The model predicts frames 2..T_in+T_out; during the T_out future steps it is fed the true frame with
     probability ``model.teacher_forcing_ratio`` (set by :class:`ScheduledSampling`; 0 in eval mode)."""
+    if getattr(entry, "task", None) == "activity-recognition":
+        return recognition_step(model, batch)
     inputs, targets = split_batch(batch)
     ratio = float(getattr(model, "teacher_forcing_ratio", 0.0)) if model.training else 0.0
     preds = model(inputs, future_frames=targets.shape[1], targets=targets, teacher_forcing_ratio=ratio, return_all=True)
@@ -128,3 +132,17 @@ def load_checkpoint(path: Union[str, Path], **objects: Any) -> Dict[str, Any]:
 def teacher_forcing_ratio(model: nn.Module) -> Optional[float]:
     """The ratio currently stored on ``model`` (None if never set)."""
     return getattr(model, "teacher_forcing_ratio", None)
+
+
+def recognition_step(model: nn.Module, batch: Any) -> torch.Tensor:
+    """Batch (inputs (B, T, C, H, W), labels (B,)[, future frames (B, T_f, C, H, W)]): cross-entropy plus
+    ``model.prediction_weight`` (default 1, decayed linearly on plateaus by the trainer) x L1+L2 of the frames."""
+    from .recognition import recognition_loss
+
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise ValueError(f"expected a batch (inputs, labels[, future frames]), got {type(batch).__name__}")
+    inputs, labels = batch[0], batch[1]
+    future = batch[2] if len(batch) == 3 else None
+    n = future.shape[1] if future is not None else 10
+    out = model(inputs, future_frames=n)
+    return recognition_loss(out, labels, future, float(getattr(model, "prediction_weight", 1.0)))
