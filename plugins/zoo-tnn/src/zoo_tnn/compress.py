@@ -1,0 +1,257 @@
+"""Compression of a trained network into a TNN (Section 2.5.3).
+
+* ``layer-decomp`` (Eq. 2.8): every layer's factors fitted to its dense kernel (:mod:`zoo_tnn.fit`);
+* ``e2e-kd`` (Eq. 2.9): from Layer-Decomp, minimise ``||h(U) - g(U)||^2`` on the logits, all
+  tensorial factors at once;
+* ``seq-kd`` (Eq. 2.10): from Layer-Decomp, tune one block at a time, bottom-up, on the block's
+  output ``||V(l) - V'(l)||^2``, the block's input coming from the already-tuned student.
+
+Optimiser: Adam, learning rate 1e-3 (Section 2.7.1). The student runs in eval mode (batch-norm
+statistics and dropout of the teacher are kept) while its factors are trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_tnn.decompositions import Decomposition
+from zoo_tnn.layers import _Tensorial
+from zoo_tnn.tensorize import compression_report, tensorize
+
+METHODS = ("layer-decomp", "e2e-kd", "seq-kd")
+
+
+@dataclass
+class CompressReport:
+    """What :func:`compress` did. Accuracies are fractions in [0, 1] (None without ``eval_loader``)."""
+
+    method: str
+    decomposition: str
+    rate: float
+    realised_rate: float
+    tensorial_rate: float
+    params: int
+    dense_params: int
+    layer_errors: Dict[str, float] = field(default_factory=dict)
+    block_losses: List[Dict[str, Any]] = field(default_factory=list)
+    accuracy_teacher: Optional[float] = None
+    accuracy_layer_decomp: Optional[float] = None
+    accuracy_after: Optional[float] = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        def pct(v: Optional[float]) -> str:
+            return "-" if v is None else f"{100 * v:.2f}%"
+
+        lines = [
+            f"method {self.method}, decomposition {self.decomposition}, target rate {self.rate:g}",
+            f"parameters {self.params} of {self.dense_params} (realised rate {self.realised_rate:.4f}; "
+            f"tensorial layers {self.tensorial_rate:.4f})",
+            f"accuracy: teacher {pct(self.accuracy_teacher)}, Layer-Decomp {pct(self.accuracy_layer_decomp)}, "
+            f"after {self.method} {pct(self.accuracy_after)}  ({self.seconds:.1f} s)",
+        ]
+        for name, err in self.layer_errors.items():
+            lines.append(f"  layer {name}: relative reconstruction error {err:.4f}")
+        return "\n".join(lines)
+
+
+def _inputs(batch: Any) -> Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader: Iterable[Any], device: Union[str, torch.device] = "cpu") -> float:
+    """Top-1 accuracy (fraction) of ``model`` over ``(x, y)`` batches."""
+    was = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        pred = model(x.to(device)).argmax(-1)
+        correct += int((pred == y.to(device)).sum())
+        total += int(y.numel())
+    model.train(was)
+    if total == 0:
+        raise ValueError("the evaluation loader yielded no samples")
+    return correct / total
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the watched block has produced its output."""
+
+
+def _capture(model: nn.Module, name: str, x: Tensor, grad: bool) -> Tensor:
+    """Output of submodule ``name`` for input ``x``; the forward pass stops right after it."""
+    box: List[Tensor] = []
+
+    def hook(mod: nn.Module, inp: Any, out: Tensor) -> None:
+        box.append(out)
+        raise _Stop
+
+    handle = model.get_submodule(name).register_forward_hook(hook)
+    try:
+        with torch.set_grad_enabled(grad):
+            model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not box:
+        raise RuntimeError(f"block {name!r} was not called in the forward pass")
+    return box[0]
+
+
+def forward_order(model: nn.Module, x: Tensor, names: Sequence[str]) -> List[str]:
+    """``names`` sorted by the order in which the modules first run on ``x``."""
+    seen: List[str] = []
+    hooks = [model.get_submodule(n).register_forward_pre_hook(lambda m, i, n=n: seen.append(n) if n not in seen else None)
+             for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen + [n for n in names if n not in seen]
+
+
+def _tensorial_params(module: nn.Module) -> List[nn.Parameter]:
+    params: List[nn.Parameter] = []
+    for mod in module.modules():
+        if isinstance(mod, _Tensorial):
+            params += list(mod.parameters())
+    return params
+
+
+def _progress(iterable: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def _train(params: List[nn.Parameter], loss_fn: Callable[[Tensor], Tensor], loader: Iterable[Any], epochs: int,
+           lr: float, desc: str, progress: bool, max_steps: Optional[int], device: Any,
+           log: List[Dict[str, Any]], block: str) -> None:
+    opt = torch.optim.Adam(params, lr=lr)
+    for epoch in range(epochs):
+        total, count, first = 0.0, 0, None
+        try:
+            n = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            n = 0
+        for step, batch in enumerate(_progress(loader, n, f"{desc} ep{epoch + 1}", progress)):
+            if max_steps is not None and step >= max_steps:
+                break
+            loss = loss_fn(_inputs(batch).to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = float(loss.detach())
+            first = value if first is None else first
+            total, count = total + value, count + 1
+        log.append({"block": block, "epoch": epoch + 1, "steps": count, "first_loss": first,
+                    "mean_loss": total / max(count, 1)})
+
+
+def compress(
+    teacher: nn.Module,
+    decomposition: Union[str, Decomposition],
+    rate: float,
+    loader: Iterable[Any],
+    method: str = "seq-kd",
+    *,
+    m: Optional[int] = None,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    blocks: Optional[Sequence[str]] = None,
+    eval_loader: Optional[Iterable[Any]] = None,
+    fit_kwargs: Optional[Dict[str, Any]] = None,
+    tensorize_kwargs: Optional[Dict[str, Any]] = None,
+    max_steps: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    progress: bool = True,
+) -> tuple[nn.Module, CompressReport]:
+    """Compress ``teacher`` into a TNN with ``decomposition`` at ``rate``; the teacher is not modified.
+
+    Args:
+        loader: batches ``x`` or ``(x, y)`` used for knowledge distillation (labels are not used).
+        method: ``"layer-decomp"``, ``"e2e-kd"`` or ``"seq-kd"``.
+        epochs: passes over ``loader`` (per block for Seq-KD).
+        blocks: Seq-KD sub-problems, as module names run bottom-up (default: each tensorized layer).
+        eval_loader: ``(x, y)`` batches to report accuracy before and after.
+        fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``).
+        max_steps: cap on optimiser steps per epoch (quick runs).
+
+    Returns the student and a :class:`CompressReport` (per-layer reconstruction errors, per-block losses).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    start = time.time()
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = tensorize(copy.deepcopy(teacher), decomposition, rate, m=m, init="decomp",
+                        fit_kwargs=fit_kwargs or {}, **(tensorize_kwargs or {}))
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    records = student.tnn_layers  # type: ignore[attr-defined]
+    rep = compression_report(student)
+    report = CompressReport(
+        method=method, decomposition=student.tnn_config["decomposition"], rate=float(rate),  # type: ignore[index]
+        realised_rate=rep["rate"], tensorial_rate=rep["tensorial_rate"], params=rep["params"],
+        dense_params=rep["dense_params"],
+        layer_errors={r.name: float(r.fit_error) for r in records if r.fit_error is not None},
+    )
+    if eval_loader is not None:
+        report.accuracy_teacher = accuracy(teacher, eval_loader, device)
+        report.accuracy_layer_decomp = accuracy(student, eval_loader, device)
+    tensorial_names = [r.name for r in records if r.status in ("tensorized", "rank1")]
+
+    if method == "e2e-kd":
+        params = _tensorial_params(student)
+        for p in params:
+            p.requires_grad_(True)
+
+        def e2e_loss(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                target = teacher(x)
+            return F.mse_loss(student(x), target)
+
+        _train(params, e2e_loss, loader, epochs, lr, "e2e-kd", progress, max_steps, device,
+               report.block_losses, "<all>")
+    elif method == "seq-kd":
+        names = list(blocks) if blocks is not None else tensorial_names
+        probe = _inputs(next(iter(loader))).to(device)
+        for name in forward_order(student, probe, names):
+            params = _tensorial_params(student.get_submodule(name))
+            if not params:
+                continue
+            for p in params:
+                p.requires_grad_(True)
+
+            def block_loss(x: Tensor, name: str = name) -> Tensor:
+                target = _capture(teacher, name, x, grad=False)
+                return F.mse_loss(_capture(student, name, x, grad=True), target)
+
+            _train(params, block_loss, loader, epochs, lr, f"seq-kd {name}", progress, max_steps, device,
+                   report.block_losses, name)
+            for p in params:
+                p.requires_grad_(False)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    if eval_loader is not None:
+        report.accuracy_after = accuracy(student, eval_loader, device)
+    report.seconds = time.time() - start
+    return student, report

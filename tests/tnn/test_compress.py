@@ -1,0 +1,89 @@
+"""compress(): Layer-Decomp, E2E-KD and Seq-KD on a small LeNet-5 teacher."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from zoo_tnn.backbones import build_backbone
+from zoo_tnn.compress import _capture, compress, forward_order
+
+
+FIT = {"sweeps": 4}
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple:
+    torch.manual_seed(0)
+    teacher = build_backbone("lenet5").eval()
+    x = torch.randn(96, 1, 28, 28)
+    with torch.no_grad():
+        y = teacher(x).argmax(-1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=False)
+    return teacher, x, loader
+
+
+def _logit_mse(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(F.mse_loss(a(x), b(x)))
+
+
+def test_layer_decomp_reports_errors_and_rate(setup: tuple) -> None:
+    teacher, x, loader = setup
+    before = copy.deepcopy(teacher.state_dict())
+    student, rep = compress(teacher, "mtt", 0.1, loader, method="layer-decomp", eval_loader=loader,
+                           fit_kwargs=FIT, progress=False)
+    assert set(rep.layer_errors) == {"conv2", "fc1", "fc2"}
+    assert all(0.0 < e < 1.0 for e in rep.layer_errors.values())
+    assert rep.tensorial_rate <= 0.1 and rep.accuracy_teacher == 1.0
+    assert rep.params == sum(p.numel() for p in student.parameters())
+    assert rep.block_losses == []
+    for k, v in teacher.state_dict().items():  # the teacher is untouched
+        torch.testing.assert_close(v, before[k])
+    assert "relative reconstruction error" in rep.summary()
+
+
+def test_e2e_kd_reduces_the_output_distance(setup: tuple) -> None:
+    teacher, x, loader = setup
+    ld, _ = compress(teacher, "mcp", 0.1, loader, method="layer-decomp", fit_kwargs=FIT, progress=False)
+    student, rep = compress(teacher, "mcp", 0.1, loader, method="e2e-kd", epochs=8, fit_kwargs=FIT,
+                           progress=False)
+    assert [b["block"] for b in rep.block_losses] == ["<all>"] * 8
+    assert rep.block_losses[-1]["mean_loss"] < rep.block_losses[0]["first_loss"]
+    assert _logit_mse(student, teacher, x) < 0.8 * _logit_mse(ld, teacher, x)
+
+
+def test_seq_kd_tunes_blocks_bottom_up_on_intermediate_outputs(setup: tuple) -> None:
+    teacher, x, loader = setup
+    ld, _ = compress(teacher, "cp", 0.1, loader, method="layer-decomp", fit_kwargs=FIT, progress=False)
+    student, rep = compress(teacher, "cp", 0.1, loader, method="seq-kd", epochs=8, fit_kwargs=FIT,
+                           progress=False)
+    blocks = [b["block"] for b in rep.block_losses]
+    assert blocks == ["conv2"] * 8 + ["fc1"] * 8 + ["fc2"] * 8
+    for name in ("conv2", "fc1", "fc2"):
+        target = _capture(teacher, name, x, grad=False)
+        after = F.mse_loss(_capture(student, name, x, grad=False), target)
+        before = F.mse_loss(_capture(ld, name, x, grad=False), target)
+        assert after < before, name
+    assert _logit_mse(student, teacher, x) < _logit_mse(ld, teacher, x)
+
+
+def test_seq_kd_with_named_blocks_and_forward_order() -> None:
+    torch.manual_seed(0)
+    teacher = build_backbone("resnet20").eval()
+    x = torch.randn(8, 3, 16, 16)
+    loader = DataLoader(TensorDataset(x), batch_size=4)
+    assert forward_order(teacher, x, ["layer2.0", "layer1.1", "layer1.0"]) == ["layer1.0", "layer1.1", "layer2.0"]
+    _, rep = compress(teacher, "mtt", 0.2, loader, method="seq-kd", blocks=["layer2.0", "layer1.0"], epochs=1,
+                      fit_kwargs={"sweeps": 2}, progress=False)
+    assert [b["block"] for b in rep.block_losses] == ["layer1.0", "layer2.0"]
+
+
+def test_bad_method(setup: tuple) -> None:
+    teacher, _, loader = setup
+    with pytest.raises(ValueError, match="method must be one of"):
+        compress(teacher, "cp", 0.1, loader, method="magic")
