@@ -218,7 +218,16 @@ def markdown(rows: list[dict], meta: dict) -> str:
     out += ["", "## Goals", "",
             f"- within 10 % of the best baseline: {ok_speed}/{len(rows)} rows",
             f"- at least 2x faster than rebuild-dense-then-conv at <= 5 %: {ok_dense}/{len(low)} rows",
-            f"- largest intermediate <= naive's: {ok_inter}/{len(rows)} rows"]
+            f"- largest intermediate <= naive's: {ok_inter}/{len(rows)} rows",
+            "", "## Notes", "",
+            "- `skip` for naive: its largest intermediate exceeds `--max-elements` (it would take seconds to "
+            "minutes per row); the sequencer's path is still compared with (b) and (c).",
+            "- The sequencer minimises multiply-adds (forward + both backward products). On CPU, few-channel "
+            "convolutions run at a small fraction of dense-conv throughput, so the MAC-optimal path can lose to "
+            "rebuild-dense-then-conv for reshaped layers (rcp/rtt/rtr) and to tltorch for small layers; rows "
+            "under ~3 ms are dominated by per-call overhead and background load on a shared CPU.",
+            "- `--quick` runs batch 1 with channels / 4 on a shared 2-core CPU; the full grid "
+            "(`python scripts/bench_conv_einsum.py`, batch 16, 256..2048 channels) is for real hardware."]
     return "\n".join(out) + "\n"
 
 
