@@ -188,7 +188,8 @@ def test_eval_cache_equals_training_kernel_and_is_invalidated():
     assert torch.equal(k1, train_kernel)
     assert torch.equal(layer(x), train_out)
     with torch.no_grad():
-        layer.u.parametrizations.weight.original.add_(0.1)  # any in-place change invalidates
+        orig = layer.u.parametrizations.weight.original
+        orig.add_(0.1 * torch.randn_like(orig))  # any in-place change invalidates
     k2 = layer.kernel()
     assert k2 is not k1 and not torch.allclose(k1, k2)
     other = OrthoConv2d(4, 4, 3, init="uniform")
@@ -223,6 +224,21 @@ def test_gradcheck_float64(f64):
     b = layer.u.parametrizations.weight.original.detach().clone().requires_grad_(True)
     assert torch.allclose(_kernel_from(layer, a, b), layer.build_kernel())
     assert torch.autograd.gradcheck(lambda a, b: _kernel_from(layer, a, b), (a, b), eps=1e-6, atol=1e-7)
+
+
+def test_float64_factors_keep_float32_layers_accurate():
+    """Large-norm skew parameters: native float32 factors drift, float64 factors (the default) do not."""
+    errors = {}
+    for fd in (None, torch.float64):
+        torch.manual_seed(0)
+        layer = OrthoConv2d(48, 48, 5, init="uniform", factor_dtype=fd)
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(0.2 * torch.randn_like(p))
+            w = layer.build_kernel()
+        assert w.dtype == torch.float32 and w.is_contiguous()
+        errors[fd] = float((circular_singular_values(w.double(), 8) - 1).abs().max())
+    assert errors[torch.float64] < 2e-6 < errors[None]
 
 
 def test_reorthogonalize_reaches_float64_precision():
