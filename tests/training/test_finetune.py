@@ -89,7 +89,7 @@ def test_cli_train(rgb_toy, colour_data, tmp_path, capsys):
     train, val = colour_data
     code = main(["train", rgb_toy, "--data", str(train), "--val-data", str(val), "--output", str(tmp_path / "o"),
                  "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--no-augment", "--json",
-                 "--optimizer", "sgd", "--scheduler", "step"])
+                 "--optimizer", "sgd", "--scheduler", "step", "--input-size", "6"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["history"]) == 2 and Path(report["best_dir"]).is_dir()

@@ -14,12 +14,16 @@ DataSource = Union[str, Path, Dataset]
 
 
 def build_dataset(source: DataSource, cfg: Mapping[str, Any], train: bool, *, augment: bool = True,
-                  classes: Optional[list] = None, input_frames: int = 10, future_frames: int = 10) -> Dataset:
-    """The Dataset for ``source`` following the model's ``pretrained_cfg`` (task, input size, mean/std)."""
+                  classes: Optional[list] = None, input_frames: int = 10, future_frames: int = 10,
+                  input_size: Optional[int] = None) -> Dataset:
+    """The Dataset for ``source`` following the model's ``pretrained_cfg`` (task, input size, mean/std);
+    ``input_size`` overrides the image height and width (square) of classification and segmentation data."""
     if isinstance(source, Dataset):
         return source
     source = Path(source)
     task, shape = cfg["task"], list(cfg["input"]["shape"])
+    if input_size is not None and task in ("classification", "segmentation"):
+        shape = [shape[0], input_size, input_size]
     if task == "classification":
         from timm.data import create_transform
 

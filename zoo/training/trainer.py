@@ -46,6 +46,7 @@ class FinetuneConfig:
     freeze: str = "none"               # "none" | "backbone" (train the classifier head only)
     grad_clip: Optional[float] = None  # max gradient norm
     augment: bool = True               # timm training transforms for image classification
+    input_size: Optional[int] = None   # train/evaluate images at this square size instead of pretrained_cfg's
     seed: int = 0
     num_workers: int = 0
     output_dir: Optional[str] = None
@@ -132,7 +133,8 @@ class Trainer:
         if self.device.type == "cuda" and self.entry.task in ("classification", "segmentation"):
             self.model = self.model.to(memory_format=torch.channels_last)
         self._freeze()
-        opts = dict(augment=cfg.augment, input_frames=cfg.input_frames, future_frames=cfg.future_frames)
+        opts = dict(augment=cfg.augment, input_frames=cfg.input_frames, future_frames=cfg.future_frames,
+                    input_size=cfg.input_size)
         self.train_set = build_dataset(train_data, model.pretrained_cfg, True, **opts)
         classes = getattr(self.train_set, "classes", None)
         self.val_set = (build_dataset(val_data, model.pretrained_cfg, False, classes=classes, **opts)
