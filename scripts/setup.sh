@@ -11,4 +11,4 @@ for p in plugins/*/; do
 done
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]" "${plugins[@]}"
-echo "installed: core + ${#plugins[@]} plugin(s) into .venv"
+echo "installed: core + $(( ${#plugins[@]} / 2 )) plugin(s) into .venv"
