@@ -133,7 +133,7 @@ def test_stability_for_random_and_extreme_parameters(scale):
 
 def test_gradcheck_float64():
     torch.manual_seed(5)
-    for kwargs, shape in [(dict(ar_kernel_size=3), (1, 2, 5, 6)), (dict(ar_kernel_size=5, ar_padding=2, stride=2), (2, 2, 7, 4))]:
+    for kwargs, shape in [(dict(ar_kernel_size=3), (1, 2, 5, 6)), (dict(ar_kernel_size=3), (2, 2, 6, 7)), (dict(ar_kernel_size=5, ar_padding=2, stride=2), (2, 2, 7, 4))]:
         layer = ARMAConv2d(2, 3, 3, **kwargs).double()
         with torch.no_grad():
             layer.ar_params.normal_(0.0, 1.0)

@@ -163,10 +163,44 @@ def ar_solve(t: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN, padding:
         work = F.pad(work, (padding, padding, padding, padding))
     h, w = work.shape[-2:]
     a_hat = transfer_function(p, (h, w), margin)
-    corr = torch.fft.irfft2(torch.fft.rfft2(work) * ((1.0 - a_hat) / a_hat), s=(h, w))
+    y = _CorrectedFilter.apply(work, (1.0 - a_hat) / a_hat)
     if padding:
-        corr = corr[..., padding : h - padding, padding : w - padding]
-    return (t.to(corr.dtype) + corr).to(dtype)
+        y = y[..., padding : h - padding, padding : w - padding]
+    return y.to(dtype)
+
+
+class _CorrectedFilter(torch.autograd.Function):
+    """``y = t + irfft2(rfft2(t) * m)`` for real ``t`` ``(B, T, H, W)`` and a complex multiplier ``m``
+    ``(T, H, W//2+1)`` (the transfer function of a real filter), with the backward of Theorem 6.4 written in
+    the frequency domain: ``dL/dt = g + irfft2(rfft2(g) * conj(m))`` (the transposed filter) and
+    ``dL/dm = sum_b rfft2(g) * conj(rfft2(t)) * c / (HW)`` with ``c = 2`` on the interior rfft columns (each
+    stands for two bins) and 1 on the DC/Nyquist ones (PyTorch's complex-gradient convention).
+    It does the same FFTs as autograd would, without the zero-fill and copies of ``rfft2``'s generic backward.
+    """
+
+    @staticmethod
+    def forward(ctx, t: Tensor, m: Tensor) -> Tensor:  # type: ignore[override]
+        t_hat = torch.fft.rfft2(t)
+        ctx.save_for_backward(t_hat, m)
+        ctx.size = tuple(t.shape[-2:])
+        return t + torch.fft.irfft2(t_hat * m, s=ctx.size)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        t_hat, m = ctx.saved_tensors
+        h, w = ctx.size
+        g_hat = torch.fft.rfft2(g)
+        grad_t = grad_m = None
+        if ctx.needs_input_grad[0]:
+            grad_t = g + torch.fft.irfft2(g_hat * m.conj(), s=(h, w))
+        if ctx.needs_input_grad[1]:
+            weight = torch.full((w // 2 + 1,), 2.0 / (h * w), dtype=g.dtype, device=g.device)
+            weight[0] = 1.0 / (h * w)
+            if w % 2 == 0:
+                weight[-1] = 1.0 / (h * w)
+            grad_m = (g_hat * t_hat.conj()).sum(0) * weight
+        return grad_t, grad_m
 
 
 def ar_apply(y: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN) -> Tensor:
