@@ -170,3 +170,22 @@ def test_full_rank_linear_factors_reproduce_the_dense_weight(name: str) -> None:
     assert layer.fit_error < 1e-10
     x = torch.randn(5, 12, dtype=D)
     torch.testing.assert_close(layer(x), lin(x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_factorised_and_reconstruct_first_paths_agree(name: str) -> None:
+    layer = TensorialConv2d(12, 18, 3, stride=2, padding=1, decomposition=name, rank=3, dtype=D)
+    x = torch.randn(2, 12, 9, 9, dtype=D)
+    ref = F.conv2d(x, layer.weight, layer.bias, stride=2, padding=1)
+    outs = []
+    for ratio in (float("inf"), 0.0):  # always the factorised sequence / always reconstruct first
+        layer.__dict__.pop("_paths", None)
+        layer.path_ratio = ratio
+        outs.append(layer(x))
+        assert len(layer._paths) == 1
+    torch.testing.assert_close(outs[0], ref)
+    torch.testing.assert_close(outs[1], ref)
+    lin = TensorialLinear(24, 30, decomposition=name, rank=2, dtype=D)
+    lin.path_ratio = 0.0
+    x = torch.randn(5, 24, dtype=D)
+    torch.testing.assert_close(lin(x), x @ lin.weight.T + lin.bias)

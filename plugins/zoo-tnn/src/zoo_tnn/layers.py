@@ -7,13 +7,14 @@ input reshaped to its channel modes, *factors)``. Nothing here depends on which 
 from __future__ import annotations
 
 from math import prod
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import opt_einsum
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.conv_einsum import conv_einsum
+from zoo.conv_einsum import conv_einsum, conv_einsum_path
 from zoo_tnn.decompositions import Decomposition, TensorNetwork, build_network, get_decomposition
 from zoo_tnn.rank import network_for_rate
 
@@ -46,6 +47,17 @@ def _select_network(
     return network_for_rate(dec, out_features, in_features, kernel_size, float(rate), m)  # type: ignore[arg-type]
 
 
+def _reconstruct_first_path(net: TensorNetwork) -> List[Tuple[int, ...]]:
+    """A conv_einsum path that contracts the factors into the kernel (in opt_einsum's best order for
+    the factors alone), then convolves the input (operand 0, untouched until the end) with it."""
+    shapes = [f.shape for f in net.factors]
+    if len(shapes) == 1:
+        return [(0, 1)]
+    sub, _ = opt_einsum.contract_path(net.kernel_equation, *shapes, shapes=True, optimize="optimal"
+                                      if len(shapes) <= 6 else "greedy")
+    return [tuple(i + 1 for i in step) for step in sub] + [(0, 1)]
+
+
 class _Tensorial(nn.Module):
     """Shared parts: the factor parameters, their initialisation and the dense reconstruction."""
 
@@ -65,6 +77,26 @@ class _Tensorial(nn.Module):
                 p.normal_(0.0, std)
             if getattr(self, "bias", None) is not None:
                 self.bias.zero_()
+
+    def _path(self, x_shape: Tuple[int, ...], geometry: Dict[str, Any]) -> Any:
+        """The contraction order for an input of ``x_shape`` (``optimize="auto"``), cached per shape.
+
+        Either conv_einsum's FLOP-optimal sequence, or "reconstruct first": merge the factors into the
+        dense kernel, then one convolution with the input. The factorised sequence is kept only when
+        its cost (multiply-adds, forward + backward) is below ``path_ratio`` times the other's, since
+        a single dense convolution runs several times more efficiently per multiply-add on CPU than
+        a chain of einsum steps with large intermediates.
+        """
+        cache: Dict[Tuple[int, ...], Any] = self.__dict__.setdefault("_paths", {})
+        if x_shape not in cache:
+            shapes = [x_shape] + [f.shape for f in self.network.factors]
+            merged = _reconstruct_first_path(self.network)
+            _, fact = conv_einsum_path(self.network.equation, *shapes, optimize="auto", **geometry)
+            _, rec = conv_einsum_path(self.network.equation, *shapes, optimize=merged, **geometry)
+            cache[x_shape] = list(fact.path) if fact.opt_cost < self.path_ratio * rec.opt_cost else merged
+        return cache[x_shape]
+
+    path_ratio: float = 0.5
 
     def factor_list(self) -> list[Tensor]:
         return [self.factors[f.name] for f in self.network.factors]
@@ -229,15 +261,11 @@ class TensorialConv2d(_Tensorial):
         net = self.network
         b, _, h, w = x.shape
         xm = x.reshape(b, *(m.size for m in net.in_modes), h, w)
-        y = conv_einsum(
-            net.equation, xm, *self.factor_list(),
-            stride={"h": self.stride[0], "w": self.stride[1]},
-            padding=padding,
-            dilation={"h": self.dilation[0], "w": self.dilation[1]},
-            padding_mode=mode,
-            optimize=self.optimize,
-            checkpoint=self.checkpoint,
-        )
+        geometry = dict(stride={"h": self.stride[0], "w": self.stride[1]}, padding=padding,
+                        dilation={"h": self.dilation[0], "w": self.dilation[1]}, padding_mode=mode)
+        factors = self.factor_list()
+        optimize = self._path(tuple(xm.shape), geometry) if self.optimize == "auto" else self.optimize
+        y = conv_einsum(net.equation, xm, *factors, optimize=optimize, checkpoint=self.checkpoint, **geometry)
         y = y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
@@ -313,7 +341,8 @@ class TensorialLinear(_Tensorial):
         lead = x.shape[:-1]
         net = self.network
         xm = x.reshape(prod(lead), *(m.size for m in net.in_modes))
-        y = conv_einsum(net.equation, xm, *self.factor_list(), optimize=self.optimize)
+        optimize = self._path(tuple(xm.shape), {}) if self.optimize == "auto" else self.optimize
+        y = conv_einsum(net.equation, xm, *self.factor_list(), optimize=optimize)
         y = y.reshape(*lead, self.out_features)
         if self.bias is not None:
             y = y + self.bias

@@ -1,0 +1,185 @@
+"""Training-step throughput and peak memory of tensorial ResNet-50s (zoo-tnn, via zoo.conv_einsum)
+against the dense ResNet-50 and against tltorch-factorized ResNet-50s at the same rate.
+
+Every configuration runs in its own subprocess (one torch thread unless --threads), so its peak
+resident memory (VmHWM) is its own; "step memory" is the peak minus the resident size right before
+the first step (model, gradients, optimiser state and activations of the step). A training step is
+zero_grad + forward + cross-entropy + backward + SGD step on random data.
+
+    python scripts/bench_tnn.py                  # batch 16 at 224 px (the issue's setting)
+    python scripts/bench_tnn.py --quick          # batch 4 at 112 px, 2 timed steps
+
+Writes benchmarks/tnn.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES = (0.01, 0.05, 0.1)
+TNN = ("mcp", "mtt", "mtr")
+NN = ("cp", "tk", "tt")
+TLTORCH = {"cp": "cp", "tk": "tucker", "tt": "tt"}  # zoo-tnn name -> tltorch factorization
+
+
+def configs() -> List[str]:
+    out = ["dense"]
+    out += [f"zoo:{d}:{r}" for d in TNN for r in RATES]
+    out += [f"zoo:{d}:{r}" for d in NN for r in RATES]
+    out += [f"tltorch:{TLTORCH[d]}:{r}" for d in NN for r in RATES]
+    return out
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def _tltorch_resnet50(factorization: str, rate: float) -> Any:
+    import tltorch
+    import timm
+    from torch import nn
+
+    from zoo_tnn.tensorize import first_conv_name
+
+    model = timm.create_model("resnet50", pretrained=False)
+    first = first_conv_name(model)
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, nn.Conv2d) and name != first and mod.groups == 1:
+            new = tltorch.FactorizedConv.from_conv(mod, rank=rate, factorization=factorization,
+                                                   implementation="factorized", decompose_weights=False)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new)
+    return model
+
+
+def worker(config: str, batch: int, size: int, steps: int, warmup: int, threads: int) -> Dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    kind, _, rest = config.partition(":")
+    if kind == "dense":
+        import timm
+
+        model = timm.create_model("resnet50", pretrained=False)
+    elif kind == "zoo":
+        from zoo_tnn.backbones import build_backbone
+        from zoo_tnn.tensorize import tensorize
+
+        dec, rate = rest.split(":")
+        model = tensorize(build_backbone("resnet50"), dec, float(rate))
+    elif kind == "tltorch":
+        fac, rate = rest.split(":")
+        model = _tltorch_resnet50(fac, float(rate))
+    else:
+        raise SystemExit(f"unknown config {config!r}")
+    params = sum(p.numel() for p in model.parameters())
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, 1000, (batch,))
+    before = _rss_kb("VmRSS")
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{config}: non-finite loss")
+    peak = _rss_kb("VmHWM")
+    step = sorted(times)[len(times) // 2]
+    return {"config": config, "params": params, "step_s": step, "samples_per_s": batch / step,
+            "peak_rss_mb": peak / 1024, "step_mem_mb": (peak - before) / 1024, "times_s": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="batch 4 at 112 px, 2 timed steps")
+    parser.add_argument("--only", default="", help="comma-separated configs (default: all)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.size, args.steps = 4, 112, 2
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args.worker, args.batch, args.size, args.steps, args.warmup, args.threads)))
+        return
+    todo = [c for c in configs() if not args.only or c in args.only.split(",")]
+    results: Dict[str, Dict[str, Any]] = {}
+    start = time.time()
+    for config in todo:
+        cmd = [sys.executable, __file__, "--worker", config, "--batch", str(args.batch), "--size", str(args.size),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            raise SystemExit(f"{config} failed:\n{proc.stderr[-3000:]}")
+        results[config] = json.loads(line[len("RESULT "):])
+        r = results[config]
+        print(f"{config:22s} params {r['params']:>10d}  step {r['step_s']:7.3f} s  "
+              f"{r['samples_per_s']:7.2f} samples/s  step memory {r['step_mem_mb']:8.1f} MB", flush=True)
+    dense = results.get("dense")
+    rows = []
+    for config, r in results.items():
+        row = {**r}
+        if dense:
+            row["speed_vs_dense"] = r["samples_per_s"] / dense["samples_per_s"]
+            row["memory_vs_dense"] = r["step_mem_mb"] / dense["step_mem_mb"] if dense["step_mem_mb"] > 0 else None
+            row["rate"] = r["params"] / dense["params"]
+        kind, _, rest = config.partition(":")
+        if kind == "zoo" and rest.split(":")[0] in TLTORCH:
+            dec, rate = rest.split(":")
+            ref = results.get(f"tltorch:{TLTORCH[dec]}:{rate}")
+            if ref:
+                row["speed_vs_tltorch"] = r["samples_per_s"] / ref["samples_per_s"]
+                row["memory_vs_tltorch"] = r["step_mem_mb"] / ref["step_mem_mb"] if ref["step_mem_mb"] > 0 else None
+        rows.append(row)
+    setup = {"batch": args.batch, "size": args.size, "timed_steps": args.steps, "warmup": args.warmup,
+             "threads": args.threads, "quick": args.quick, "cpu": platform.processor() or platform.machine(),
+             "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "seconds": round(time.time() - start, 1),
+             "command": " ".join(["python scripts/bench_tnn.py"] + sys.argv[1:])}
+    BENCH = ROOT / "benchmarks"
+    BENCH.mkdir(exist_ok=True)
+    (BENCH / "tnn.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
+    lines = ["# Tensorial ResNet-50: training-step throughput and memory (CPU)", "",
+             f"Command: `{setup['command']}`: batch {args.batch} at {args.size} px, median of {args.steps} timed steps "
+             f"after {args.warmup} warm-up, {args.threads} torch thread(s), {setup['cores']} shared cores "
+             f"(load average at the end {setup['load_avg_at_end'][0]:.1f}); one subprocess per row. "
+             "Step = zero_grad + forward + cross-entropy + backward + SGD. Step memory = peak RSS - RSS before the "
+             "first step.", "",
+             "| model | params | rate | samples/s | x dense | x tltorch | step memory MB | mem x dense |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        def f(key: str, fmt: str = "{:.2f}") -> str:
+            return fmt.format(row[key]) if row.get(key) is not None else "-"
+
+        lines.append(f"| {row['config']} | {row['params']} | {f('rate', '{:.4f}')} | {f('samples_per_s')} | "
+                     f"{f('speed_vs_dense')} | {f('speed_vs_tltorch')} | {f('step_mem_mb', '{:.0f}')} | "
+                     f"{f('memory_vs_dense')} |")
+    (BENCH / "tnn.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
