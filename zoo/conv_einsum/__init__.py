@@ -1,16 +1,19 @@
 """conv_einsum: einsum extended with multi-way convolutions, an optimal sequencer and checkpointing.
 
-Public: ``conv_einsum``, ``conv_einsum_path``, ``ConvEinsumError``, ``PathInfo``. See docs/conv_einsum.md.
+Public: ``conv_einsum``, ``conv_einsum_path``, ``ConvEinsumError``, ``PathInfo``, ``clear_plan_cache``,
+``set_autotune`` / ``autotune_enabled`` (make optimize="auto" measure). See docs/conv_einsum.md.
 """
 
 import sys as _sys
 import types as _types
 
 from .api import conv_einsum, conv_einsum_path
+from .measure import autotune_enabled, set_autotune
 from .parse import ConvEinsumError
 from .plan import PathInfo, clear_plan_cache
 
-__all__ = ["conv_einsum", "conv_einsum_path", "ConvEinsumError", "PathInfo", "clear_plan_cache"]
+__all__ = ["conv_einsum", "conv_einsum_path", "ConvEinsumError", "PathInfo", "clear_plan_cache", "set_autotune",
+           "autotune_enabled"]
 
 
 class _CallablePackage(_types.ModuleType):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import run_checkpointed
+from .measure import measured_plan, measures
 from .parse import ConvEinsumError
 from .plan import PathInfo, Plan, cached_plan
 
@@ -31,7 +32,9 @@ def conv_einsum(equation: str, *operands: Tensor, stride: Any = 1, padding: Any 
     "full"), ``dilation`` (each an int, one value per conv letter, or a {letter: value} dict) and
     ``padding_mode`` ("zeros" or "circular"). Output sizes follow F.convNd.
 
-    optimize: "auto" | "optimal" | "greedy" | "naive" (left to right) | a path (list of index pairs);
+    optimize: "auto" | "optimal" | "greedy" | "naive" (left to right) | "measure" (time a few candidate
+    paths on the first call for these shapes/dtype/device/grad pattern, keep the fastest; also what "auto"
+    does after ``set_autotune(True)`` or with ZOO_CONV_EINSUM_AUTOTUNE=1) | a path (list of index pairs);
     memory_limit: largest intermediate in elements (or "max_input"); checkpoint: recompute the
     intermediates in backward instead of storing them. Raises ConvEinsumError on inconsistent input.
     """
@@ -46,8 +49,11 @@ def conv_einsum(equation: str, *operands: Tensor, stride: Any = 1, padding: Any 
                 f"conv_einsum operands must share dtype and device, got dtypes {sorted(map(str, dtypes))} "
                 f"and devices {sorted(map(str, devices))}"
             )
-    plan = _plan(equation, [tuple(t.shape) for t in operands], stride, padding, dilation, padding_mode,
-                 optimize, memory_limit)
+    if measures(optimize):
+        plan = measured_plan(equation, operands, stride, padding, dilation, padding_mode, memory_limit, checkpoint)
+    else:
+        plan = _plan(equation, [tuple(t.shape) for t in operands], stride, padding, dilation, padding_mode,
+                     optimize, memory_limit)
     if checkpoint:
         return run_checkpointed(plan, operands)
     return plan.run(*operands)
@@ -56,7 +62,18 @@ def conv_einsum(equation: str, *operands: Tensor, stride: Any = 1, padding: Any 
 def conv_einsum_path(equation: str, *operands: Tensor | Sequence[int], stride: Any = 1, padding: Any = 0,
                      dilation: Any = 1, padding_mode: str = "zeros", optimize: Any = "auto",
                      memory_limit: Any = None) -> tuple[Path, PathInfo]:
-    """The path conv_einsum would use and a printable PathInfo; operands may be tensors or shapes."""
+    """The path conv_einsum would use and a printable PathInfo; operands may be tensors or shapes.
+
+    With "measure", the PathInfo lists every candidate's measured time. Operands given as shapes are timed
+    as zero tensors (dtype and device of the tensors given, else the defaults) that all require grad.
+    """
     shapes = [tuple(t.shape) if isinstance(t, Tensor) else tuple(t) for t in operands]
-    plan = _plan(equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit)
+    if measures(optimize):
+        ref = next((t for t in operands if isinstance(t, Tensor)), None)
+        like = {"dtype": ref.dtype, "device": ref.device} if ref is not None else {}
+        tensors = [t if isinstance(t, Tensor) else torch.zeros(s, **like, requires_grad=True)
+                   for t, s in zip(operands, shapes)]
+        plan = measured_plan(equation, tensors, stride, padding, dilation, padding_mode, memory_limit, False)
+    else:
+        plan = _plan(equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit)
     return list(plan.info.path), plan.info

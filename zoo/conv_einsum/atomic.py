@@ -178,13 +178,22 @@ def _conv_letters(problem: Problem, net: Network, ma: int, mb: int, shared: Sequ
     return specs
 
 
-def plan_pair(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str) -> tuple[Step, str]:
-    """Plan the step combining A (mask ``ma``, letters ``a``) and B (``mb``, ``b``); returns (step, out letters)."""
+def plan_pair(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str,
+              out_order: str | None = None) -> tuple[Step, str]:
+    """Plan the step combining A (mask ``ma``, letters ``a``) and B (``mb``, ``b``); returns (step, out letters).
+
+    ``out_order``: letter order of an einsum step's result (e.g. the layout a later convolution wants for its
+    weight, so that no permuted copy is needed there); ignored by convolution steps.
+    """
     kept = net.kept(ma | mb)
     conv = problem.equation.conv
     shared_conv = [c for c in a if c in conv and c in b]
     if not shared_conv:
         out = _out_order(a, b, kept, conv)
+        if out_order is not None:
+            if sorted(out_order) != sorted(out):
+                raise ConvEinsumError(f"out_order {out_order!r} is not a permutation of the step's letters {out!r}")
+            out = out_order
         return EinsumStep(a, b, out), out
     specs = _conv_letters(problem, net, ma, mb, shared_conv)
     corr_sides = {s.data_on_a for s in specs if not s.full}
@@ -209,7 +218,8 @@ def _plan_conv(problem: Problem, net: Network, sides: tuple[int, str, int, str],
     batch = [c for c in x if c in w and c not in shared and c in kept]
     contract = [c for c in x if c in w and c not in shared and c not in kept]
     n_letters = [c for c in x if c not in w and c not in spatial_set]
-    o_letters = [c for c in w if c not in x]
+    final = problem.equation.output  # kernel-side outer letters in output order: no permute after a last step
+    o_letters = sorted((c for c in w if c not in x), key=lambda c: final.index(c) if c in final else len(final))
 
     def xs(c: str) -> int:
         return problem.size(c, net.members(mx))

@@ -5,11 +5,11 @@ Plans depend only on (equation, shapes, options) and are cached, so a training s
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -47,11 +47,24 @@ class StepInfo:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """One candidate path timed by ``optimize="measure"``: seconds is the best run, None when not timed (see note)."""
+
+    label: str
+    path: Path
+    cost: int
+    largest: int
+    seconds: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class PathInfo:
     """Printable report of a conv_einsum path (in the spirit of opt_einsum's PathInfo).
 
     Costs are multiply-adds; ``*_cost`` counts forward + both backward products (what the sequencer
-    minimises), ``*_forward`` the forward pass only. "naive" is left-to-right evaluation.
+    minimises), ``*_forward`` the forward pass only. "naive" is left-to-right evaluation. ``measured``:
+    the candidates timed by ``optimize="measure"`` (empty otherwise), ``measure_seconds`` their total time.
     """
 
     equation: str
@@ -65,6 +78,8 @@ class PathInfo:
     naive_largest_intermediate: int
     steps: tuple[StepInfo, ...]
     search_seconds: float
+    measured: tuple[Measurement, ...] = ()
+    measure_seconds: float = 0.0
 
     @property
     def speedup(self) -> float:
@@ -88,6 +103,17 @@ class PathInfo:
             lines.append(
                 f"{k:>4}  {str(s.operands):>8}  {s.equation:<34} {s.kernel:<8} {s.cost.training:>13.4e}  {s.types}"
             )
+        if self.measured:
+            lines += [
+                "-" * 96,
+                f"  Measured candidates (best run; {self.measure_seconds * 1e3:.1f} ms spent measuring):",
+                f"  {'':2}{'candidate':<16} {'time ms':>10} {'fwd+bwd MACs':>13} {'largest':>11}  path",
+            ]
+            for m in self.measured:
+                mark = "*" if m.path == self.path else " "
+                t = f"{m.seconds * 1e3:10.3f}" if m.seconds is not None else f"{'-':>10}"
+                note = f"  ({m.note})" if m.note else ""
+                lines.append(f"  {mark} {m.label:<16} {t} {m.cost:>13.4e} {m.largest:>11.4e}  {m.path}{note}")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -154,10 +180,13 @@ def _memory_limit(value: object, problem: Problem) -> int | None:
     return value
 
 
-def _choose_path(net: Network, optimize: object, limit: int | None) -> Path:
+def choose_path(net: Network, optimize: object, limit: int | None) -> Path:
+    """The path for a searched ``optimize`` word or an explicit path ("measure" is handled by measure.py)."""
     if isinstance(optimize, str):
         if optimize not in OPTIMIZE_WORDS:
-            raise ConvEinsumError(f"unknown optimize={optimize!r}; expected one of {OPTIMIZE_WORDS} or a path")
+            raise ConvEinsumError(
+                f"unknown optimize={optimize!r}; expected one of {OPTIMIZE_WORDS + ('measure',)} or a path"
+            )
         if optimize == "naive":
             return naive_path(net.n)
         if optimize == "auto" and net.n > 2:
@@ -176,43 +205,96 @@ def _choose_path(net: Network, optimize: object, limit: int | None) -> Path:
     raise ConvEinsumError(f"optimize must be one of {OPTIMIZE_WORDS} or a list of index pairs, got {optimize!r}")
 
 
-def make_plan(equation: str, shapes: Sequence[Sequence[int]], stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-              padding_mode: str = "zeros", optimize: Any = "auto", memory_limit: Any = None) -> Plan:
-    """Parse, validate, search a path and plan every step (uncached; see ``cached_plan``)."""
+@dataclass(frozen=True)
+class Setup:
+    """What every path of one (equation, shapes, options) shares: the problem, preprocessing and network."""
+
+    problem: Problem
+    preps: tuple[Prep | None, ...]
+    subs: tuple[str, ...]
+    net: Network
+    limit: int | None
+
+
+def make_setup(equation: str, shapes: Sequence[Sequence[int]], stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+               padding_mode: str = "zeros", memory_limit: Any = None) -> Setup:
+    """Parse and validate; resolve the geometry, the single-operand preprocessing and the network."""
     eq = parse_equation(equation, len(shapes))
     problem = resolve_problem(eq, shapes, stride, padding, dilation, padding_mode)
     preps, subs = _preprocess(problem)
     net = Network(problem, [frozenset(s) for s in subs])
-    limit = _memory_limit(memory_limit, problem)
-    t0 = time.perf_counter()
-    path = _choose_path(net, optimize, limit)
-    search = time.perf_counter() - t0
-    current = [(1 << i, s) for i, s in enumerate(subs)]
+    return Setup(problem, preps, tuple(subs), net, _memory_limit(memory_limit, problem))
+
+
+def _plan_steps(setup: Setup, path: Path, orders: dict[int, str]) -> tuple[list[tuple[int, int, Step]], list[StepInfo], str, dict[int, str]]:
+    """Plan every step of ``path``; einsum step k returns its letters in ``orders[k]`` when given.
+
+    Also returns, for einsum steps whose result feeds a convolution, the letter order that convolution
+    reads its operand in (so a second pass can produce it directly, without a permuted copy).
+    """
+    problem, net, eq = setup.problem, setup.net, setup.problem.equation
+    current: list[tuple[int, str, int | None]] = [(1 << i, s, None) for i, s in enumerate(setup.subs)]
     steps: list[tuple[int, int, Step]] = []
     rows: list[StepInfo] = []
-    for i, j in (sorted(p) for p in path):
-        mb, b = current.pop(j)
-        ma, a = current.pop(i)
-        step, out = plan_pair(problem, net, ma, a, mb, b)
+    wants: dict[int, str] = {}
+    for k, (i, j) in enumerate(sorted(p) for p in path):
+        mb, b, pb = current.pop(j)
+        ma, a, pa = current.pop(i)
+        step, out = plan_pair(problem, net, ma, a, mb, b, orders.get(k))
+        if isinstance(step, ConvStep):
+            (x, px), (w, pw) = ((b, pb), (a, pa)) if step.swap else ((a, pa), (b, pb))
+            for letters, perm, producer in ((x, step.x_perm, px), (w, step.w_perm, pw)):
+                if producer is not None and isinstance(steps[producer][2], EinsumStep):
+                    wants[producer] = "".join(letters[q] for q in perm)
         steps.append((i, j, step))
         types, kernel = _step_types(problem, net, ma, a, mb, b, out, step)
-        tail = "|" + "".join(c for c in eq.conv if c in a and c in b) if any(c in a and c in b for c in eq.conv) else ""
+        shared = "".join(c for c in eq.conv if c in a and c in b)
+        tail = f"|{shared}" if shared else ""
         rows.append(StepInfo((i, j), f"{a},{b}->{out}{tail}", types, kernel, net.pair_cost(ma, mb), net.size(ma | mb)))
-        current.append((ma | mb, out))
-    (_, final), = current
+        current.append((ma | mb, out, k))
+    (_, final, _), = current
+    return steps, rows, final, wants
+
+
+def plan_for_path(setup: Setup, path: Path, search_seconds: float = 0.0) -> Plan:
+    """Plan every step of a validated ``path`` and build its PathInfo.
+
+    Einsum steps that feed a convolution return their result in the layout that convolution reads (e.g. a
+    rebuilt dense kernel comes out as (out channels, in channels, *kernel) for F.convNd): no permuted copies.
+    """
+    steps, rows, final, wants = _plan_steps(setup, path, {})
+    if any(rows[k].equation.split("->")[1].split("|")[0] != order for k, order in wants.items()):
+        steps, rows, final, _ = _plan_steps(setup, path, wants)
+    eq, net = setup.problem.equation, setup.net
     final_perm = tuple(final.index(c) for c in eq.output) if final != eq.output else None
     cost, largest = path_cost(net, path)
     ncost, nlargest = path_cost(net, naive_path(net.n))
-    info = PathInfo(eq.text(), problem.shapes, list(path), ncost.training, cost.training, ncost.forward, cost.forward,
-                    largest, nlargest, tuple(rows), search)
-    return Plan(problem, preps, tuple(steps), final_perm, info)
+    info = PathInfo(eq.text(), setup.problem.shapes, list(path), ncost.training, cost.training, ncost.forward,
+                    cost.forward, largest, nlargest, tuple(rows), search_seconds)
+    return Plan(setup.problem, setup.preps, tuple(steps), final_perm, info)
 
 
-def _freeze(value: Any) -> Any:
+def make_plan(equation: str, shapes: Sequence[Sequence[int]], stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+              padding_mode: str = "zeros", optimize: Any = "auto", memory_limit: Any = None) -> Plan:
+    """Parse, validate, search a path and plan every step (uncached; see ``cached_plan``)."""
+    setup = make_setup(equation, shapes, stride, padding, dilation, padding_mode, memory_limit)
+    t0 = time.perf_counter()
+    path = choose_path(setup.net, optimize, setup.limit)
+    return plan_for_path(setup, path, time.perf_counter() - t0)
+
+
+def with_measurements(plan: Plan, measured: Sequence[Measurement], seconds: float, search_seconds: float) -> Plan:
+    """``plan`` whose PathInfo also reports the timed candidates, the time spent measuring and searching."""
+    info = replace(plan.info, measured=tuple(measured), measure_seconds=seconds, search_seconds=search_seconds)
+    return replace(plan, info=info)
+
+
+def freeze(value: Any) -> Any:
+    """A hashable stand-in for an option value (dicts and sequences become tuples)."""
     if isinstance(value, dict):
-        return ("__dict__", tuple(sorted((k, _freeze(v)) for k, v in value.items())))
+        return ("__dict__", tuple(sorted((k, freeze(v)) for k, v in value.items())))
     if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     return value
 
 
@@ -224,26 +306,66 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
-def _cached(key: tuple) -> Plan:
-    equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit = key
-    return make_plan(equation, shapes, _thaw(stride), _thaw(padding), _thaw(dilation), padding_mode,
-                     _thaw(optimize), memory_limit)
+class PlanCache:
+    """Least-recently-used map from a hashable key to a Plan (shared by path-searched and measured plans).
+
+    ``hits`` / ``misses`` count lookups since creation.
+    """
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self.hits = self.misses = 0
+        self._plans: OrderedDict[Hashable, Plan] = OrderedDict()
+
+    def get(self, key: Hashable) -> Plan | None:
+        plan = self._plans.get(key)
+        if plan is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._plans.move_to_end(key)
+        return plan
+
+    def put(self, key: Hashable, plan: Plan) -> None:
+        self._plans[key] = plan
+        self._plans.move_to_end(key)
+        while len(self._plans) > self.maxsize:
+            self._plans.popitem(last=False)
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+PLAN_CACHE = PlanCache(PLAN_CACHE_SIZE)
+
+
+def option_key(equation: str, shapes: Sequence[Sequence[int]], stride: Any, padding: Any, dilation: Any,
+               padding_mode: str, optimize: Any, memory_limit: Any) -> tuple:
+    """The cache key of (equation, shapes, options); may hold unhashable values (then nothing is cached)."""
+    return (equation, tuple(tuple(int(n) for n in s) for s in shapes), freeze(stride), freeze(padding),
+            freeze(dilation), padding_mode, freeze(optimize), memory_limit)
 
 
 def cached_plan(equation: str, shapes: Sequence[Sequence[int]], stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                 padding_mode: str = "zeros", optimize: Any = "auto", memory_limit: Any = None) -> Plan:
     """``make_plan`` memoised on (equation, shapes, options)."""
-    key = (equation, tuple(tuple(int(n) for n in s) for s in shapes), _freeze(stride), _freeze(padding),
-           _freeze(dilation), padding_mode, _freeze(optimize), memory_limit)
+    key = option_key(equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit)
     try:
-        return _cached(key)
+        plan = PLAN_CACHE.get(key)
     except TypeError as err:  # unhashable option values
         if "unhashable" not in str(err):
             raise
         return make_plan(equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit)
+    if plan is None:
+        plan = make_plan(equation, shapes, _thaw(key[2]), _thaw(key[3]), _thaw(key[4]), padding_mode,
+                         _thaw(key[6]), memory_limit)
+        PLAN_CACHE.put(key, plan)
+    return plan
 
 
 def clear_plan_cache() -> None:
-    """Forget every cached plan."""
-    _cached.cache_clear()
+    """Forget every cached plan (path-searched and measured)."""
+    PLAN_CACHE.clear()

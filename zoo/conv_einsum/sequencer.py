@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import opt_einsum as oe
 
@@ -145,6 +145,20 @@ def path_cost(net: Network, path: Sequence[Sequence[int]]) -> tuple[StepCost, in
     return StepCost(fwd, train), largest
 
 
+def _splits(mask: int) -> Iterator[tuple[int, int]]:
+    """Every split of ``mask`` into (left, right), both non-empty, left holding the lowest operand."""
+    low = mask & -mask
+    rest = mask ^ low
+    sub = rest
+    while True:
+        right = rest ^ sub
+        if right:
+            yield low | sub, right
+        if sub == 0:
+            return
+        sub = (sub - 1) & rest
+
+
 def naive_path(n: int) -> Path:
     """Left-to-right evaluation: ((x0 x1) x2) x3 ..."""
     if n < 2:
@@ -195,7 +209,8 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
             f"no pairwise path keeps every intermediate within memory_limit={self.memory_limit} elements"
         )
 
-    def _optimal(self) -> Path:
+    def _table(self) -> dict[int, tuple[int, int, int]]:
+        """Dynamic programming over subsets: mask -> (best cost, left mask, right mask) of every fitting subset."""
         net = self.network
         n = net.n
         best: dict[int, tuple[int, int, int]] = {1 << i: (0, 0, 0) for i in range(n)}
@@ -204,38 +219,58 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
                 mask = sum(1 << i for i in combo)
                 if not self._fits(mask):
                     continue
-                low = mask & -mask
-                rest = mask ^ low
                 found: tuple[int, int, int] | None = None
-                sub = rest
-                while True:  # every split (left contains the lowest operand, right non-empty)
-                    left = low | sub
-                    right = mask ^ left
-                    if right and left in best and right in best:
+                for left, right in _splits(mask):
+                    if left in best and right in best:
                         cost = best[left][0] + best[right][0] + net.pair_cost(left, right).training
                         if found is None or cost < found[0]:
                             found = (cost, left, right)
-                    if sub == 0:
-                        break
-                    sub = (sub - 1) & rest
                 if found is not None:
                     best[mask] = found
-        if net.full not in best:
-            raise self._no_path()
+        return best
+
+    def _build(self, best: dict[int, tuple[int, int, int]], top: tuple[int, int]) -> Path:
+        """The linear path of the tree whose last step joins ``top`` and whose subtrees come from ``best``."""
+        n = self.network.n
         ssa: list[tuple[int, int]] = []
         ids: dict[int, int] = {1 << i: i for i in range(n)}
 
         def build(mask: int) -> int:
-            if mask in ids:
-                return ids[mask]
-            _, left, right = best[mask]
-            a, b = build(left), build(right)
-            ssa.append((a, b))
-            ids[mask] = n + len(ssa) - 1
+            if mask not in ids:
+                left, right = best[mask][1:] if mask != self.network.full else top
+                a, b = build(left), build(right)
+                ssa.append((a, b))
+                ids[mask] = n + len(ssa) - 1
             return ids[mask]
 
-        build(net.full)
+        build(self.network.full)
         return ssa_tree_to_linear(ssa)
+
+    def _optimal(self) -> Path:
+        best = self._table()
+        if self.network.full not in best:
+            raise self._no_path()
+        return self._build(best, best[self.network.full][1:])
+
+    def final_splits(self) -> list[tuple[int, tuple[int, int], Path]]:
+        """For every last step (left, right) of the full set: (cost, split, cheapest path ending with it), cheapest first.
+
+        The first entry is the "optimal" path; the others are the cheapest trees with a different last step
+        (e.g. "contract every kernel first, then one convolution with the data"). Exhaustive: up to OPTIMAL_MAX.
+        """
+        net = self.network
+        if net.n > OPTIMAL_MAX:
+            raise ConvEinsumError(f"final_splits is limited to {OPTIMAL_MAX} operands, got {net.n}")
+        if net.n < 2:
+            return []
+        best = self._table()
+        out = []
+        for left, right in _splits(net.full):
+            if left in best and right in best:
+                cost = best[left][0] + best[right][0] + net.pair_cost(left, right).training
+                out.append((cost, (left, right), self._build(best, (left, right))))
+        out.sort(key=lambda item: item[0])
+        return out
 
     def _greedy(self) -> Path:
         net = self.network
