@@ -1,5 +1,5 @@
 """Train a registry model from its recipe (scripts/recipes/NAME.yaml), measure it on the held-out split,
-write a Hub-ready folder, and with --publish record the weights (sha256, metrics, data) in the registry.
+write a Hub-ready folder and benchmarks/trained/NAME.json (metrics, data, recipe, per-epoch history), and with --publish record the weights (sha256, metrics, data) in the registry.
 
     python scripts/train.py bqn-cnn-mnist --publish
     python scripts/train.py --list
@@ -15,11 +15,14 @@ import torch
 from torch.utils.data import DataLoader
 
 import zoo
+from zoo.hub.files import write_text_atomic
 from zoo.hub.pretrained import WEIGHTS_NAME
 from zoo.metrics import evaluate
 from zoo.publish import record_weights
 from zoo.recipes import RECIPES, build_data, load_recipe
 from zoo.training.trainer import FinetuneConfig, entry_of
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks" / "trained"
 
 
 def main() -> None:
@@ -28,6 +31,7 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the recipes")
     parser.add_argument("--output", default="runs", help="parent folder of the run folder")
     parser.add_argument("--publish", action="store_true", help="record the weights in the registry fragment")
+    parser.add_argument("--report-dir", type=Path, default=BENCHMARKS, help="where NAME.json goes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.list or not args.name:
@@ -45,8 +49,11 @@ def main() -> None:
     batches = DataLoader(held, batch_size=cfg.batch_size)
     metrics = evaluate(best, batches, entry_of(best))
     zoo.save_pretrained(best, result.best_dir, metrics=metrics, data=description)
-    print(json.dumps({"model": recipe.model, "metrics": metrics, "data": description,
-                      "folder": str(result.best_dir)}, indent=2))
+    report = {"model": recipe.model, "command": f"python scripts/train.py {args.name}", "metrics": metrics,
+              "data": description, "recipe": recipe.model_dump(), "history": result.history,
+              "folder": str(result.best_dir)}
+    write_text_atomic(args.report_dir / f"{recipe.model}.json", json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("model", "metrics", "data", "folder")}, indent=2))
     if args.publish:
         weights = result.best_dir / WEIGHTS_NAME
         size_mb = weights.stat().st_size / 2**20

@@ -46,7 +46,8 @@ def test_train_publish_evaluate_round_trip(toy_family, tmp_path, capsys, shared_
     recipe.write_text(yaml.safe_dump({
         "model": "toynet-mnist", "data": {"source": "mnist", "holdout": 500, "seed": 1, "limit": 1500},
         "finetune": {"epochs": 2, "lr": 0.02, "batch_size": 64, "augment": False, "progress": False}}))
-    out = run_script("train.py", str(recipe), "--output", str(tmp_path / "runs"), "--publish", capsys=capsys)
+    out = run_script("train.py", str(recipe), "--output", str(tmp_path / "runs"), "--publish",
+                     "--report-dir", str(tmp_path / "reports"), capsys=capsys)
     report = json.loads(out[:out.rindex("}") + 1])
     assert 10.0 < report["metrics"]["top1"] <= 100.0 and report["metrics"]["nll"] > 0
     assert "1,500 of the 10,000 MNIST test images" in report["data"] and "held-out 500" in report["data"]
@@ -54,6 +55,8 @@ def test_train_publish_evaluate_round_trip(toy_family, tmp_path, capsys, shared_
     assert weights["bundled"] == "weights/toynet-mnist.safetensors" and len(weights["sha256"]) == 64
     assert weights["metrics"]["top1"] == pytest.approx(report["metrics"]["top1"], abs=1e-6)
     assert zoo.list_models("toynet-mnist", pretrained=True) == ["toynet-mnist"]
+    history = json.loads((tmp_path / "reports" / "toynet-mnist.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
     out = run_script("evaluate.py", "toynet-mnist", "--recipe", str(recipe), "--check", capsys=capsys)
     measured = json.loads(out)["measured"]
     assert measured["top1"] == pytest.approx(weights["metrics"]["top1"], abs=1e-4)

@@ -68,6 +68,15 @@ def summary(model: nn.Module, entry: Any) -> Mapping[str, Any]:
     return rows
 
 
+def evaluate(model: nn.Module, batches: Any, entry: Any) -> Mapping[str, float]:
+    """Held-out clean, certified (eps = 36/255, Lipschitz bound 1) and L2-PGD accuracy in percent."""
+    from .robust import EPS_CIFAR, evaluate_robustness
+
+    pairs = list(batches)
+    x, y = torch.cat([b[0] for b in pairs]), torch.cat([b[1] for b in pairs])
+    return evaluate_robustness(model, x, y, eps=EPS_CIFAR, pgd_steps=10)
+
+
 FAMILY = Family(
     name="sc-fac",
     builders={"lipschitz_wrn": build_lipschitz_wrn, "resnet9": build_resnet9, "kwlarge": build_kwlarge},
@@ -75,5 +84,6 @@ FAMILY = Family(
     training_step=training_step,
     after_step=None,  # geotorch keeps Q and U exactly orthogonal: no re-projection needed
     summary=summary,
+    evaluate=evaluate,
     version=__version__,
 )
