@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo_tnn.backbones import build_backbone
-from zoo_tnn.compress import _capture, compress, forward_order
+from zoo_tnn.compress import _capture, assign_blocks, compress, forward_order
 
 
 FIT = {"sweeps": 4}
@@ -78,9 +78,27 @@ def test_seq_kd_with_named_blocks_and_forward_order() -> None:
     x = torch.randn(8, 3, 16, 16)
     loader = DataLoader(TensorDataset(x), batch_size=4)
     assert forward_order(teacher, x, ["layer2.0", "layer1.1", "layer1.0"]) == ["layer1.0", "layer1.1", "layer2.0"]
-    _, rep = compress(teacher, "mtt", 0.2, loader, method="seq-kd", blocks=["layer2.0", "layer1.0"], epochs=1,
-                      fit_kwargs={"sweeps": 2}, progress=False)
-    assert [b["block"] for b in rep.block_losses] == ["layer1.0", "layer2.0"]
+    student, rep = compress(teacher, "mtt", 0.2, loader, method="seq-kd", blocks=["layer2.0", "layer1.0"],
+                            epochs=1, fit_kwargs={"sweeps": 2}, progress=False)
+    order = [b["block"] for b in rep.block_losses]
+    assert order[:2] == ["layer1.0", "layer2.0"]
+    # layers after the last named block become blocks of their own, bottom-up
+    assert order[2:] == ["layer2.1.conv1", "layer2.1.conv2", "layer2.2.conv1", "layer2.2.conv2",
+                         "layer3.0.conv1", "layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2",
+                         "layer3.2.conv1", "layer3.2.conv2"]
+    owned = assign_blocks(student, x, ["layer1.0", "layer2.0"], [r.name for r in student.tnn_layers
+                                                                   if r.status == "tensorized"])
+    assert owned["layer1.0"] == ["layer1.0.conv1", "layer1.0.conv2"]
+    assert owned["layer2.0"][:2] == ["layer1.1.conv1", "layer1.1.conv2"] and "layer2.0.conv2" in owned["layer2.0"]
+
+
+def test_seq_kd_on_post_activation_blocks(setup: tuple) -> None:
+    teacher, x, loader = setup
+    student, rep = compress(teacher, "mcp", 0.1, loader, method="seq-kd", blocks=["act2", "act3", "act4"],
+                            epochs=2, fit_kwargs=FIT, progress=False)
+    assert [b["block"] for b in rep.block_losses] == ["act2"] * 2 + ["act3"] * 2 + ["act4"] * 2
+    owned = assign_blocks(student, x, ["act2", "act3", "act4"], ["conv2", "fc1", "fc2"])
+    assert owned == {"act2": ["conv2"], "act3": ["fc1"], "act4": ["fc2"]}
 
 
 def test_bad_method(setup: tuple) -> None:

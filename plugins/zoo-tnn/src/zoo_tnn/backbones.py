@@ -45,14 +45,17 @@ class LeNet5(_Classifier, nn.Module):
         self.fc1 = nn.Linear(16 * 5 * 5, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3: nn.Module = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+        # parameter-free modules, so that hooks (e.g. Seq-KD block outputs) can see post-activation maps
+        self.act1, self.act2, self.act3, self.act4 = nn.ReLU(), nn.ReLU(), nn.ReLU(), nn.ReLU()
+        self.pool1, self.pool2 = nn.MaxPool2d(2), nn.MaxPool2d(2)
         self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc3"}
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = self.pool1(self.act1(self.conv1(x)))
+        x = self.pool2(self.act2(self.conv2(x)))
         x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
+        x = self.act3(self.fc1(x))
+        x = self.act4(self.fc2(x))
         return self.fc3(x)
 
 

@@ -124,6 +124,38 @@ def forward_order(model: nn.Module, x: Tensor, names: Sequence[str]) -> List[str
     return seen + [n for n in names if n not in seen]
 
 
+def assign_blocks(model: nn.Module, x: Tensor, blocks: Sequence[str], layers: Sequence[str]) -> Dict[str, List[str]]:
+    """Map each Seq-KD block (a module name, in forward order) to the tensorial layers it tunes.
+
+    A layer belongs to the first block whose output is produced after the layer's own output (so a
+    residual block owns the layers inside it, and an activation module owns the layers since the
+    previous block). Layers after the last block become blocks of their own.
+    """
+    done: List[str] = []
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: done.append(n))
+             for n in dict.fromkeys(list(blocks) + list(layers))]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    owned: Dict[str, List[str]] = {}
+    pending: List[str] = []
+    block_set, layer_set = set(blocks), set(layers)
+    for name in done:
+        if name in layer_set and name not in pending and not any(name in v for v in owned.values()):
+            pending.append(name)
+        if name in block_set and name not in owned:
+            owned[name], pending = pending, []
+    for name in pending:
+        owned[name] = [name]
+    missing = [b for b in blocks if b not in owned]
+    if missing:
+        raise ValueError(f"Seq-KD blocks {missing} were not called in the forward pass")
+    return owned
+
+
 def _tensorial_params(module: nn.Module) -> List[nn.Parameter]:
     params: List[nn.Parameter] = []
     for mod in module.modules():
@@ -188,7 +220,9 @@ def compress(
         loader: batches ``x`` or ``(x, y)`` used for knowledge distillation (labels are not used).
         method: ``"layer-decomp"``, ``"e2e-kd"`` or ``"seq-kd"``.
         epochs: passes over ``loader`` (per block for Seq-KD).
-        blocks: Seq-KD sub-problems, as module names run bottom-up (default: each tensorized layer).
+        blocks: Seq-KD sub-problems as module names whose outputs are matched, run bottom-up; each
+            tunes the tensorial layers that run before it (see :func:`assign_blocks`). Default: each
+            tensorized layer on its own output (Eq. 2.10).
         eval_loader: ``(x, y)`` batches to report accuracy before and after.
         fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``).
         max_steps: cap on optimiser steps per epoch (quick runs).
@@ -234,8 +268,9 @@ def compress(
     elif method == "seq-kd":
         names = list(blocks) if blocks is not None else tensorial_names
         probe = _inputs(next(iter(loader))).to(device)
-        for name in forward_order(student, probe, names):
-            params = _tensorial_params(student.get_submodule(name))
+        owned = assign_blocks(student, probe, names, tensorial_names)
+        for name, layers in owned.items():
+            params = [p for layer in layers for p in _tensorial_params(student.get_submodule(layer))]
             if not params:
                 continue
             for p in params:
