@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from zoo.errors import ZooError
+from zoo.errors import DataError
 from zoo.paths import shared_data_dir
 
 
@@ -28,17 +28,17 @@ def read_idx(path: Path) -> torch.Tensor:
         data = fh.read()
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise ZooError(f"{path}: expected an IDX file of unsigned bytes (magic 0x0000 0x08), got {zero:#06x} {dtype:#04x}")
+        raise DataError(f"{path}: expected an IDX file of unsigned bytes (magic 0x0000 0x08), got {zero:#06x} {dtype:#04x}")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     body = data[4 + 4 * ndim:]
     if len(body) != int(np.prod(shape)):
-        raise ZooError(f"{path}: header declares shape {shape} ({int(np.prod(shape))} bytes) but {len(body)} follow")
+        raise DataError(f"{path}: header declares shape {shape} ({int(np.prod(shape))} bytes) but {len(body)} follow")
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        raise ZooError(f"{path} not found: set ZOO_SHARED_DATA to the shared data folder")
+        raise DataError(f"{path} not found: set ZOO_SHARED_DATA to the shared data folder")
     return path
 
 
@@ -67,6 +67,6 @@ def isic_dir(root: Optional[Path] = None) -> Path:
 def split(n: int, holdout: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Disjoint (train, held-out) indices of ``range(n)`` from a seeded permutation; ``holdout`` go to the second."""
     if not 0 < holdout < n:
-        raise ZooError(f"holdout must be between 1 and {n - 1}, got {holdout}")
+        raise DataError(f"holdout must be between 1 and {n - 1}, got {holdout}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[holdout:], perm[:holdout]

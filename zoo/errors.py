@@ -30,5 +30,9 @@ class PluginError(ZooError, RuntimeError):
     """A family plugin that is missing, broken or inconsistent."""
 
 
+class DataError(ZooError, ValueError):
+    """User data (files, folders, splits) that cannot be used as given."""
+
+
 class WeightsError(ZooError, RuntimeError):
     """Pretrained weights that are unavailable, corrupted or do not fit the model."""

@@ -1,24 +1,9 @@
-"""MNIST IDX reader, the disjoint split and the shift augmentation."""
-
-import gzip
-import struct
+"""The MNIST loader, the disjoint split and the shift augmentation."""
 
 import pytest
 import torch
 
-from zoo_bqn.data import load_mnist_t10k, mnist_split, random_shift, read_idx
-
-
-def test_read_idx_roundtrip_and_errors(tmp_path):
-    data = bytes(range(24))
-    p = tmp_path / "x-idx3-ubyte.gz"
-    with gzip.open(p, "wb") as f:
-        f.write(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", 2, 3, 4) + data)
-    assert read_idx(p).tolist() == torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4).tolist()
-    bad = tmp_path / "bad-idx1-ubyte"
-    bad.write_bytes(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", 5) + b"abc")
-    with pytest.raises(ValueError, match="header declares"):
-        read_idx(bad)
+from zoo_bqn.data import load_mnist_t10k, mnist_split, random_shift
 
 
 def test_mnist_split_is_disjoint(shared_data):

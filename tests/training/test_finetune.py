@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 import zoo
 from zoo.cli import main
-from zoo.errors import ZooError
-from zoo.training.data import DataError, ImageClassificationData, SegmentationData, VideoSequenceData
+from zoo.errors import DataError, ZooError
+from zoo.training.data import ImageClassificationData, SegmentationData, VideoSequenceData
 
 
 def test_finetune_learns_and_writes_everything(rgb_toy, colour_data, tmp_path):

@@ -72,6 +72,28 @@ def test_split_is_disjoint_and_seeded(shared_data):
     assert images.shape == (10_000, 3, 32, 32) and set(labels.unique().tolist()) == set(range(10))
 
 
+def test_read_idx_round_trip_and_errors(tmp_path):
+    import gzip
+    import struct
+
+    import torch
+
+    from zoo.errors import DataError
+
+    path = tmp_path / "x-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", 2, 3, 4) + bytes(range(24)))
+    assert torch.equal(datasets.read_idx(path), torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4))
+    bad = tmp_path / "bad-idx1-ubyte"
+    bad.write_bytes(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", 5) + b"abc")
+    with pytest.raises(DataError, match=r"bad-idx1-ubyte: header declares shape \(5,\) \(5 bytes\) but 3 follow"):
+        datasets.read_idx(bad)
+    floats = tmp_path / "f-idx1-ubyte"
+    floats.write_bytes(struct.pack(">HBB", 0, 0x0D, 1) + struct.pack(">I", 1) + b"abcd")
+    with pytest.raises(DataError, match="unsigned bytes"):
+        datasets.read_idx(floats)
+
+
 def test_bad_recipes(tmp_path):
     with pytest.raises(ZooError, match="no recipe"):
         load_recipe("nope", folder=tmp_path)

@@ -20,13 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo.errors import ZooError
+from zoo.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-class DataError(ZooError, ValueError):
-    """User data that cannot be used as given."""
 
 
 def _open_image(path: Path, mode: str):
