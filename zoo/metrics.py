@@ -25,12 +25,17 @@ def classification_metrics(model: nn.Module, batches: Iterable[Any], entry: Mode
     return {"top1": 100.0 * correct / count, "nll": nll / count}
 
 
-def confusion_metrics(tp: float, fp: float, tn: float, fn: float) -> Dict[str, float]:
-    """ACC, SE (sensitivity), SP (specificity), PC (precision), F1 and JS (Jaccard) from pixel counts."""
-    eps = 1e-12
-    return {"ACC": (tp + tn) / max(tp + tn + fp + fn, eps), "SE": tp / max(tp + fn, eps),
-            "SP": tn / max(tn + fp, eps), "PC": tp / max(tp + fp, eps),
-            "F1": 2 * tp / max(2 * tp + fp + fn, eps), "JS": tp / max(tp + fp + fn, eps)}
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else float("nan")
+
+
+def metrics_from_counts(tp: float, tn: float, fp: float, fn: float) -> Dict[str, float]:
+    """ACC, SE (sensitivity), SP (specificity), PC (precision), F1 and JS (Jaccard) from pixel counts
+    (dissertation 6.5.3); a ratio with a zero denominator is ``nan`` (undefined)."""
+    se, pc = _ratio(tp, tp + fn), _ratio(tp, tp + fp)
+    f1 = float("nan") if se != se or pc != pc else (2 * pc * se / (pc + se) if pc + se else 0.0)
+    return {"ACC": _ratio(tp + tn, tp + tn + fp + fn), "SE": se, "SP": _ratio(tn, tn + fp), "PC": pc, "F1": f1,
+            "JS": _ratio(tp, tp + fp + fn)}
 
 
 @torch.no_grad()
@@ -45,7 +50,7 @@ def segmentation_metrics(model: nn.Module, batches: Iterable[Any], entry: ModelE
         fp += float((pred & ~truth).sum())
         tn += float((~pred & ~truth).sum())
         fn += float((~pred & truth).sum())
-    return confusion_metrics(tp, fp, tn, fn)
+    return metrics_from_counts(tp, tn, fp, fn)
 
 
 DEFAULT_EVALUATORS = {"classification": classification_metrics, "segmentation": segmentation_metrics}

@@ -7,6 +7,8 @@ from typing import Dict, Union
 import torch
 from torch import Tensor
 
+from zoo.metrics import metrics_from_counts
+
 __all__ = ["confusion_counts", "metrics_from_counts", "segmentation_metrics"]
 
 METRIC_NAMES = ("ACC", "SE", "SP", "PC", "F1", "JS")
@@ -36,27 +38,6 @@ def confusion_counts(pred: Tensor, target: Tensor, threshold: float = 0.5) -> Di
     fp = int((sr & ~gt).sum())
     fn = int((~sr & gt).sum())
     return {"TP": tp, "TN": tn, "FP": fp, "FN": fn}
-
-
-def _ratio(num: float, den: float) -> float:
-    return num / den if den else float("nan")
-
-
-def metrics_from_counts(tp: int, tn: int, fp: int, fn: int) -> Dict[str, float]:
-    """The six metrics from counts; a ratio with a zero denominator is ``nan`` (undefined)."""
-    se, pc = _ratio(tp, tp + fn), _ratio(tp, tp + fp)
-    if se != se or pc != pc:
-        f1 = float("nan")
-    else:
-        f1 = 2 * pc * se / (pc + se) if pc + se else 0.0
-    return {
-        "ACC": _ratio(tp + tn, tp + tn + fp + fn),
-        "SE": se,
-        "SP": _ratio(tn, tn + fp),
-        "PC": pc,
-        "F1": f1,
-        "JS": _ratio(tp, tp + fp + fn),  # |GT & SR| / |GT | SR|
-    }
 
 
 def segmentation_metrics(
