@@ -72,8 +72,20 @@ def cmd_create(args: argparse.Namespace) -> int:
     rows = summarize(model, flops=not args.no_flops) if args.summary else {
         "name": args.name, "parameters": count_parameters(model)}
     rows["weights_source"] = model.pretrained_cfg.get("weights_source")
-    _emit(args, rows, lambda: "\n".join(f"{k:24} {_cell(v)}" for k, v in rows.items()))
+    _emit(args, rows, lambda: _key_values(rows))
     return 0
+
+
+def _key_values(rows: Dict[str, Any], indent: str = "") -> str:
+    """``key  value`` lines; a nested mapping becomes an indented block under its key."""
+    width = max((len(k) for k in rows), default=0) + 2
+    lines = []
+    for key, value in rows.items():
+        if isinstance(value, dict):
+            lines += [f"{indent}{key}:", _key_values(value, indent + "  ")]
+        else:
+            lines.append(f"{indent}{key.ljust(width)}{_cell(value)}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
