@@ -129,3 +129,20 @@ def test_third_party_decomposition_package(tmp_path: Path) -> None:
         importlib.invalidate_caches()
         refresh()
     assert "bt" not in list_decompositions()
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-mcp-5pct", "lenet5-mcp-10pct"])
+def test_bundled_mnist_weights_reproduce_their_recorded_accuracy(name: str) -> None:
+    from zoo.datasets import mnist, split
+
+    entry = zoo.model_info(name)
+    assert entry.weights is not None and entry.weights.bundled == f"weights/{name}.safetensors"
+    model = zoo.create(name, pretrained=True).eval()
+    images, labels = mnist()
+    _, held = split(len(images), 2000, 0)
+    x = (images[held].float() / 255.0 - 0.1307) / 0.3081
+    with torch.no_grad():
+        top1 = 100.0 * float((model(x).argmax(-1) == labels[held]).float().mean())
+    assert top1 == pytest.approx(entry.weights.metrics["top1"], abs=0.01)
+    if name != "lenet5":
+        assert zoo.summarize(model, flops=False)["realised_rate"] < 0.12
