@@ -26,9 +26,13 @@ def read_idx(path: Path) -> torch.Tensor:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         data = fh.read()
+    if len(data) < 4:
+        raise DataError(f"{path}: {len(data)} bytes, too short for an IDX header")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
         raise DataError(f"{path}: expected an IDX file of unsigned bytes (magic 0x0000 0x08), got {zero:#06x} {dtype:#04x}")
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: {len(data)} bytes, too short for a {ndim}-dimensional IDX header")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     body = data[4 + 4 * ndim:]
     if len(body) != int(np.prod(shape)):

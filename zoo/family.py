@@ -33,6 +33,9 @@ Summary = Callable[["nn.Module", "ModelEntry"], Mapping[str, Any]]
 
 Hook = Callable[["nn.Module"], None]
 
+EpochHook = Callable[["nn.Module", Mapping[str, float]], None]
+"""``after_epoch(model, row)`` with the epoch's metrics row (``train_loss``, ``val_loss``, ...)."""
+
 Evaluate = Callable[["nn.Module", Iterable[Any], "ModelEntry"], Mapping[str, float]]
 """``evaluate(model, batches, entry) -> metrics`` on held-out batches (default: by task, see zoo.metrics)."""
 
@@ -49,6 +52,7 @@ class Family:
         resolve: optional name grammar, e.g. ``{backbone}-{decomposition}-{rate}pct``.
         training_step: optional loss for :func:`zoo.finetune`; default depends on the task.
         after_step: optional hook run after each optimiser step (e.g. re-projection).
+        after_epoch: optional hook run after each epoch with its metrics (e.g. scheduled sampling).
         summary: optional extra rows for model summaries.
         evaluate: optional held-out metrics for ``scripts/evaluate.py`` and ``scripts/train.py``.
         version: the plugin's version string, shown by ``zoo families``.
@@ -60,6 +64,7 @@ class Family:
     resolve: Optional[NameResolver] = None
     training_step: Optional[TrainingStep] = None
     after_step: Optional[Hook] = None
+    after_epoch: Optional[EpochHook] = None
     summary: Optional[Summary] = None
     evaluate: Optional[Evaluate] = None
     version: str = "0"

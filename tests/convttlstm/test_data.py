@@ -27,14 +27,14 @@ def test_real_mnist_test_digits(mnist):
 
 
 def test_idx_reader_rejects_malformed(tmp_path):
-    bad = tmp_path / "bad.gz"
-    with gzip.open(bad, "wb") as f:
-        f.write((2049).to_bytes(4, "big") + (1).to_bytes(4, "big") * 3)
-    with pytest.raises(ValueError, match="magic 2049, expected 2051"):
-        read_idx_images(bad)
+    labels = tmp_path / "labels.gz"
+    with gzip.open(labels, "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big") + b"\x01\x02\x03")
+    with pytest.raises(ValueError, match=r"1-D array \(3,\), expected \(N, rows, cols\)"):
+        read_idx_images(labels)
     short = tmp_path / "short"
-    short.write_bytes((2051).to_bytes(4, "big") + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 10)
-    with pytest.raises(ValueError, match="header says 2x28x28"):
+    short.write_bytes(bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 10)
+    with pytest.raises(ValueError, match=r"header declares shape \(2, 28, 28\)"):
         read_idx_images(short)
 
 

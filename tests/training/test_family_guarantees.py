@@ -47,3 +47,17 @@ def test_arma_stays_stable_after_aggressive_finetuning():
         assert torch.isfinite(response).all() and response.min() > 1e-3
     out = model(torch.randn(2, 3, 32, 32) * 100)
     assert torch.isfinite(out).all()
+
+
+def test_video_finetuning_runs_scheduled_sampling_through_the_epoch_hook(tmp_path):
+    import numpy as np
+
+    clips = tmp_path / "clips.npz"
+    rng = np.random.default_rng(0)
+    np.savez(clips, frames=rng.integers(0, 255, size=(4, 6, 16, 16), dtype=np.uint8))
+    model = zoo.create("convlstm-mnist-small", hidden_channels=[4, 4, 4, 4])
+    result = zoo.finetune(model, clips, clips, epochs=2, batch_size=2, lr=1e-3, input_frames=3, future_frames=3,
+                          progress=False, scheduler="none")
+    schedule = model.scheduled_sampling
+    assert schedule.best == min(row["val_loss"] for row in result.history)
+    assert model.teacher_forcing_ratio == schedule.ratio == 1.0  # no plateau within patience: still teacher forcing

@@ -139,7 +139,8 @@ class Trainer:
         classes = getattr(self.train_set, "classes", None)
         self.val_set = (build_dataset(val_data, model.pretrained_cfg, False, classes=classes, **opts)
                         if val_data is not None else None)
-        self.step_fn, self.after_step = step_for(self.entry), _after_step(self.entry)
+        self.step_fn = step_for(self.entry)
+        self.after_step, self.after_epoch = _family_hooks(self.entry)
         self.net = dist.wrap(self.model, self.device) if self.world > 1 else self.model
         self.optimizer, self.scheduler = self._optim()
         self.epoch, self.batches_done, self.history = 0, 0, []
@@ -200,6 +201,8 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.step(self.epoch, row.get("val_loss", train_loss))
                 self.history.append(row)
+                if self.after_epoch is not None:
+                    self.after_epoch(self.model, row)
                 self._end_of_epoch(row)
         except KeyboardInterrupt:
             self._save_checkpoint()
@@ -312,10 +315,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _after_step(entry: ModelEntry):
+def _family_hooks(entry: ModelEntry):
+    """The family's ``after_step`` and ``after_epoch`` hooks (either may be None)."""
     from zoo import plugins
 
-    return plugins.get_family(entry.family).after_step
+    family = plugins.get_family(entry.family)
+    return family.after_step, family.after_epoch
 
 
 def _to(batch: Any, device: torch.device) -> Any:

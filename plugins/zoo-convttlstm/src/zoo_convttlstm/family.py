@@ -31,6 +31,16 @@ def training_step(model, batch, entry):
     return step(model, batch, entry)
 
 
+def after_epoch(model, row: Mapping[str, float]) -> None:
+    """Scheduled sampling (4.7.3): teacher forcing until the validation loss stops improving, then less each epoch."""
+    from .training import ScheduledSampling
+
+    if "scheduled_sampling" not in model.__dict__:
+        model.scheduled_sampling = ScheduledSampling()
+    model.scheduled_sampling.update(row.get("val_loss", row["train_loss"]))
+    model.scheduled_sampling.apply(model)
+
+
 def summary(model, entry) -> Mapping[str, Any]:
     """Parameters and multiplications per one-step prediction at the entry's input size (+ Table 4.2 convention).
 
@@ -58,6 +68,7 @@ FAMILY = Family(
     builders={"video_prediction": video_prediction, "activity_recognition": activity_recognition},
     registry=Path(__file__).parent / "registry.yaml",
     training_step=training_step,
+    after_epoch=after_epoch,
     summary=summary,
     version=__version__,
 )

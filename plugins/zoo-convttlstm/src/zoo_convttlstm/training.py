@@ -48,11 +48,12 @@ def training_step(model: nn.Module, batch: Any, entry: Any = None) -> torch.Tens
     Video prediction: L1 + L2 loss of the next-frame predictions over the whole clip.
 
     The model predicts frames 2..T_in+T_out; during the T_out future steps it is fed the true frame with
-    probability ``model.teacher_forcing_ratio`` (set by :class:`ScheduledSampling`; 0 in eval mode)."""
+    probability ``model.teacher_forcing_ratio`` (set by :class:`ScheduledSampling`; 1, full teacher forcing, until
+    a schedule sets it; 0 in eval mode)."""
     if getattr(entry, "task", None) == "activity-recognition":
         return recognition_step(model, batch)
     inputs, targets = split_batch(batch)
-    ratio = float(getattr(model, "teacher_forcing_ratio", 0.0)) if model.training else 0.0
+    ratio = float(getattr(model, "teacher_forcing_ratio", 1.0)) if model.training else 0.0
     preds = model(inputs, future_frames=targets.shape[1], targets=targets, teacher_forcing_ratio=ratio, return_all=True)
     truth = torch.cat([inputs[:, 1:], targets], dim=1)
     return l1_l2_loss(preds, truth)

@@ -1,30 +1,22 @@
-"""Reading the official MNIST IDX files (optionally gzipped)."""
+"""The MNIST digits the Moving-MNIST-2 generator uses, read with the core's IDX reader."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
+from zoo.datasets import read_idx
+from zoo.errors import DataError
+
 
 def read_idx_images(path: Union[str, Path]) -> np.ndarray:
-    """uint8 images (N, rows, cols) from an IDX3 file (magic 2051); raises ValueError on malformed files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MNIST image file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 16:
-        raise ValueError(f"{path}: {len(raw)} bytes, too short for an IDX3 header (16 bytes)")
-    magic, n, rows, cols = (int.from_bytes(raw[i : i + 4], "big") for i in range(0, 16, 4))
-    if magic != 2051:
-        raise ValueError(f"{path}: IDX magic {magic}, expected 2051 (unsigned-byte 3-D images)")
-    if len(raw) != 16 + n * rows * cols:
-        raise ValueError(f"{path}: header says {n}x{rows}x{cols} images ({16 + n * rows * cols} bytes), file has {len(raw)}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+    """uint8 images (N, rows, cols) from an IDX file of 3-D unsigned bytes; raises ``DataError`` otherwise."""
+    images = read_idx(Path(path))
+    if images.dim() != 3:
+        raise DataError(f"{path}: IDX file holds a {images.dim()}-D array {tuple(images.shape)}, expected (N, rows, cols) images")
+    return images.numpy()
 
 
 def default_mnist_images() -> Path:
