@@ -55,12 +55,19 @@ def _tltorch_resnet50(factorization: str, rate: float) -> Any:
 
     model = timm.create_model("resnet50", pretrained=False)
     first = first_conv_name(model)
+    fallback = 0
     for name, mod in list(model.named_modules()):
         if isinstance(mod, nn.Conv2d) and name != first and mod.groups == 1:
-            new = tltorch.FactorizedConv.from_conv(mod, rank=rate, factorization=factorization,
-                                                   implementation="factorized", decompose_weights=False)
+            try:
+                new = tltorch.FactorizedConv.from_conv(mod, rank=rate, factorization=factorization,
+                                                       implementation="factorized", decompose_weights=False)
+            except ZeroDivisionError:  # the rate rounds to rank 0 for this layer: use rank 1 (as zoo-tnn)
+                new = tltorch.FactorizedConv.from_conv(mod, rank=1, factorization=factorization,
+                                                       implementation="factorized", decompose_weights=False)
+                fallback += 1
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, new)
+    model.rank1_layers = fallback
     return model
 
 
@@ -87,6 +94,9 @@ def worker(config: str, batch: int, size: int, steps: int, warmup: int, threads:
     else:
         raise SystemExit(f"unknown config {config!r}")
     params = sum(p.numel() for p in model.parameters())
+    rank1 = getattr(model, "rank1_layers", None)
+    if rank1 is None and hasattr(model, "tnn_layers"):
+        rank1 = sum(r.status == "rank1" for r in model.tnn_layers)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(batch, 3, size, size)
@@ -106,7 +116,8 @@ def worker(config: str, batch: int, size: int, steps: int, warmup: int, threads:
     peak = _rss_kb("VmHWM")
     step = sorted(times)[len(times) // 2]
     return {"config": config, "params": params, "step_s": step, "samples_per_s": batch / step,
-            "peak_rss_mb": peak / 1024, "step_mem_mb": (peak - before) / 1024, "times_s": times}
+            "peak_rss_mb": peak / 1024, "step_mem_mb": (peak - before) / 1024, "times_s": times,
+            "rank1_layers": rank1 or 0}
 
 
 def main() -> None:
@@ -168,15 +179,15 @@ def main() -> None:
              f"(load average at the end {setup['load_avg_at_end'][0]:.1f}); one subprocess per row. "
              "Step = zero_grad + forward + cross-entropy + backward + SGD. Step memory = peak RSS - RSS before the "
              "first step.", "",
-             "| model | params | rate | samples/s | x dense | x tltorch | step memory MB | mem x dense |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | params | rate | samples/s | x dense | x tltorch | step memory MB | mem x dense | rank-1 layers |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         def f(key: str, fmt: str = "{:.2f}") -> str:
             return fmt.format(row[key]) if row.get(key) is not None else "-"
 
         lines.append(f"| {row['config']} | {row['params']} | {f('rate', '{:.4f}')} | {f('samples_per_s')} | "
                      f"{f('speed_vs_dense')} | {f('speed_vs_tltorch')} | {f('step_mem_mb', '{:.0f}')} | "
-                     f"{f('memory_vs_dense')} |")
+                     f"{f('memory_vs_dense')} | {row.get('rank1_layers', 0)} |")
     (BENCH / "tnn.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -189,3 +189,16 @@ def test_factorised_and_reconstruct_first_paths_agree(name: str) -> None:
     lin.path_ratio = 0.0
     x = torch.randn(5, 24, dtype=D)
     torch.testing.assert_close(lin(x), x @ lin.weight.T + lin.bias)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular", "reflect"])
+@pytest.mark.parametrize("name", ["cp", "mtr"])
+def test_pointwise_convolutions_are_channel_contractions(mode: str, name: str) -> None:
+    conv = nn.Conv2d(16, 24, 1, stride=2, padding=1, padding_mode=mode, dtype=D)
+    layer = TensorialConv2d.from_dense(conv, name, rate=0.3)
+    assert layer.pointwise and not layer.network.kernel_modes and "|" not in layer.network.pointwise_equation
+    assert layer.weight.shape == (24, 16, 1, 1)
+    x = torch.randn(2, 16, 7, 6, dtype=D)
+    torch.testing.assert_close(layer(x), layer.to_dense()(x))
+    full = TensorialConv2d.from_dense(conv, "tk", rank=24, init="decomp", sweeps=0)
+    torch.testing.assert_close(full(x), conv(x))

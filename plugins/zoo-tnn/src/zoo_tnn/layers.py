@@ -91,12 +91,17 @@ class _Tensorial(nn.Module):
         if x_shape not in cache:
             shapes = [x_shape] + [f.shape for f in self.network.factors]
             merged = _reconstruct_first_path(self.network)
-            _, fact = conv_einsum_path(self.network.equation, *shapes, optimize="auto", **geometry)
-            _, rec = conv_einsum_path(self.network.equation, *shapes, optimize=merged, **geometry)
+            eq = self._equation
+            _, fact = conv_einsum_path(eq, *shapes, optimize="auto", **geometry)
+            _, rec = conv_einsum_path(eq, *shapes, optimize=merged, **geometry)
             cache[x_shape] = list(fact.path) if fact.opt_cost < self.path_ratio * rec.opt_cost else merged
         return cache[x_shape]
 
     path_ratio: float = 0.5
+
+    @property
+    def _equation(self) -> str:
+        return self.network.pointwise_equation if getattr(self, "pointwise", False) else self.network.equation
 
     def factor_list(self) -> list[Tensor]:
         return [self.factors[f.name] for f in self.network.factors]
@@ -120,7 +125,9 @@ class _Tensorial(nn.Module):
         if init == "decomp":
             from zoo_tnn.fit import fit_network
 
-            result = fit_network(self.network, weight.detach(), **fit_kwargs)
+            net = self.network
+            target = weight.detach().reshape(net.out_channels, net.in_channels, *net.kernel_size)
+            result = fit_network(net, target, **fit_kwargs)
             self.load_factors(result.factors)
             self.fit_error = result.relative_error
 
@@ -200,7 +207,11 @@ class TensorialConv2d(_Tensorial):
             self.padding = _pair(padding, "padding")
         self.padding_mode = padding_mode
         self.optimize, self.checkpoint = optimize, checkpoint
-        self.network = _select_network(decomposition, self.out_channels, self.in_channels, self.kernel_size, rank, rate, m)
+        # a 1x1 convolution is a channel contraction: its network has no (size-1) kernel legs, which
+        # would only add scalar factors and passes over the activations
+        self.pointwise = self.kernel_size == (1, 1)
+        kernel = () if self.pointwise else self.kernel_size
+        self.network = _select_network(decomposition, self.out_channels, self.in_channels, kernel, rank, rate, m)
         self.bias = nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype)) if bias else None
         self._init_factors(device, dtype)
 
@@ -243,6 +254,8 @@ class TensorialConv2d(_Tensorial):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if self.pointwise:
+            return self._forward_pointwise(x)
         padding: Any = self.padding
         mode = self.padding_mode
         span = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
@@ -267,6 +280,22 @@ class TensorialConv2d(_Tensorial):
         optimize = self._path(tuple(xm.shape), geometry) if self.optimize == "auto" else self.optimize
         y = conv_einsum(net.equation, xm, *factors, optimize=optimize, checkpoint=self.checkpoint, **geometry)
         y = y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def _forward_pointwise(self, x: Tensor) -> Tensor:
+        if isinstance(self.padding, tuple) and any(self.padding):
+            ph, pw = self.padding
+            x = F.pad(x, (pw, pw, ph, ph), mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
+        if self.stride != (1, 1):
+            x = x[:, :, :: self.stride[0], :: self.stride[1]]
+        net = self.network
+        b, _, h, w = x.shape
+        xm = x.reshape(b, *(m.size for m in net.in_modes), h, w)
+        optimize = self._path(tuple(xm.shape), {}) if self.optimize == "auto" else self.optimize
+        y = conv_einsum(net.pointwise_equation, xm, *self.factor_list(), optimize=optimize, checkpoint=self.checkpoint)
+        y = y.reshape(b, self.out_channels, h, w)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y

@@ -158,6 +158,14 @@ class TensorNetwork:
         return f"{eq}|{sp}" if sp else eq
 
     @property
+    def pointwise_equation(self) -> str:
+        """Equation of a 1x1 convolution by a network without kernel modes: H, W are batch letters."""
+        if self.kernel_modes:
+            raise ValueError("pointwise_equation is for networks without kernel modes")
+        lhs = ",".join([BATCH + self.in_letters + SPATIAL] + [f.letters for f in self.factors])
+        return f"{lhs}->{BATCH}{self.out_letters}{SPATIAL}"
+
+    @property
     def kernel_equation(self) -> str:
         """Plain einsum equation: factors -> kernel (out modes, in modes, spatial modes)."""
         return ",".join(f.letters for f in self.factors) + "->" + self.kernel_letters
