@@ -28,18 +28,18 @@ def _parse_kwargs(items: list) -> dict:
 
 
 def load_data(name: str, seed: int, holdout: int):
-    """``cifar10`` (all 10,000 test images), ``cifar10-holdout`` (the demo's held-out split) or ``mnist``."""
-    from zoo_scfac.data import holdout_split, load_cifar10_test, load_mnist_test
+    """Images in [0, 1] and labels: ``cifar10`` (all 10,000 test images), ``cifar10-holdout`` (the held-out split
+    of the training recipes, ``zoo.datasets.split``) or ``mnist``."""
+    from zoo import datasets
 
-    if name == "mnist":
-        return load_mnist_test()
-    x, y = load_cifar10_test()
-    if name == "cifar10":
-        return x, y
+    if name not in ("mnist", "cifar10", "cifar10-holdout"):
+        raise SystemExit(f"unknown data set {name!r}: expected cifar10, cifar10-holdout or mnist")
+    x, y = datasets.mnist() if name == "mnist" else datasets.cifar10()
+    x = x.float() / 255.0
     if name == "cifar10-holdout":
-        _, idx = holdout_split(len(y), holdout, seed=seed)
+        _, idx = datasets.split(len(y), holdout, seed=seed)
         return x[idx], y[idx]
-    raise SystemExit(f"unknown data set {name!r}: expected cifar10, cifar10-holdout or mnist")
+    return x, y
 
 
 def main() -> None:

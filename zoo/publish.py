@@ -19,13 +19,14 @@ def record_weights(entry: ModelEntry, weights_file: Path, metrics: Mapping[str, 
     """Set ``entry``'s ``weights:`` block in the registry file it came from; returns that file.
 
     With ``bundle``, the safetensors file is copied to ``weights/NAME.safetensors`` beside the registry file so
-    ``pretrained=True`` works offline. The YAML is rewritten atomically and re-validated before it replaces
-    the old one.
+    ``pretrained=True`` works offline. The YAML (with its leading comment block) is rewritten atomically and
+    re-validated before it replaces the old one.
     """
     registry = Path(entry.source)
     if not registry.is_file():
         raise RegistryError(f"{entry.name!r} comes from {entry.source}, not a registry file that can be updated")
-    document = yaml.safe_load(registry.read_text(encoding="utf-8"))
+    original = registry.read_text(encoding="utf-8")
+    document = yaml.safe_load(original)
     if entry.name not in (document.get("models") or {}):
         raise RegistryError(f"{entry.name!r} is not defined in {registry}")
     block = {"hf_hub_id": hf_hub_id or f"spectral-zoo/{entry.name}", "revision": "main",
@@ -38,10 +39,20 @@ def record_weights(entry: ModelEntry, weights_file: Path, metrics: Mapping[str, 
     block["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
     block["data"] = data
     document["models"][entry.name]["weights"] = block
-    text = yaml.safe_dump(document, sort_keys=False, width=120)
+    header = "".join(line for line in original.splitlines(keepends=True)[:_header_length(original)])
+    text = header + yaml.safe_dump(document, sort_keys=False, width=120)
     with atomic_path(registry) as tmp:  # validate the new file before it replaces the old one
         tmp.write_text(text, encoding="utf-8")
         parse_file(tmp)
     clear_cache()
     return registry
 
+
+def _header_length(text: str) -> int:
+    """Number of leading comment / blank lines (kept when the file is rewritten)."""
+    count = 0
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        count += 1
+    return count

@@ -18,6 +18,7 @@ from zoo.recipes import load_recipe
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 MNIST_TOY = """
+# header comment kept when the weights are recorded
 models:
   toynet-mnist:
     family: toy
@@ -51,6 +52,7 @@ def test_train_publish_evaluate_round_trip(toy_family, tmp_path, capsys, shared_
     report = json.loads(out[:out.rindex("}") + 1])
     assert 10.0 < report["metrics"]["top1"] <= 100.0 and report["metrics"]["nll"] > 0
     assert "1,500 of the 10,000 MNIST test images" in report["data"] and "held-out 500" in report["data"]
+    assert registry.read_text().startswith("\n# header comment kept when the weights are recorded\nmodels:")
     weights = yaml.safe_load(registry.read_text())["models"]["toynet-mnist"]["weights"]
     assert weights["bundled"] == "weights/toynet-mnist.safetensors" and len(weights["sha256"]) == 64
     assert weights["metrics"]["top1"] == pytest.approx(report["metrics"]["top1"], abs=1e-6)
