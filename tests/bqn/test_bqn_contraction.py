@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bqn_reference import pmf_of, sign
+from .bqn_reference import pmf_of, sign
 from zoo_bqn.contraction import clt_moments, dft_sum, direct_contraction, gaussian_quantize
 from zoo_bqn.dist import Categorical, Gaussian
 from zoo_bqn.layers import AvgPoolDFT, QuantAct, Residual

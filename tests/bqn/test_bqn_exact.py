@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bqn_reference import exact_mlp_predictive, theorem51_bound
+from .bqn_reference import exact_mlp_predictive, theorem51_bound
 from zoo_bqn.dist import Gaussian
 from zoo_bqn.layers import BayesWeighted
 from zoo_bqn.models import bqn_cnn, bqn_mlp

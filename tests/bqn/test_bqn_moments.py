@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bqn_reference import mean_var_of
+from .bqn_reference import mean_var_of
 from zoo_bqn.dist import Categorical
 from zoo_bqn.layers import BayesConv2d, BayesLinear
 from zoo_bqn.levels import make_levels

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from ce_reference import torch_conv
+from .ce_reference import torch_conv
 from zoo.conv_einsum import conv_einsum
 
 GEN = torch.Generator().manual_seed(0)
@@ -81,7 +81,7 @@ def test_kernel_larger_dims_data_is_largest() -> None:
 
 
 def test_four_conv_modes_against_reference() -> None:
-    from ce_reference import reference_conv_einsum
+    from .ce_reference import reference_conv_einsum
 
     x, w = rnd(1, 2, 4, 4, 3, 3), rnd(2, 2, 2, 2, 2, 2)
     eq = "nsabcd,tsabcd->ntabcd|abcd"

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ce_paths import all_paths, some_paths
-from ce_reference import reference_conv_einsum
+from .ce_paths import all_paths, some_paths
+from .ce_reference import reference_conv_einsum
 from zoo.conv_einsum import conv_einsum
 
 N, S1, S2, T1, T2, H, W, K = 2, 2, 3, 3, 2, 6, 5, 3

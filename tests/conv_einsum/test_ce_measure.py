@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import zoo.conv_einsum.measure as measure_mod
-from ce_reference import reference_conv_einsum
+from .ce_reference import reference_conv_einsum
 from zoo.conv_einsum import clear_plan_cache, conv_einsum, conv_einsum_path, set_autotune
 from zoo.conv_einsum.atomic import ConvStep
 from zoo.conv_einsum.plan import PLAN_CACHE, make_setup, plan_for_path

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ce_reference import reference_conv_einsum
+from .ce_reference import reference_conv_einsum
 from zoo.conv_einsum import ConvEinsumError, conv_einsum
 
 ORDINARY = "abcdef"

@@ -8,7 +8,7 @@ import opt_einsum as oe
 import pytest
 import torch
 
-from ce_paths import all_paths
+from .ce_paths import all_paths
 from zoo.conv_einsum import conv_einsum, conv_einsum_path
 from zoo.conv_einsum.modes import resolve_problem
 from zoo.conv_einsum.parse import parse_equation
