@@ -9,10 +9,12 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 
+from zoo.errors import ZooError
+
 LETTERS = frozenset(string.ascii_letters)
 
 
-class ConvEinsumError(ValueError):
+class ConvEinsumError(ZooError, ValueError):
     """A conv_einsum call whose equation, shapes or options are inconsistent."""
 
 
