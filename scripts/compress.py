@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.1, help="fraction of each layer's dense parameters")
     parser.add_argument("--m", type=int, default=None, help="channel modes of reshaped decompositions")
     parser.add_argument("--method", choices=METHODS, default="seq-kd")
+    parser.add_argument("--blocks", default="", help="Seq-KD blocks, comma-separated module names "
+                        "(e.g. act2,act3,act4 for lenet5; default: each tensorized layer)")
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--holdout", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=1)
@@ -66,7 +68,7 @@ def main() -> None:
     backbone = teacher.pretrained_cfg.get("args", {}).get("backbone", args.teacher)
     train, held, note = data(args.data, teacher.pretrained_cfg, args.holdout, args.seed, args.batch)
     student, report = compress(teacher, args.decomposition, args.rate, train, method=args.method, m=args.m,
-                               epochs=args.epochs, lr=args.lr, eval_loader=held, max_steps=args.max_steps)
+                               blocks=[b for b in args.blocks.split(",") if b] or None, epochs=args.epochs, lr=args.lr, eval_loader=held, max_steps=args.max_steps)
     print(report.summary())
     for row in report.block_losses:
         print(f"  block {row['block']} epoch {row['epoch']}: first loss {row['first_loss']:.5f}, "
