@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.conv_einsum import conv_einsum, conv_einsum_path
+from zoo.conv_einsum.measure import measures
 from zoo_tnn.decompositions import Decomposition, TensorNetwork, build_network, get_decomposition
 from zoo_tnn.rank import network_for_rate
 
@@ -85,8 +86,11 @@ class _Tensorial(nn.Module):
         dense kernel, then one convolution with the input. The factorised sequence is kept only when
         its cost (multiply-adds, forward + backward) is below ``path_ratio`` times the other's, since
         a single dense convolution runs several times more efficiently per multiply-add on CPU than
-        a chain of einsum steps with large intermediates.
+        a chain of einsum steps with large intermediates. With conv_einsum autotuning on
+        (``zoo.conv_einsum.set_autotune(True)`` / ZOO_CONV_EINSUM_AUTOTUNE=1) the engine measures instead.
         """
+        if measures("auto"):  # autotuning on: the engine times its candidates (dense-first included), caches the fastest
+            return "auto"
         cache: Dict[Tuple[int, ...], Any] = self.__dict__.setdefault("_paths", {})
         if x_shape not in cache:
             shapes = [x_shape] + [f.shape for f in self.network.factors]

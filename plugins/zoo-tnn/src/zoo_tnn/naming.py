@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from zoo.errors import ZooError
+
 _NAME = re.compile(r"^(?P<backbone>[a-z0-9_.]+)-(?P<dec>[a-z][a-z0-9_]*)-(?P<rate>\d+(?:\.\d+)?)pct$")
 
 MNIST = {"shape": [1, 28, 28], "mean": [0.1307], "std": [0.3081], "num_classes": 10}
@@ -24,7 +26,7 @@ PLUGIN_DATA: Dict[str, tuple[str, Dict[str, Any], str]] = {
 }
 
 
-class NameGrammarError(ValueError):
+class NameGrammarError(ZooError, ValueError):
     """A ``{backbone}-{decomposition}-{rate}pct`` name with a known backbone but a bad decomposition or rate."""
 
 
