@@ -36,21 +36,21 @@ def _metrics(values: Dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in values.items()) or "—"
 
 
-def row(entry: ModelEntry, params: str) -> List[str]:
+def row(entry: ModelEntry, params: str, describe_data: bool) -> List[str]:
     rate = entry.args.get("rate")
     measured = _metrics(entry.weights.metrics) if entry.weights else "—"
-    data = entry.weights.data if entry.weights and entry.weights.data else entry.dataset
+    data = entry.weights.data if describe_data and entry.weights and entry.weights.data else entry.dataset
     reference = _metrics(entry.reference.metrics) if entry.reference else "—"
     return [f"`{entry.name}`", entry.family, entry.task, params, f"{100 * rate:g} %" if rate else "—", data,
             measured, reference, "yes" if entry.weights else "no"]
 
 
-def table(names: List[str], with_params: bool = True) -> str:
+def table(names: List[str], with_params: bool = True, describe_data: bool = True) -> str:
     header = ["name", "family", "task", "parameters", "rate", "data", "measured here", "dissertation", "weights"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         entry = zoo.model_info(name)
-        lines.append("| " + " | ".join(row(entry, parameters(name) if with_params else "—")) + " |")
+        lines.append("| " + " | ".join(row(entry, parameters(name) if with_params else "—", describe_data)) + " |")
     return "\n".join(lines)
 
 
@@ -67,8 +67,8 @@ def main() -> None:
         raise SystemExit(f"README.md lacks the markers {START} / {END}")
     with_weights = zoo.list_models(pretrained=True)
     section = (f"{START}\n{len(names)} registry models in {len({zoo.model_info(n).family for n in names})} families "
-               f"(full table with parameters and reference metrics: [docs/models.md](docs/models.md)). "
-               f"Models with weights:\n\n{table(with_weights, with_params=not args.no_params)}\n{END}")
+               f"(full table, with what each model was trained on: [docs/models.md](docs/models.md)). "
+               f"Models with weights:\n\n{table(with_weights, not args.no_params, describe_data=False)}\n{END}")
     head, rest = readme.split(START, 1)
     write_text_atomic(ROOT / "README.md", head + section + rest.split(END, 1)[1])
     print(f"{len(names)} models; {len(with_weights)} with weights")
