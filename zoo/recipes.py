@@ -3,7 +3,8 @@
 A recipe is everything ``scripts/train.py NAME`` needs to reproduce published weights from a seed::
 
     model: bqn-cnn-mnist
-    data: {source: mnist, holdout: 2000, seed: 0}        # mnist | cifar10 | isic | python:pkg.module:function
+    data: {source: mnist, holdout: 2000, seed: 0}        # mnist | cifar10 | isic | folder | python:module:function
+    # folder: {source: folder, train: $IMAGENET_DIR/train, val: $IMAGENET_DIR/val}  (any zoo train data layout)
     finetune: {epochs: 5, lr: 0.001, batch_size: 128}   # any zoo.training.FinetuneConfig field
     build: {}                                            # extra kwargs for zoo.create
 """
@@ -11,13 +12,14 @@ A recipe is everything ``scripts/train.py NAME`` needs to reproduce published we
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch.utils.data import Dataset
 
 from zoo import datasets
@@ -30,10 +32,20 @@ class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str
-    holdout: int = Field(gt=0)
+    holdout: Optional[int] = Field(None, gt=0, description="held-out examples split off a single data set")
     seed: int = 0
     limit: Optional[int] = Field(None, gt=0, description="use only this many training examples")
+    train: Optional[str] = Field(None, description="folder source: training data path ($VARS expanded)")
+    val: Optional[str] = Field(None, description="folder source: held-out data path ($VARS expanded)")
     options: Dict[str, Any] = Field(default_factory=dict, description="extra arguments of a python: source")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "DataSpec":
+        if self.source == "folder" and (self.train is None or self.val is None):
+            raise ValueError("a folder source needs both train and val paths")
+        if self.source != "folder" and self.holdout is None:
+            raise ValueError(f"source {self.source!r} needs holdout (the size of the held-out split)")
+        return self
 
 
 class Recipe(BaseModel):
@@ -104,6 +116,17 @@ def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset
         text = (f"{len(train)} of the 93 ISIC 2018 sample images (resized to {cfg['input']['shape'][1:]}) for "
                 f"training; a disjoint held-out {len(held)} (seed {spec.seed}) for the metrics")
         return Subset(full, train.tolist()), Subset(full, held.tolist()), text
+    if spec.source == "folder":
+        from zoo.training.datasets import build_dataset
+
+        paths = [Path(os.path.expandvars(p)).expanduser() for p in (spec.train, spec.val)]
+        for path in paths:
+            if not path.exists():
+                raise ZooError(f"recipe data {path} does not exist (set the environment variables the recipe names: "
+                               f"{spec.train}, {spec.val})")
+        train = build_dataset(paths[0], cfg, train=True)
+        held = build_dataset(paths[1], cfg, train=False, classes=getattr(train, "classes", None))
+        return train, held, f"training data {paths[0]}; held-out data {paths[1]}"
     if spec.source.startswith("python:"):
         module, _, func = spec.source[len("python:"):].partition(":")
         try:
@@ -111,4 +134,4 @@ def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset
         except (ImportError, AttributeError) as exc:
             raise ZooError(f"recipe data source {spec.source!r} cannot be imported: {exc}") from None
         return factory(cfg=cfg, holdout=spec.holdout, seed=spec.seed, limit=spec.limit, **spec.options)
-    raise ZooError(f"unknown recipe data source {spec.source!r} (mnist, cifar10, isic or python:module:function)")
+    raise ZooError(f"unknown recipe data source {spec.source!r} (mnist, cifar10, isic, folder or python:module:function)")

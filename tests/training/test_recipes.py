@@ -103,3 +103,24 @@ def test_bad_recipes(tmp_path):
     bad.write_text("model: x\ndata: {source: mnist, holdout: -1}\n")
     with pytest.raises(ZooError, match=r"data.holdout"):
         load_recipe(str(bad))
+
+
+def test_every_shipped_recipe_validates_and_names_a_registry_model():
+    from zoo.recipes import RECIPES
+    from zoo.training.trainer import FinetuneConfig
+
+    recipes = sorted(RECIPES.glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        recipe = load_recipe(str(path))
+        assert recipe.model == path.stem and zoo.model_info(recipe.model).name == recipe.model
+        FinetuneConfig(**recipe.finetune)  # every option is a real trainer option
+
+
+def test_folder_recipe_says_which_variable_to_set(tmp_path, monkeypatch):
+    from zoo.recipes import build_data
+
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "missing"))
+    recipe = load_recipe("sc-fac-wrn22")
+    with pytest.raises(ZooError, match=r"missing.train does not exist \(set the environment variables"):
+        build_data(recipe, zoo.create("sc-fac-wrn10-1-cifar10-small").pretrained_cfg)

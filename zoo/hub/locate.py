@@ -16,10 +16,10 @@ def _no_weights_message(entry: ModelEntry) -> str:
 
     have = sorted(entries(pretrained=True))
     listing = ", ".join(have) if have else "none are installed"
-    return (f"model {entry.name!r} has no published weights. Train them with "
-            f"`python scripts/train.py {entry.name} --data DIR` (or `zoo train {entry.name} ...`), then load them "
-            f"with zoo.create('local-dir:OUTPUT_DIR', pretrained=True) or checkpoint_path='.../model.safetensors'. "
-            f"Models with weights: {listing}")
+    return (f"model {entry.name!r} has no published weights. Train them with `python scripts/train.py {entry.name}` "
+            f"(its recipe in scripts/recipes/ names the data to provide) or `zoo train {entry.name} --data DIR "
+            f"--output OUT`, then load them with zoo.create('local-dir:OUT/best', pretrained=True) or "
+            f"checkpoint_path='.../model.safetensors'. Models with weights: {listing}")
 
 
 def locate_weights(entry: ModelEntry) -> Tuple[Path, str]:

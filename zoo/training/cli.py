@@ -28,7 +28,8 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> None:
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
-            kind = {"grad_clip": float, "input_size": int, "device": str}.get(f.name, type(default))
+            kind = {"grad_clip": float, "input_size": int, "device": str, "decay_epochs": float}.get(
+                f.name, type(default))
             p.add_argument(flag, type=kind, default=default)
     p.set_defaults(fn=cmd_train)
 

@@ -43,6 +43,8 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     scheduler: str = "cosine"          # any timm scheduler name (cosine, step, multistep, plateau, ...) or "none"
     warmup_epochs: int = 0
+    decay_epochs: Optional[float] = None  # step scheduler: decay every this many epochs ...
+    decay_rate: float = 0.1               # ... by this factor
     freeze: str = "none"               # "none" | "backbone" (train the classifier head only)
     grad_clip: Optional[float] = None  # max gradient norm
     augment: bool = True               # timm training transforms for image classification
@@ -168,7 +170,9 @@ class Trainer:
             return optimizer, None
         scheduler, _ = create_scheduler_v2(optimizer, sched=self.cfg.scheduler, num_epochs=self.cfg.epochs,
                                            warmup_epochs=self.cfg.warmup_epochs, min_lr=self.cfg.lr * 1e-2,
-                                           plateau_mode="min")
+                                           decay_rate=self.cfg.decay_rate, plateau_mode="min",
+                                           **({"decay_epochs": self.cfg.decay_epochs}
+                                              if self.cfg.decay_epochs is not None else {}))
         return optimizer, scheduler
 
     def _loader(self, dataset: Dataset, train: bool, epoch: int, skip_batches: int = 0) -> DataLoader:
