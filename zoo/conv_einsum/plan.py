@@ -17,7 +17,7 @@ from torch import Tensor
 from .atomic import ConvStep, EinsumStep, Step, UnfoldStep, plan_pair
 from .modes import Problem, resolve_problem
 from .parse import ConvEinsumError, parse_equation
-from .sequencer import OPTIMIZE_WORDS, ConvPathOptimizer, Network, Path, StepCost, linear_to_masks, naive_path, path_cost
+from .sequencer import AUTO_TRAFFIC_MACS, OPTIMIZE_WORDS, ConvPathOptimizer, Network, Path, StepCost, linear_to_masks, naive_path, path_cost
 
 PLAN_CACHE_SIZE = 4096
 
@@ -189,15 +189,16 @@ def choose_path(net: Network, optimize: object, limit: int | None) -> Path:
             )
         if optimize == "naive":
             return naive_path(net.n)
+        traffic = AUTO_TRAFFIC_MACS if optimize == "auto" else 0
         if optimize == "auto" and net.n > 2:
             # never a larger intermediate than left-to-right evaluation (which itself satisfies this bound)
             steps = linear_to_masks(naive_path(net.n), net.n)
             naive_largest = max(net.size(a | b) for a, b in steps[:-1])
             try:
-                return ConvPathOptimizer(net, optimize, min(limit or naive_largest, naive_largest)).search()
+                return ConvPathOptimizer(net, optimize, min(limit or naive_largest, naive_largest), traffic).search()
             except ConvEinsumError:
                 pass  # greedy may miss the bound: fall back to the user's limit alone
-        return ConvPathOptimizer(net, optimize, limit).search()
+        return ConvPathOptimizer(net, optimize, limit, traffic).search()
     if isinstance(optimize, (list, tuple)):
         path = [tuple(int(i) for i in step) for step in optimize]
         linear_to_masks(path, net.n)  # validates

@@ -28,6 +28,10 @@ Path = list[tuple[int, int]]
 OPTIMIZE_WORDS = ("auto", "optimal", "greedy", "naive")
 AUTO_OPTIMAL_MAX = 8  # "auto" is exhaustive (dynamic programming over subsets) up to this many operands
 OPTIMAL_MAX = 12
+# "auto" also charges every element a step reads or writes (x3: forward and both gradients) this many
+# multiply-adds: steps with tiny contractions are memory-bound (a 586-batch of 8x8 matmuls runs ~10x below
+# a large matmul per MAC), so MAC counts alone favour paths with huge intermediates
+AUTO_TRAFFIC_MACS = 16
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ class Network:
                 f, g1, g2 = f * a * b, g1 * a * b, g2 * a * b
         return StepCost(forward=f, training=f + g1 + g2)
 
+    def pair_objective(self, m1: int, m2: int, traffic: int) -> int:
+        """What a path search minimises for one step: training MACs + ``traffic`` x 3 x (elements read + written)."""
+        moved = self.size(m1) + self.size(m2) + self.size(m1 | m2)
+        return self.pair_cost(m1, m2).training + 3 * traffic * moved
+
 
 def ssa_tree_to_linear(ssa: Sequence[tuple[int, int]]) -> Path:
     """Convert a static-single-assignment path to opt_einsum's linear format."""
@@ -173,16 +182,18 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
     ``method``: "optimal" (dynamic programming over all subsets: the exact minimum over every pairwise
     tree, outer products included), "greedy" (cheapest pair first) or "auto" (optimal up to
     AUTO_OPTIMAL_MAX operands). ``memory_limit`` bounds every intermediate except the final result.
+    ``traffic``: multiply-adds charged per element a step reads or writes (0: pure MAC counts).
     It can be handed to ``opt_einsum.contract_path(..., optimize=...)``; the sizes it uses are its own
     (convolution letters have different sizes in different operands), not opt_einsum's size_dict.
     """
 
-    def __init__(self, network: Network, method: str = "auto", memory_limit: int | None = None):
+    def __init__(self, network: Network, method: str = "auto", memory_limit: int | None = None, traffic: int = 0):
         if method not in ("auto", "optimal", "greedy"):
             raise ConvEinsumError(f"unknown path method {method!r}; expected 'auto', 'optimal' or 'greedy'")
         self.network = network
         self.method = method
         self.memory_limit = memory_limit
+        self.traffic = traffic
 
     def __call__(self, inputs=None, output=None, size_dict=None, memory_limit=None) -> Path:  # type: ignore[override]
         return self.search()
@@ -199,6 +210,11 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
                 raise ConvEinsumError(f"optimize='optimal' is limited to {OPTIMAL_MAX} operands, got {n}; use 'greedy' or 'auto'")
             return self._optimal()
         return self._greedy()
+
+    def _cost(self, m1: int, m2: int) -> int:
+        if self.traffic:
+            return self.network.pair_objective(m1, m2, self.traffic)
+        return self.network.pair_cost(m1, m2).training
 
     def _fits(self, mask: int) -> bool:
         net = self.network
@@ -222,7 +238,7 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
                 found: tuple[int, int, int] | None = None
                 for left, right in _splits(mask):
                     if left in best and right in best:
-                        cost = best[left][0] + best[right][0] + net.pair_cost(left, right).training
+                        cost = best[left][0] + best[right][0] + self._cost(left, right)
                         if found is None or cost < found[0]:
                             found = (cost, left, right)
                 if found is not None:
@@ -267,7 +283,7 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
         out = []
         for left, right in _splits(net.full):
             if left in best and right in best:
-                cost = best[left][0] + best[right][0] + net.pair_cost(left, right).training
+                cost = best[left][0] + best[right][0] + self._cost(left, right)
                 out.append((cost, (left, right), self._build(best, (left, right))))
         out.sort(key=lambda item: item[0])
         return out
@@ -282,7 +298,7 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
                 merged = current[i] | current[j]
                 if not self._fits(merged):
                     continue
-                key = (net.pair_cost(current[i], current[j]).training, net.size(merged))
+                key = (self._cost(current[i], current[j]), net.size(merged))
                 if choice is None or key < choice[0]:
                     choice = (key, i, j)
             if choice is None:
