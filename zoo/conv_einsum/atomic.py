@@ -3,7 +3,11 @@
 A step combines two tensors A and B (letter orders known at plan time) into the letters the rest of the
 network still needs. Three kernels, chosen at plan time:
 
-- ``EinsumStep``: no shared convolution letter -> ``torch.einsum`` (batched matmul).
+- ``MatmulStep``: no shared convolution letter, and the larger operand can be read as a batch of matrices
+  without a copy (its contracted letters form one run, its batch letters precede it) -> one broadcast
+  ``torch.matmul``; e.g. a channel contraction of (B, C, H, W) data is ``W @ x.view(B, C, H*W)``, the
+  layout F.conv2d 1x1 uses, with the result in (B, C', H, W) order.
+- ``EinsumStep``: any other step without shared convolution letter -> ``torch.einsum``.
 - ``ConvStep``: 1-3 shared convolution letters, every data mode on the same side -> one ``F.conv1d/2d/3d``
   call; contraction letters become input channels, batch letters become ``groups``, outer letters of the
   data side the conv batch, outer letters of the kernel side the output channels (Sec. 3.4.1).
@@ -71,6 +75,34 @@ class EinsumStep:
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         ids = {c: i for i, c in enumerate(dict.fromkeys(self.a + self.b))}
         return torch.einsum(x, [ids[c] for c in self.a], y, [ids[c] for c in self.b], [ids[c] for c in self.out])
+
+
+@dataclass(frozen=True)
+class MatmulStep:
+    """Pairwise step as ``torch.matmul`` on a view of the larger operand ``x`` (A unless ``swap``).
+
+    ``x_left`` True: ``w [*lead, N, K] @ x [*lead, K, T]``; False: ``x [*lead, R, K] @ w [*lead, K, N]``.
+    Only the smaller operand ``w`` is permuted (lead dims of size 1 broadcast over x's outer letters).
+    """
+
+    swap: bool
+    x_left: bool
+    x_shape: tuple[int, ...]
+    w_perm: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        x, w = (b, a) if self.swap else (a, b)
+        x = x.reshape(self.x_shape)
+        w = w.permute(self.w_perm).reshape(self.w_shape)
+        if not self.x_left:  # torch.matmul folds x's batch into the rows of one mm when w broadcasts
+            return torch.matmul(x, w).reshape(self.out_shape)
+        # w @ x: an explicit bmm over x's lead dims (torch.matmul would fold by copying a transposed x)
+        *lead, k, t = self.x_shape
+        batch = math.prod(lead)
+        w = w.expand(*lead, *self.w_shape[-2:]).reshape(batch, *self.w_shape[-2:])
+        return torch.bmm(w, x.reshape(batch, k, t)).reshape(self.out_shape)
 
 
 @dataclass(frozen=True)
@@ -150,7 +182,54 @@ class UnfoldStep:
         return torch.einsum(x, x_ids, y, y_ids, [ids[c] for c in self.out])
 
 
-Step = EinsumStep | ConvStep | UnfoldStep
+Step = EinsumStep | MatmulStep | ConvStep | UnfoldStep
+
+
+def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: str, kept: frozenset[str],
+                 swap: bool) -> tuple[MatmulStep, str] | None:
+    """A MatmulStep keeping ``x``'s layout, or None when ``x`` cannot be viewed as a batch of matrices."""
+    contract = [c for c in x if c in w and c not in kept]
+    batch = {c for c in x if c in w and c in kept}
+    if any(c not in kept for c in set(x) ^ set(w)):
+        return None
+    if contract:
+        start = x.index(contract[0])
+        if x[start:start + len(contract)] != "".join(contract):
+            return None  # contracted letters not adjacent in x: no view
+    else:  # outer product: an empty contraction right after the last batch letter
+        start = max((x.index(c) + 1 for c in batch), default=0)
+    lead, trail = x[:start], x[start + len(contract):]
+    if any(c in batch for c in trail):
+        return None
+    final = problem.equation.output
+    outer_w = sorted((c for c in w if c not in x), key=lambda c: final.index(c) if c in final else len(final))
+
+    def xs(c: str) -> int:
+        return problem.size(c, net.members(mx))
+
+    def ws(c: str) -> int:
+        return problem.size(c, net.members(mw))
+
+    k, n = math.prod(xs(c) for c in contract), math.prod(ws(c) for c in outer_w)
+    x_left = bool(trail)
+    if not x_left:  # rows: the trailing run of lead letters that are not batch letters
+        rows = len(lead)
+        while rows > 0 and lead[rows - 1] not in batch:
+            rows -= 1
+        lead, trail = lead[:rows], lead[rows:]
+    lead_w = [c for c in lead if c in batch]
+    pre = tuple(xs(c) if c in batch else 1 for c in lead)
+    t = math.prod(xs(c) for c in trail)
+    if n * t == 1:
+        return None  # a batch of dot products: nothing to gain over torch.einsum
+    if x_left:
+        x_shape, w_src, w_shape = (*map(xs, lead), k, t), lead_w + outer_w + contract, (*pre, n, k)
+        out = lead + "".join(outer_w) + trail
+    else:
+        x_shape, w_src, w_shape = (*map(xs, lead), t, k), lead_w + contract + outer_w, (*pre, k, n)
+        out = lead + trail + "".join(outer_w)
+    out_shape = tuple(problem.size(c, net.members(mx | mw)) for c in out)
+    return MatmulStep(swap, x_left, x_shape, tuple(w.index(c) for c in w_src), w_shape, out_shape), out
 
 
 def _out_order(a: str, b: str, kept: frozenset[str], conv: str) -> str:
@@ -183,12 +262,18 @@ def plan_pair(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str,
     """Plan the step combining A (mask ``ma``, letters ``a``) and B (``mb``, ``b``); returns (step, out letters).
 
     ``out_order``: letter order of an einsum step's result (e.g. the layout a later convolution wants for its
-    weight, so that no permuted copy is needed there); ignored by convolution steps.
+    weight, so that no permuted copy is needed there; a matmul step giving another order becomes an einsum
+    step); ignored by convolution steps.
     """
     kept = net.kept(ma | mb)
     conv = problem.equation.conv
     shared_conv = [c for c in a if c in conv and c in b]
     if not shared_conv:
+        big_b = net.size(mb) > net.size(ma)
+        for swap in (big_b, not big_b):
+            got = _plan_matmul(problem, net, *((mb, b, ma, a) if swap else (ma, a, mb, b)), kept, swap)
+            if got is not None and out_order in (None, got[1]):
+                return got
         out = _out_order(a, b, kept, conv)
         if out_order is not None:
             if sorted(out_order) != sorted(out):

@@ -14,7 +14,7 @@ from typing import Any, Hashable, Sequence
 import torch
 from torch import Tensor
 
-from .atomic import ConvStep, EinsumStep, Step, UnfoldStep, plan_pair
+from .atomic import ConvStep, EinsumStep, MatmulStep, Step, UnfoldStep, plan_pair
 from .modes import Problem, resolve_problem
 from .parse import ConvEinsumError, parse_equation
 from .sequencer import AUTO_TRAFFIC_MACS, OPTIMIZE_WORDS, ConvPathOptimizer, Network, Path, StepCost, linear_to_masks, naive_path, path_cost
@@ -132,7 +132,7 @@ def _step_types(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str
         else:
             groups["outer"].append(c)
     kernel = f"conv{len(step.stride)}d" if isinstance(step, ConvStep) else (
-        "unfold" if isinstance(step, UnfoldStep) else "einsum")
+        "unfold" if isinstance(step, UnfoldStep) else "matmul" if isinstance(step, MatmulStep) else "einsum")
     types = "; ".join(f"{k} {''.join(v)}" for k, v in groups.items() if v)
     return types or "-", kernel
 
@@ -245,7 +245,7 @@ def _plan_steps(setup: Setup, path: Path, orders: dict[int, str]) -> tuple[list[
         if isinstance(step, ConvStep):
             (x, px), (w, pw) = ((b, pb), (a, pa)) if step.swap else ((a, pa), (b, pb))
             for letters, perm, producer in ((x, step.x_perm, px), (w, step.w_perm, pw)):
-                if producer is not None and isinstance(steps[producer][2], EinsumStep):
+                if producer is not None and isinstance(steps[producer][2], (EinsumStep, MatmulStep)):
                     wants[producer] = "".join(letters[q] for q in perm)
         steps.append((i, j, step))
         types, kernel = _step_types(problem, net, ma, a, mb, b, out, step)
