@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,9 +102,10 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_third_party_decomposition_package(tmp_path: Path) -> None:
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "ext"  # build from a copy: nothing is written into the repo
+    shutil.copytree(EXT, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--quiet", "--target", str(target), str(EXT)], check=True)
+                    "--quiet", "--target", str(target), str(source)], check=True)
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     refresh()
