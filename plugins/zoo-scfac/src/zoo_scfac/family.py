@@ -36,6 +36,13 @@ def build_kwlarge(**kwargs: Any) -> nn.Module:
     return LipschitzKWLarge(**kwargs)
 
 
+def build_resflow(**kwargs: Any) -> nn.Module:
+    """SC-Fac Residual Flow (7.7.3): forward (B, C, H, W) in [0, 1] -> (z (B, D), logdet (B,)); log_prob, sample."""
+    from .flow import ResidualFlow
+
+    return ResidualFlow(**kwargs)
+
+
 def training_step(model: nn.Module, batch: Any, entry: Any) -> torch.Tensor:
     """Multi-class hinge loss with margin ``model.hinge_margin`` (else ``entry.args['hinge_margin']``, else 0.1)."""
     from .robust import multiclass_hinge_loss
@@ -79,7 +86,8 @@ def evaluate(model: nn.Module, batches: Any, entry: Any) -> Mapping[str, float]:
 
 FAMILY = Family(
     name="sc-fac",
-    builders={"lipschitz_wrn": build_lipschitz_wrn, "resnet9": build_resnet9, "kwlarge": build_kwlarge},
+    builders={"lipschitz_wrn": build_lipschitz_wrn, "resnet9": build_resnet9, "kwlarge": build_kwlarge,
+              "resflow": build_resflow},
     registry=Path(__file__).parent / "registry.yaml",
     training_step=training_step,
     after_step=None,  # geotorch keeps Q and U exactly orthogonal: no re-projection needed
