@@ -219,6 +219,10 @@ def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: st
         lead, trail = lead[:rows], lead[rows:]
     lead_w = [c for c in lead if c in batch]
     pre = tuple(xs(c) if c in batch else 1 for c in lead)
+    spread = math.prod(xs(c) for c in lead if c not in batch)  # w is broadcast (and its gradient summed) this often
+    folded = not x_left and not lead_w  # torch.matmul folds x's lead into the rows of one mm: no broadcast
+    if not folded and spread > 1 and spread * math.prod(pre) * n * k > math.prod(map(xs, x)):
+        return None  # the broadcast w and its per-index gradients would outgrow x: a permuted copy of x is cheaper
     t = math.prod(xs(c) for c in trail)
     if n * t == 1:
         return None  # a batch of dot products: nothing to gain over torch.einsum
