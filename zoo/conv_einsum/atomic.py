@@ -22,7 +22,7 @@ this is its first kernel, correlate with dilation, apply the stride once the las
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -91,18 +91,21 @@ class MatmulStep:
     w_perm: tuple[int, ...]
     w_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    out_perm: tuple[int, ...] | None = None  # a requested letter order: one contiguous permuted copy at the end
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         x, w = (b, a) if self.swap else (a, b)
         x = x.reshape(self.x_shape)
         w = w.permute(self.w_perm).reshape(self.w_shape)
         if not self.x_left:  # torch.matmul folds x's batch into the rows of one mm when w broadcasts
-            return torch.matmul(x, w).reshape(self.out_shape)
-        # w @ x: an explicit bmm over x's lead dims (torch.matmul would fold by copying a transposed x)
-        *lead, k, t = self.x_shape
-        batch = math.prod(lead)
-        w = w.expand(*lead, *self.w_shape[-2:]).reshape(batch, *self.w_shape[-2:])
-        return torch.bmm(w, x.reshape(batch, k, t)).reshape(self.out_shape)
+            y = torch.matmul(x, w)
+        else:  # w @ x: an explicit bmm over x's lead dims (torch.matmul would fold by copying a transposed x)
+            *lead, k, t = self.x_shape
+            batch = math.prod(lead)
+            w = w.expand(*lead, *self.w_shape[-2:]).reshape(batch, *self.w_shape[-2:])
+            y = torch.bmm(w, x.reshape(batch, k, t))
+        y = y.reshape(self.out_shape)
+        return y if self.out_perm is None else y.permute(self.out_perm).contiguous()
 
 
 @dataclass(frozen=True)
@@ -186,8 +189,11 @@ Step = EinsumStep | MatmulStep | ConvStep | UnfoldStep
 
 
 def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: str, kept: frozenset[str],
-                 swap: bool) -> tuple[MatmulStep, str] | None:
-    """A MatmulStep keeping ``x``'s layout, or None when ``x`` cannot be viewed as a batch of matrices."""
+                 swap: bool, order: str) -> tuple[MatmulStep, str] | None:
+    """A MatmulStep keeping ``x``'s layout, or None when ``x`` cannot be viewed as a batch of matrices.
+
+    ``w``'s outer letters come out in their ``order`` (the requested or the final output order).
+    """
     contract = [c for c in x if c in w and c not in kept]
     batch = {c for c in x if c in w and c in kept}
     if any(c not in kept for c in set(x) ^ set(w)):
@@ -201,8 +207,7 @@ def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: st
     lead, trail = x[:start], x[start + len(contract):]
     if any(c in batch for c in trail):
         return None
-    final = problem.equation.output
-    outer_w = sorted((c for c in w if c not in x), key=lambda c: final.index(c) if c in final else len(final))
+    outer_w = sorted((c for c in w if c not in x), key=lambda c: order.index(c) if c in order else len(order))
 
     def xs(c: str) -> int:
         return problem.size(c, net.members(mx))
@@ -266,8 +271,8 @@ def plan_pair(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str,
     """Plan the step combining A (mask ``ma``, letters ``a``) and B (``mb``, ``b``); returns (step, out letters).
 
     ``out_order``: letter order of an einsum step's result (e.g. the layout a later convolution wants for its
-    weight, so that no permuted copy is needed there; a matmul step giving another order becomes an einsum
-    step); ignored by convolution steps.
+    weight, so that no permuted copy is needed there; a matmul step copies its result once into that order);
+    ignored by convolution steps.
     """
     kept = net.kept(ma | mb)
     conv = problem.equation.conv
@@ -275,9 +280,12 @@ def plan_pair(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str,
     if not shared_conv:
         big_b = net.size(mb) > net.size(ma)
         for swap in (big_b, not big_b):
-            got = _plan_matmul(problem, net, *((mb, b, ma, a) if swap else (ma, a, mb, b)), kept, swap)
+            got = _plan_matmul(problem, net, *((mb, b, ma, a) if swap else (ma, a, mb, b)), kept, swap,
+                               out_order or problem.equation.output)
             if got is not None and out_order in (None, got[1]):
                 return got
+            if got is not None and sorted(out_order) == sorted(got[1]):  # type: ignore[arg-type]
+                return replace(got[0], out_perm=tuple(got[1].index(c) for c in out_order)), out_order  # type: ignore[union-attr]
         out = _out_order(a, b, kept, conv)
         if out_order is not None:
             if sorted(out_order) != sorted(out):
