@@ -148,14 +148,16 @@ class Plan:
     info: PathInfo
 
     def run(self, *operands: Tensor) -> Tensor:
-        """Evaluate the plan on operands whose shapes match the plan."""
+        """Evaluate the plan on operands whose shapes match the plan; the result is contiguous."""
         tensors = [p(x) if p is not None else x for p, x in zip(self.preps, operands)]
         for i, j, step in self.steps:
             b = tensors.pop(j)
             a = tensors.pop(i)
             tensors.append(step(a, b))
         (result,) = tensors
-        return result.permute(self.final_perm) if self.final_perm is not None else result
+        # contiguous: a permuted view (e.g. NHWC strides from an einsum) would make later layers switch
+        # memory format (batch norm keeps it, F.conv2d then converts its weight on every call)
+        return (result.permute(self.final_perm) if self.final_perm is not None else result).contiguous()
 
 
 def _preprocess(problem: Problem) -> tuple[tuple[Prep | None, ...], list[str]]:
