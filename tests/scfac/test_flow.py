@@ -29,7 +29,7 @@ def _random_block(coeff: float = 0.9, seed: int = 0, **kwargs) -> ResidualBlock:
     return reorthogonalize_(block)
 
 
-def _power_iteration(fn, x: torch.Tensor, iters: int = 200) -> float:
+def _power_iteration(fn, x: torch.Tensor, iters: int = 100) -> float:
     """Largest singular value of the Jacobian of ``fn`` at ``x`` by power iteration on ``J^T J`` (jvp + vjp)."""
     u = torch.randn_like(x)
     u = u / u.norm()
@@ -47,7 +47,7 @@ def test_lipschitz_bound_of_the_residual_branch(coeff):
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     sigma = _power_iteration(block.g, x)
     dense = torch.autograd.functional.jacobian(lambda v: block.g(v.view_as(x)).flatten(), x.flatten())
-    assert sigma == pytest.approx(torch.linalg.matrix_norm(dense, 2).item(), rel=1e-6)  # power iteration converged
+    assert sigma == pytest.approx(torch.linalg.matrix_norm(dense, 2).item(), rel=1e-4)  # power iteration converged
     assert sigma <= coeff * (1 + 1e-9)
     assert sigma > 0.1 * coeff  # g is not trivially small
     pairs = torch.randn(200, 2, 6, 6, dtype=torch.float64)
@@ -85,15 +85,40 @@ def test_exact_logdet_matches_slogdet_of_the_full_map():
     assert exact.abs().min() > 1e-2
 
 
-@pytest.mark.parametrize("n_exact", [1, 3])
-def test_roulette_estimator_is_unbiased(n_exact):
-    block = _random_block(0.9, seed=1, n_exact=n_exact)
-    x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
-    exact = block.exact_logdet(x).item()
-    samples = 4000
+def _call_means(module: torch.nn.Module, x: torch.Tensor, generator: torch.Generator, calls: int = 300,
+                batch: int = 8) -> torch.Tensor:
+    """Batch means of the log-det estimate of ``x (1, ...)`` over independent calls (each call draws its own n)."""
     with torch.no_grad():
-        _, est = block(x.expand(samples, -1, -1, -1), torch.Generator().manual_seed(n_exact))
-    se = est.std().item() / math.sqrt(samples)
+        return torch.stack([module(x.expand(batch, *x.shape[1:]), generator)[1].mean() for _ in range(calls)])
+
+
+def _near_linear_block(coeff: float, **kwargs) -> ResidualBlock:
+    """Identity-initialised convolutions and saturated LipSwish: ``J_g ~ coeff / 1.1^3 I`` on positive inputs, so the
+    higher power-series terms (and the roulette weights ``1 / P(n >= k)``) matter."""
+    torch.manual_seed(0)
+    block = ResidualBlock(2, 6, 3, coeff, **kwargs).double()
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, OrthoConv2d):
+                m.reset_parameters("identical")
+                m.bias.fill_(3.0)
+        for name, p in block.named_parameters():
+            if name.endswith(".b"):
+                p.fill_(3.0)
+    return reorthogonalize_(block)
+
+
+@pytest.mark.parametrize("kind,n_exact", [("random", 1), ("random", 3), ("near_linear", 1), ("near_linear", 2)])
+def test_roulette_estimator_is_unbiased(kind, n_exact):
+    if kind == "random":
+        block = _random_block(0.9, seed=1, n_exact=n_exact)
+        x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    else:
+        block = _near_linear_block(0.6, n_exact=n_exact)
+        x = 3.0 + 0.3 * torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    exact = block.exact_logdet(x).item()
+    est = _call_means(block, x, torch.Generator().manual_seed(n_exact))
+    se = est.std().item() / math.sqrt(len(est))
     assert abs(est.mean().item() - exact) < 4 * se
     jac_g = torch.autograd.functional.jacobian(lambda v: block.g(v.view_as(x)).flatten(), x.flatten())
     assert abs(torch.trace(jac_g).item() - exact) > 4 * se  # the first-order (biased) truncation would be detected
@@ -136,10 +161,8 @@ def test_flow_exact_log_prob_matches_change_of_variables():
     x = torch.rand(1, 1, 8, 8, dtype=torch.float64) * 0.9 + 0.05
     jac = torch.autograd.functional.jacobian(lambda v: flow(v.view(1, 1, 8, 8))[0].flatten(), x.flatten())
     exact = torch.linalg.slogdet(jac)[1].item()
-    samples = 2000
-    with torch.no_grad():
-        _, est = flow(x.expand(samples, -1, -1, -1), torch.Generator().manual_seed(0))
-    se = est.std().item() / math.sqrt(samples)
+    est = _call_means(flow, x, torch.Generator().manual_seed(0), calls=200)
+    se = est.std().item() / math.sqrt(len(est))
     assert abs(est.mean().item() - exact) < 4 * se
 
 
@@ -162,3 +185,31 @@ def test_log_prob_and_bits_per_dim_through_the_registry():
     assert torch.allclose(lp, -0.5 * (z ** 2).sum(1) - 392 * math.log(2 * math.pi) + logdet)
     samples = flow.sample(3, generator=torch.Generator().manual_seed(2))
     assert samples.shape == (3, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
+
+
+def test_trained_small_flow_models_held_out_digits():
+    """The reduced flow trained by scripts/demo_resflow_mnist.py beats an untrained one and inverts real digits."""
+    import json
+    from pathlib import Path
+
+    from zoo.datasets import mnist, split
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    record = json.loads((bench / "resflow_mnist.json").read_text())
+    images, _ = mnist()
+    _, held_out = split(len(images), 2000, seed=0)
+    pixels = images[held_out[:16]]
+    trained = zoo.create("sc-fac-resflow-mnist-small", checkpoint_path=bench / "resflow_mnist_small.safetensors").eval()
+    torch.manual_seed(0)
+    fresh = zoo.create("sc-fac-resflow-mnist-small")
+    with torch.no_grad():
+        fresh(pixels.float() / 256 + 1 / 512)  # data-dependent ActNorm initialisation
+        fresh.eval()
+        bpd = trained.bits_per_dim(pixels, torch.Generator().manual_seed(0))
+        bpd_fresh = fresh.bits_per_dim(pixels, torch.Generator().manual_seed(0))
+    assert bpd.mean() < bpd_fresh.mean() - 0.3
+    assert abs(bpd.mean().item() - record["held_out"]["bits_per_dim"]) < 0.3  # 16 of the 2,000 held-out images
+    x = (pixels[:4].float() + 0.5) / 256
+    with torch.no_grad():
+        z, _ = trained(x)
+    assert torch.allclose(trained.inverse(z), x, atol=1e-4, rtol=0)

@@ -63,7 +63,7 @@ class ActNorm(nn.Module):
             with torch.no_grad():
                 flat = x.detach().transpose(0, 1).flatten(1)
                 self.bias.copy_(-flat.mean(1).view_as(self.bias))
-                self.log_scale.copy_(-flat.std(1).clamp_min(1e-3).log().view_as(self.log_scale))
+                self.log_scale.copy_(-flat.std(1, correction=0).clamp_min(1e-3).log().view_as(self.log_scale))
                 self.initialized.fill_(True)
         logdet = self.log_scale.sum() * x.shape[2] * x.shape[3]
         return (x + self.bias) * self.log_scale.exp(), logdet.expand(x.shape[0])
@@ -128,18 +128,16 @@ class ResidualBlock(nn.Module):
 
     def _roulette_logdet(self, x: Tensor, gx: Tensor, create_graph: bool,
                          generator: Optional[torch.Generator]) -> Tensor:
-        """Eq. 7.13 with one Gaussian probe and an independent ``n = n_exact + Geometric(p_stop)`` per sample."""
-        b = x.shape[0]
+        """Eq. 7.13: one Gaussian probe per sample, one ``n = n_exact + Geometric(p_stop)`` per call (shared by the
+        batch, so a step costs ``n`` vector-Jacobian products); unbiased for every sample."""
         v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        u = 1.0 - torch.rand(b, generator=generator, dtype=torch.float64)  # in (0, 1]
-        extra = torch.floor(torch.log(u) / math.log1p(-self.p_stop)).to(torch.long)  # P(extra >= j) = (1-p)^j
-        n = (self.n_exact + extra).to(x.device)
-        w, total = v, x.new_zeros(b)
-        for k in range(1, int(n.max()) + 1):
+        u = 1.0 - torch.rand((), generator=generator, dtype=torch.float64).item()  # in (0, 1]
+        n = self.n_exact + int(math.floor(math.log(u) / math.log1p(-self.p_stop)))  # P(n - n_exact >= j) = (1-p)^j
+        w, total = v, x.new_zeros(x.shape[0])
+        for k in range(1, n + 1):
             (w,) = torch.autograd.grad(gx, x, w, create_graph=create_graph, retain_graph=True)  # w = v^T J^k
-            survive = 1.0 if k <= self.n_exact else (1.0 - self.p_stop) ** (k - self.n_exact)  # P(N >= k)
-            weight = (k <= n).to(x.dtype) * ((-1.0) ** (k + 1) / (k * survive))
-            total = total + weight * (w * v).flatten(1).sum(1)
+            survive = 1.0 if k <= self.n_exact else (1.0 - self.p_stop) ** (k - self.n_exact)  # P(n >= k)
+            total = total + ((-1.0) ** (k + 1) / (k * survive)) * (w * v).flatten(1).sum(1)
         return total
 
     def exact_logdet(self, x: Tensor) -> Tensor:
