@@ -1,0 +1,80 @@
+"""Matmul steps (einsum steps on a view of the larger operand) and the traffic-aware "auto" path search."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from zoo.conv_einsum import conv_einsum, conv_einsum_path
+
+# (equation, shapes): channel contractions of NCHW data (w @ x and x @ w), batch letters, outer products
+CASES = [
+    ("zbhw,cb->zchw", [(2, 5, 3, 4), (3, 5)]),
+    ("zhwb,cb->zhwc", [(2, 3, 4, 5), (3, 5)]),
+    ("zgdhw,gad->zgahw", [(2, 3, 4, 3, 2), (3, 5, 4)]),
+    ("gda,gfc->gdafc", [(3, 2, 4), (3, 2, 2)]),
+    ("zdefhw,gda,geb,gfc->zabchw", [(2, 2, 3, 2, 3, 3), (4, 2, 2), (4, 3, 2), (4, 2, 3)]),
+]
+
+
+def _grads(fn: Callable[..., torch.Tensor], ops: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Value and gradients of a fixed random projection of ``fn(*ops)``."""
+    y = fn(*ops)
+    proj = torch.randn(y.shape, generator=torch.Generator().manual_seed(9), dtype=y.dtype)
+    return (y, *torch.autograd.grad((y * proj).sum(), ops))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matmul_steps_match_einsum(case) -> None:
+    eq, shapes = case
+    gen = torch.Generator().manual_seed(0)
+    ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    _, info = conv_einsum_path(eq, *ops)
+    assert any(s.kernel == "matmul" for s in info.steps)
+    assert conv_einsum(eq, *ops).is_contiguous()
+    got, ref = _grads(lambda *t: conv_einsum(eq, *t), ops), _grads(lambda *t: torch.einsum(eq, *t), ops)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("case", CASES[:4])
+def test_matmul_steps_gradcheck(case) -> None:
+    eq, shapes = case
+    gen = torch.Generator().manual_seed(0)
+    ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    assert gradcheck(lambda *t: conv_einsum(eq, *t), tuple(ops))
+
+
+def test_channel_contraction_keeps_the_data_layout() -> None:
+    """A CP 1x1 layer: two matmul steps on views of (B, C, H, W) data, the output already in (B, T, H, W) order."""
+    _, info = conv_einsum_path("zbhw,ca,cb->zahw", (4, 16, 8, 8), (3, 12), (3, 16))
+    assert [s.kernel for s in info.steps] == ["matmul", "matmul"]
+    assert [s.equation.split("->")[1] for s in info.steps] == ["zchw", "zahw"]
+
+
+def test_kernel_rebuild_feeding_a_conv_is_a_matmul() -> None:
+    eq = "zdefhw,gda,geb,gfc,ghw->zabchw|hw"
+    shapes = [(1, 2, 2, 2, 5, 5), (3, 2, 2), (3, 2, 2), (3, 2, 2), (3, 3, 3)]
+    gen = torch.Generator().manual_seed(1)
+    ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    path = [(1, 2), (1, 2), (1, 2), (0, 1)]  # rebuild the dense kernel, then one conv2d
+    _, info = conv_einsum_path(eq, *shapes, padding=1, optimize=path)
+    assert [s.kernel for s in info.steps] == ["matmul", "matmul", "matmul", "conv2d"]
+    got = _grads(lambda *t: conv_einsum(eq, *t, padding=1, optimize=path), ops)
+    ref = _grads(lambda *t: conv_einsum(eq, *t, padding=1, optimize="naive"), ops)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_auto_avoids_huge_memory_bound_intermediates() -> None:
+    """Reshaped CP with a rank above its channel modes: "optimal" (MACs only) contracts the data factor by
+    factor through (batch x rank x channels) intermediates; "auto" also charges memory traffic."""
+    eq = "zdefhw,gda,geb,gfc,ghw->zabchw|hw"
+    shapes = [(4, 8, 8, 8, 4, 4), (586, 8, 8), (586, 8, 8), (586, 8, 8), (586, 3, 3)]
+    _, optimal = conv_einsum_path(eq, *shapes, padding=1, optimize="optimal")
+    _, auto = conv_einsum_path(eq, *shapes, padding=1)
+    assert auto.largest_intermediate < optimal.largest_intermediate
+    assert optimal.opt_cost <= auto.opt_cost  # "optimal" still minimises multiply-adds exactly
