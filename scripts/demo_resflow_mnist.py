@@ -5,7 +5,7 @@ Data: the shared folder has only the 10,000 MNIST t10k images; they are split (s
 6 minutes on one thread with the defaults) on uniformly dequantized pixels; held-out bits/dim use the unbiased
 Russian-roulette log-determinant with ``--eval-exact`` exact terms (reported with its standard error).
 Writes benchmarks/resflow_mnist.{json,md}, benchmarks/resflow_mnist_samples.png and the trained state dict
-benchmarks/resflow_mnist_small.safetensors (load with ``zoo.create(NAME, checkpoint_path=...)``); ``--publish``
+runs/resflow_mnist_small.safetensors (load with ``zoo.create(NAME, checkpoint_path=...)``); ``--publish``
 also bundles it and writes the registry ``weights:`` block of sc-fac-resflow-mnist-small (zoo.publish).
 
     python scripts/demo_resflow_mnist.py [--steps 1000 --batch 64 --lr 2e-3 --seed 0]
@@ -122,7 +122,8 @@ def main() -> None:
     data = (f"trained {args.steps} Adam steps (batch {args.batch}, lr {args.lr:g}, warm-up + cosine, seed "
             f"{args.seed}) on {SPLIT}; bits/dim: uniform dequantization, {args.eval_exact} exact log-det terms + "
             f"Russian roulette, on the 2,000 held-out images")
-    checkpoint = bench / "resflow_mnist_small.safetensors"
+    checkpoint = ROOT / "runs" / "resflow_mnist_small.safetensors"
+    checkpoint.parent.mkdir(exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(checkpoint),
               metadata={"model": NAME})
     reloaded = zoo.create(NAME, checkpoint_path=checkpoint).eval()

@@ -47,22 +47,35 @@ def test_summary_rows():
     assert rows["kernel_sizes"] == [1, 3]
 
 
-def _bundled():
+def _bundled(task: str):
     data = yaml.safe_load(files("zoo_scfac").joinpath("registry.yaml").read_text())
-    return {k: v for k, v in data["models"].items() if v.get("weights")}
+    return {k: v for k, v in data["models"].items() if v.get("weights") and v.get("task", "classification") == task}
 
 
-@pytest.mark.parametrize("name", sorted(_bundled()) or ["(none bundled)"])
-def test_bundled_weights_load_and_match_their_hash(name):
-    if name == "(none bundled)":
-        pytest.skip("no bundled weights in the registry yet")
-    fields = _bundled()[name]
-    entry = ModelEntry(name=name, **fields)
+def _checked_entry(name: str, task: str) -> ModelEntry:
+    entry = ModelEntry(name=name, **_bundled(task)[name])
     path = files("zoo_scfac").joinpath(entry.weights.bundled)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.weights.sha256
     assert path.stat().st_size < 5e6
+    return entry
+
+
+@pytest.mark.parametrize("name", sorted(_bundled("classification")))
+def test_bundled_classifiers_load_and_match_their_hash(name):
+    entry = _checked_entry(name, "classification")
     model = zoo.create(name, pretrained=True).eval()
     fresh = zoo.create(name).eval()
     x = torch.rand(2, *entry.input.shape)
     assert not torch.allclose(model(x), fresh(x))
     assert {"clean_acc", "certified_acc", "pgd_acc"} <= set(entry.weights.metrics)
+
+
+@pytest.mark.parametrize("name", sorted(_bundled("generative")))
+def test_bundled_flows_load_and_match_their_hash(name):
+    entry = _checked_entry(name, "generative")
+    model = zoo.create(name, pretrained=True).eval()
+    pixels = torch.randint(0, 256, (2, *entry.input.shape)).float()
+    bpd = model.bits_per_dim(pixels, torch.Generator().manual_seed(0))
+    fresh = zoo.create(name).eval().bits_per_dim(pixels, torch.Generator().manual_seed(0))
+    assert torch.isfinite(bpd).all() and not torch.allclose(bpd, fresh)
+    assert "bits_per_dim" in entry.weights.metrics

@@ -61,3 +61,15 @@ def test_video_finetuning_runs_scheduled_sampling_through_the_epoch_hook(tmp_pat
     schedule = model.scheduled_sampling
     assert schedule.best == min(row["val_loss"] for row in result.history)
     assert model.teacher_forcing_ratio == schedule.ratio == 1.0  # no plateau within patience: still teacher forcing
+
+
+def test_flow_finetunes_by_bits_per_dim_and_stays_invertible():
+    model = zoo.create("sc-fac-resflow-mnist-small")
+    images, labels = datasets.mnist()
+    data = TensorImages(images[:16], labels[:16], (28, 28), [0.0], [1.0])  # pixels in [0, 1]
+    result = zoo.finetune(model, data, data, epochs=1, lr=1e-3, batch_size=8, progress=False, scheduler="none")
+    assert 0.0 < result.history[0]["train_loss"] < 20.0  # bits per dimension of 8-bit images
+    model.eval()
+    x = data.x[:2]
+    z, _ = model(x)
+    torch.testing.assert_close(model.inverse(z), x, atol=1e-4, rtol=0)

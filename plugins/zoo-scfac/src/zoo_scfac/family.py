@@ -43,10 +43,19 @@ def build_resflow(**kwargs: Any) -> nn.Module:
     return ResidualFlow(**kwargs)
 
 
+def _pixels(batch: Any) -> torch.Tensor:
+    """8-bit pixel values (0..255) of a batch of images in [0, 1] (``(x, ...)`` tuples or a bare tensor)."""
+    images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return (images * 255.0).round().clamp(0.0, 255.0)
+
+
 def training_step(model: nn.Module, batch: Any, entry: Any) -> torch.Tensor:
-    """Multi-class hinge loss with margin ``model.hinge_margin`` (else ``entry.args['hinge_margin']``, else 0.1)."""
+    """Classifiers: multi-class hinge loss with margin ``model.hinge_margin`` (else ``entry.args['hinge_margin']``,
+    else 0.1). Flows (task ``generative``): mean bits/dim of the images, in [0, 1], with uniform dequantization."""
     from .robust import multiclass_hinge_loss
 
+    if entry is not None and entry.task == "generative":
+        return model.bits_per_dim(_pixels(batch)).mean()
     inputs, targets = batch
     margin = getattr(model, "hinge_margin", None)
     if margin is None:
@@ -76,9 +85,16 @@ def summary(model: nn.Module, entry: Any) -> Mapping[str, Any]:
 
 
 def evaluate(model: nn.Module, batches: Any, entry: Any) -> Mapping[str, float]:
-    """Held-out clean, certified (eps = 36/255, Lipschitz bound 1) and L2-PGD accuracy in percent."""
+    """Classifiers: held-out clean, certified (eps = 36/255, Lipschitz bound 1) and L2-PGD accuracy in percent.
+    Flows: held-out mean bits/dim (one dequantization and log-det estimate per image, seed 0)."""
     from .robust import EPS_CIFAR, evaluate_robustness
 
+    if entry.task == "generative":
+        model.eval()
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            values = torch.cat([model.bits_per_dim(_pixels(b), generator) for b in batches])
+        return {"bits_per_dim": float(values.mean())}
     pairs = list(batches)
     x, y = torch.cat([b[0] for b in pairs]), torch.cat([b[1] for b in pairs])
     return evaluate_robustness(model, x, y, eps=EPS_CIFAR, pgd_steps=10)
