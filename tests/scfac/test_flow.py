@@ -199,7 +199,7 @@ def test_trained_small_flow_models_held_out_digits():
     images, _ = mnist()
     _, held_out = split(len(images), 2000, seed=0)
     pixels = images[held_out[:16]]
-    trained = zoo.create("sc-fac-resflow-mnist-small", checkpoint_path=bench / "resflow_mnist_small.safetensors").eval()
+    trained = zoo.create("sc-fac-resflow-mnist-small", pretrained=True).eval()  # the bundled, sha256-checked weights
     torch.manual_seed(0)
     fresh = zoo.create("sc-fac-resflow-mnist-small")
     with torch.no_grad():
