@@ -21,7 +21,7 @@ def test_two_gloo_ranks_match_single_process(rgb_toy, colour_data, tmp_path):
     run = lambda *cmd: subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
     single = run(sys.executable, str(WORKER), str(train), str(tmp_path))
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = run(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    ddp = run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
               str(WORKER), str(train), str(tmp_path))
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     counts = [int((tmp_path / f"{r}.count").read_text()) for r in ("single", "0", "1")]

@@ -59,5 +59,6 @@ def shutdown() -> None:
     """Leave the process group if this module created it."""
     global _owned
     if _owned and torch_dist.is_initialized():
+        torch_dist.barrier()  # no rank tears its connections down while another is still communicating
         torch_dist.destroy_process_group()
         _owned = False
