@@ -11,8 +11,6 @@ from zoo_convttlstm.cells import ConvLSTMCell, ConvTTLSTMCell
 
 from .reference import corr, explicit_kernels, naive_ctt, naive_sequence
 
-torch.set_num_threads(1)
-
 
 def _randomize(module: torch.nn.Module, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)

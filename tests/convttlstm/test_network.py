@@ -7,7 +7,6 @@ import torch
 
 from zoo_convttlstm.network import VideoPredictionNet
 
-torch.set_num_threads(1)
 TT = dict(order=2, steps=3, ranks=2)
 
 

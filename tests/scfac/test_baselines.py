@@ -7,8 +7,6 @@ import torch
 from zoo_scfac.baselines import CayleyConv2d, RKOConv2d, generalized_cayley
 from zoo_scfac.spectral import circular_singular_values, dense_singular_values
 
-torch.set_num_threads(1)
-
 
 def test_generalized_cayley_is_column_orthogonal_real_and_complex():
     torch.manual_seed(0)

@@ -14,7 +14,6 @@ from zoo.registry.schema import ModelEntry
 from zoo_scfac.family import FAMILY, training_step
 from zoo_scfac.robust import multiclass_hinge_loss
 
-torch.set_num_threads(1)
 SMALL = dict(widen_factor=1, base_channels=(4, 8, 8), kernel_size=3)
 
 

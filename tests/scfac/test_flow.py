@@ -11,8 +11,6 @@ import zoo
 from zoo_scfac.flow import FixedPointError, ResidualBlock, ResidualFlow, squeeze, unsqueeze
 from zoo_scfac.layers import OrthoConv2d, reorthogonalize_
 
-torch.set_num_threads(1)
-
 
 def _random_block(coeff: float = 0.9, seed: int = 0, **kwargs) -> ResidualBlock:
     """A float64 block with random (non-initial) orthogonal factors, biases and LipSwish slopes."""

@@ -13,7 +13,6 @@ from zoo_scfac.layers import OrthoConv1d, OrthoConv2d, OrthoLinear, reorthogonal
 from zoo_scfac.paraunitary import paraunitary_1d, projectors, separable_2d
 from zoo_scfac.spectral import circular_singular_values, dense_singular_values, dilate_kernel
 
-torch.set_num_threads(1)
 F64_TOL = 1e-12
 F32_TOL = 1e-5
 

@@ -12,7 +12,6 @@ from zoo_scfac.networks import LipschitzKWLarge, LipschitzResNet9, LipschitzWide
 from zoo_scfac.robust import jacobian_spectral_norm
 from zoo_scfac.spectral import dense_singular_values
 
-torch.set_num_threads(1)
 TINY_WRN = dict(depth=10, widen_factor=1, kernel_size=3, base_channels=(4, 8, 8), img_size=16, pool_window=2)
 
 

@@ -12,8 +12,6 @@ from zoo_scfac.layers import OrthoLinear
 from zoo_scfac.networks import LipschitzWideResNet
 from zoo_scfac.robust import (certified_radius, evaluate_robustness, multiclass_hinge_loss, output_margin, pgd_l2)
 
-torch.set_num_threads(1)
-
 
 def test_hinge_loss_matches_torch_multi_margin_loss():
     torch.manual_seed(0)
