@@ -292,7 +292,7 @@ class Trainer:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "epoch": self.epoch, "batches_done": self.batches_done, "history": self.history,
-                 "best": self.best, "rng": self._rng_snapshot, "config": asdict(self.cfg),
+                 "best": self.best, "rng": _storable(self._rng_snapshot), "config": asdict(self.cfg),
                  "architecture": self.entry.name}
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(state, tmp)
@@ -350,13 +350,19 @@ def _progress(iterable, enabled: bool, desc: str):
 
 
 def _rng_state() -> Dict[str, Any]:
-    version, mt, gauss = random.getstate()
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": [version, list(mt), gauss],
-             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    """The RNG states as the libraries return them (cheap: taken after every step)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _storable(state: Dict[str, Any]) -> Dict[str, Any]:
+    """``state`` with the Python and NumPy parts as lists, loadable by ``torch.load(weights_only=True)``."""
+    version, mt, gauss = state["python"]
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    return {**state, "python": [version, list(mt), gauss],
+            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
 
 
 def _set_rng_state(state: Dict[str, Any]) -> None:

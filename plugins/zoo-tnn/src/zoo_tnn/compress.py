@@ -110,17 +110,21 @@ def _capture(model: nn.Module, name: str, x: Tensor, grad: bool) -> Tensor:
     return box[0]
 
 
-def forward_order(model: nn.Module, x: Tensor, names: Sequence[str]) -> List[str]:
-    """``names`` sorted by the order in which the modules first run on ``x``."""
-    seen: List[str] = []
-    hooks = [model.get_submodule(n).register_forward_pre_hook(lambda m, i, n=n: seen.append(n) if n not in seen else None)
-             for n in names]
+def _run_hooked(model: nn.Module, x: Tensor, hooks: Sequence[Any]) -> None:
+    """One no-grad forward of ``x`` with ``hooks`` registered, which are removed afterwards."""
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in hooks:
             h.remove()
+
+
+def forward_order(model: nn.Module, x: Tensor, names: Sequence[str]) -> List[str]:
+    """``names`` sorted by the order in which the modules first run on ``x``."""
+    seen: List[str] = []
+    _run_hooked(model, x, [model.get_submodule(n).register_forward_pre_hook(
+        lambda m, i, n=n: seen.append(n) if n not in seen else None) for n in names])
     return seen + [n for n in names if n not in seen]
 
 
@@ -132,14 +136,8 @@ def assign_blocks(model: nn.Module, x: Tensor, blocks: Sequence[str], layers: Se
     previous block). Layers after the last block become blocks of their own.
     """
     done: List[str] = []
-    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: done.append(n))
-             for n in dict.fromkeys(list(blocks) + list(layers))]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(model, x, [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: done.append(n))
+                           for n in dict.fromkeys(list(blocks) + list(layers))])
     owned: Dict[str, List[str]] = {}
     pending: List[str] = []
     block_set, layer_set = set(blocks), set(layers)
