@@ -25,7 +25,7 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        if isinstance(default, bool):
+        if isinstance(default, bool) or f.name == "channels_last":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             kind = {"grad_clip": float, "input_size": int, "device": str, "decay_epochs": float}.get(

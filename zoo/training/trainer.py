@@ -54,6 +54,8 @@ class FinetuneConfig:
     output_dir: Optional[str] = None
     resume: bool = False
     device: Optional[str] = None       # default: cuda if available, else cpu
+    precision: str = "auto"            # "auto" (bf16 autocast on CUDA, fp32 elsewhere) | "bf16" | "fp32"
+    channels_last: Optional[bool] = None  # default: on CUDA for image classification and segmentation
     input_frames: int = 10             # video prediction: frames given ...
     future_frames: int = 10            # ... and frames predicted
     progress: bool = True
@@ -61,6 +63,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.freeze not in ("none", "backbone"):
             raise ZooError(f"freeze must be 'none' or 'backbone', got {self.freeze!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ZooError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ZooError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -132,8 +136,12 @@ class Trainer:
             self.device = torch.device("cuda", dist.local_rank())
         self.out = Path(cfg.output_dir) if cfg.output_dir else None
         self.model = model.to(self.device)
-        if self.device.type == "cuda" and self.entry.task in ("classification", "segmentation"):
+        channels_last = cfg.channels_last
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" and self.entry.task in ("classification", "segmentation")
+        if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self._freeze()
         opts = dict(augment=cfg.augment, input_frames=cfg.input_frames, future_frames=cfg.future_frames,
                     input_size=cfg.input_size)
@@ -228,7 +236,7 @@ class Trainer:
         bar = _progress(loader, self.cfg.progress and self.rank == 0, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
         for index, batch in enumerate(bar, start=self.batches_done):
             batch = _to(batch, self.device)
-            with _autocast(self.device):
+            with _autocast(self.device, self.bf16):
                 loss = self.step_fn(self.net, batch, self.entry)
             if not torch.isfinite(loss):
                 raise ZooError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, batch {index}")
@@ -254,7 +262,7 @@ class Trainer:
         total, count, correct, seen = 0.0, 0, 0, 0
         for batch in self._loader(self.val_set, False, 0):
             batch = _to(batch, self.device)
-            with _autocast(self.device):
+            with _autocast(self.device, self.bf16):
                 if self.entry.task == "classification":  # NLL of the predictions, whatever the training loss
                     logits = self.net(batch[0]).float()
                     total += F.cross_entropy(logits, batch[1], reduction="sum").item()
@@ -335,10 +343,9 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def _autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast on ``device`` (CPU or CUDA) when ``bf16``, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def _progress(iterable, enabled: bool, desc: str):
