@@ -41,6 +41,7 @@ def conv_einsum(equation: str, *operands: Tensor, stride: Any = 1, padding: Any 
     if not all(isinstance(t, Tensor) for t in operands):
         bad = [type(t).__name__ for t in operands if not isinstance(t, Tensor)]
         raise ConvEinsumError(f"conv_einsum operands must be torch.Tensor, got {bad}")
+    operands = _autocast_operands(operands)
     if operands:
         dtypes = {t.dtype for t in operands}
         devices = {t.device for t in operands}
@@ -77,3 +78,15 @@ def conv_einsum_path(equation: str, *operands: Tensor | Sequence[int], stride: A
     else:
         plan = _plan(equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit)
     return list(plan.info.path), plan.info
+
+
+def _autocast_operands(operands: Sequence[Tensor]) -> Sequence[Tensor]:
+    """Inside ``torch.autocast`` conv_einsum is a lower-precision op, like ``F.conv2d`` and ``matmul``: its
+    floating operands are cast to the autocast dtype (so a bf16 activation meets fp32 factors legally)."""
+    if not operands:
+        return operands
+    device_type = operands[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return operands
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) if t.is_floating_point() else t for t in operands)

@@ -8,6 +8,7 @@ per-step projection come from the model's family (``Family.training_step`` / ``F
 from __future__ import annotations
 
 import json
+import itertools
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -140,7 +141,7 @@ class Trainer:
         if channels_last is None:
             channels_last = self.device.type == "cuda" and self.entry.task in ("classification", "segmentation")
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            _to_channels_last(self.model)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self._freeze()
         opts = dict(augment=cfg.augment, input_frames=cfg.input_frames, future_frames=cfg.future_frames,
@@ -341,6 +342,14 @@ def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to(b, device) for b in batch)
     return batch
+
+
+def _to_channels_last(model: nn.Module) -> None:
+    """Channels-last layout for every 4-D parameter and buffer; other ranks (e.g. a BQN layer's
+    (levels, out, in, kh, kw) posterior) stay as they are, where ``Module.to(memory_format=)`` would raise."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
 
 
 def _autocast(device: torch.device, bf16: bool):
