@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from .bqn_reference import pmf_of, sign
-from zoo_bqn.contraction import clt_moments, dft_sum, direct_contraction, gaussian_quantize
-from zoo_bqn.dist import Categorical, Gaussian
+from zoo_bqn.contraction import clt_moments, dft_sum, direct_contraction, gaussian_quantize, mean_pmf
+from zoo_bqn.dist import Categorical, CategoricalMean, Gaussian, mean_var, moments, reshape
 from zoo_bqn.layers import AvgPoolDFT, QuantAct, Residual
 from zoo_bqn.levels import make_levels
 from zoo_bqn.quantized import linear
@@ -44,14 +45,38 @@ def test_dft_sum_matches_enumeration(levels, k):
 def test_avg_pool_dft_matches_enumeration(levels):
     lv = make_levels(levels)
     probs = _random_probs((1, 2, 4, 5), lv.numel(), seed=7)  # W=5: floor mode drops the last column
-    out = AvgPoolDFT(2)(Categorical(probs, lv))
+    pooled = AvgPoolDFT(2)(Categorical(probs, lv))
+    assert isinstance(pooled, CategoricalMean) and pooled.shape == (1, 2, 2, 2)
+    out = mean_pmf(pooled)
     assert out.probs.shape[:-1] == (1, 2, 2, 2)
+    # the closed-form moments a CLT layer reads equal those of the DFT pmf
+    for got, want in zip(moments(pooled), moments(out)):
+        assert torch.allclose(got, want, atol=1e-14, rtol=0)
     for c in range(2):
         for a in range(2):
             for b in range(2):
                 cells = [probs[0, c, 2 * a + i, 2 * b + j].tolist() for i in range(2) for j in range(2)]
                 want = pmf_of(lambda *v: sum(v) / 4, cells, [lv.tolist()] * 4)
                 _assert_pmf_equal(_as_dict(out.probs[0, c, a, b], out.levels), want)
+
+
+def test_pooled_units_reshape_and_feed_activations_and_shortcuts_exactly():
+    lv = make_levels("binary")
+    probs = _random_probs((1, 1, 2, 4), 2, seed=11)
+    pooled = AvgPoolDFT(2)(Categorical(probs, lv))  # 2 units, each the mean of 4 binary units
+    flat = reshape(pooled, (1, 2))
+    assert isinstance(flat, CategoricalMean) and flat.shape == (1, 2)
+    assert all(torch.equal(a.reshape(1, 2), b) for a, b in zip(mean_var(pooled), mean_var(flat)))
+    cells = [[probs[0, 0, i, 2 * u + j].tolist() for i in range(2) for j in range(2)] for u in range(2)]
+    act = QuantAct("ternary", 0.5)  # thresholds +-0.25 on the pooled value
+    out = act(flat)
+    res = Residual(nn.Identity())(flat)  # u + u, the two branches independent under mean-field
+    for u in range(2):
+        want = pmf_of(lambda *v: float(act.qnn(torch.tensor([sum(v) / 4], dtype=torch.float64), {})[0]),
+                      cells[u], [lv.tolist()] * 4)
+        _assert_pmf_equal(_as_dict(out.probs[0, u], out.levels), want)
+        want = pmf_of(lambda *v: sum(v[:4]) / 4 + sum(v[4:]) / 4, cells[u] * 2, [lv.tolist()] * 8)
+        _assert_pmf_equal(_as_dict(res.probs[0, u], res.levels), want)
 
 
 def test_avg_pool_gaussian_and_tensor():

@@ -5,8 +5,9 @@ import torch
 
 from .bqn_reference import mean_var_of
 from zoo_bqn.dist import Categorical
-from zoo_bqn.layers import BayesConv2d, BayesLinear
+from zoo_bqn.layers import BayesConv2d, BayesLinear, as_categorical
 from zoo_bqn.levels import make_levels
+from zoo_bqn.models import bqn_cnn
 
 
 def _randomise(layer, seed):
@@ -70,3 +71,20 @@ def test_conv_moments_exact(stride, padding, size):
                 m, v = mean_var_of(lambda *t: sum(t[2 * k] * t[2 * k + 1] for k in range(n)), pmfs, supports)
                 assert float(out.mean[0, o, a, b]) == pytest.approx(m, abs=1e-12)
                 assert float(out.var[0, o, a, b]) == pytest.approx(v, abs=1e-12)
+
+
+def test_cnn_reads_pooled_moments_equal_to_those_of_the_dft_pmf():
+    torch.manual_seed(0)
+    model = bqn_cnn(num_classes=3, img_size=8, channels=(3, 4), kernel_size=3, act_levels="ternary").double()
+    for layer in model.modules():
+        if isinstance(layer, (BayesConv2d, BayesLinear)):
+            _randomise(layer, seed=6)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        fast = model.propagate(x)
+        h = x
+        for layer in model.features:  # the DFT pmf of every pooled unit, as before the closed-form moments
+            h = as_categorical(layer(h))
+        slow = model.head(h)
+    assert torch.allclose(fast.mean, slow.mean, atol=1e-12, rtol=0)
+    assert torch.allclose(fast.var, slow.var, atol=1e-12, rtol=0)

@@ -12,7 +12,7 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
-from zoo_bqn.dist import Categorical, Gaussian, small_matmul
+from zoo_bqn.dist import Categorical, CategoricalMean, Gaussian, small_matmul
 from zoo_bqn.levels import require_uniform, thresholds
 
 _ROUND = 1e-9  # support values closer than this are merged
@@ -89,17 +89,25 @@ def dft_sum(probs: torch.Tensor, levels: torch.Tensor) -> Tuple[torch.Tensor, to
     return pmf, support
 
 
+def mean_pmf(x: CategoricalMean) -> Categorical:
+    """The pmf of every unit u = (1/k) sum_i h_i of ``x`` by :func:`dft_sum` (support divided by k)."""
+    pmf, support = dft_sum(x.parts, x.levels)
+    return Categorical(pmf, support / x.parts.shape[-2])
+
+
 def clt_moments(mean: torch.Tensor, second: torch.Tensor, w_mean: torch.Tensor, w_second: torch.Tensor,
-                op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Gaussian:
+                op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], deterministic: bool = False) -> Gaussian:
     """Exact mean and variance of z = op(h, w) for independent h and w, returned as a Gaussian (Lyapunov CLT).
 
     ``op`` is bilinear and sums products h_i w_k (a linear layer or a convolution), so
-    E[z] = op(E h, E w) and Var[z] = op(E h^2, Var w) + op(Var h, (E w)^2), each term >= 0.
+    E[z] = op(E h, E w) and Var[z] = op(E h^2, Var w) + op(Var h, (E w)^2), each term >= 0: three ``op`` calls,
+    two for a ``deterministic`` input h (Var h = 0).
     """
     w_var = (w_second - w_mean * w_mean).clamp_min(0.0)
-    h_var = (second - mean * mean).clamp_min(0.0)
     out_mean = op(mean, w_mean)
-    out_var = op(second, w_var) + op(h_var, w_mean * w_mean)
+    out_var = op(second, w_var)
+    if not deterministic:
+        out_var = out_var + op((second - mean * mean).clamp_min(0.0), w_mean * w_mean)
     return Gaussian(out_mean, out_var.clamp_min(0.0))
 
 
@@ -108,14 +116,10 @@ def gaussian_quantize(x: Gaussian, levels: torch.Tensor, scale: float = 1.0) -> 
 
     Level i is taken on [t_{i-1}, t_i) with t the midpoints times ``scale``; var = 0 gives the exact step.
     """
-    cuts = (thresholds(levels) * scale).to(dtype=x.mean.dtype, device=x.mean.device)
-    mean, var = x.mean.unsqueeze(-1), x.var.unsqueeze(-1)
-    random = var > 0
-    std = torch.sqrt(torch.where(random, var, torch.ones_like(var)))
-    cdf_random = torch.special.ndtr((cuts - mean) / std)  # P(z < t)
-    cdf_fixed = (mean < cuts).to(mean.dtype)
-    cdf = torch.where(random, cdf_random, cdf_fixed)  # (..., D-1)
-    zeros = torch.zeros_like(cdf[..., :1])
-    ones = torch.ones_like(cdf[..., :1])
-    full = torch.cat([zeros, cdf, ones], dim=-1)
-    return (full[..., 1:] - full[..., :-1]).clamp_min(0.0)
+    cuts = (thresholds(levels) * scale).tolist()
+    random = x.var > 0
+    inv_std = torch.rsqrt(torch.where(random, x.var, torch.ones_like(x.var)))  # no inf: finite gradients at var = 0
+    cdf = [torch.where(random, torch.special.ndtr((t - x.mean) * inv_std), (x.mean < t).to(x.mean.dtype))
+           for t in cuts]  # P(z < t) per cut, each of the unit shape
+    cells = [cdf[0]] + [(hi - lo).clamp_min(0.0) for lo, hi in zip(cdf[:-1], cdf[1:])] + [1.0 - cdf[-1]]
+    return torch.stack(cells, dim=-1)

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from zoo_bqn import quantized as q
-from zoo_bqn.contraction import clt_moments, dft_sum, direct_contraction, gaussian_quantize
-from zoo_bqn.dist import Categorical, Dist, Gaussian, mean_var, moments, reshape
+from zoo_bqn.contraction import clt_moments, direct_contraction, gaussian_quantize, mean_pmf
+from zoo_bqn.dist import Categorical, CategoricalMean, Dist, Gaussian, mean_var, moments, reshape
 from zoo_bqn.levels import LevelSpec, make_levels, require_uniform
 
 Realisation = Dict[nn.Module, torch.Tensor]
@@ -84,7 +84,8 @@ class BayesLinear(BayesWeighted):
         """x: units (B, in) -> Gaussian (B, out) with the exact mean and variance."""
         mean, second = moments(x)
         w_mean, w_second = self.weight_moments()
-        return clt_moments(mean, second, w_mean.to(mean.dtype), w_second.to(mean.dtype), q.linear)
+        return clt_moments(mean, second, w_mean.to(mean.dtype), w_second.to(mean.dtype), q.linear,
+                           deterministic=isinstance(x, torch.Tensor))
 
     def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
         return q.linear(x, self.weight_values(weights[self], x.dtype))
@@ -114,7 +115,8 @@ class BayesConv2d(BayesWeighted):
         """x: units (B, C, H, W) -> Gaussian (B, O, H', W')."""
         mean, second = moments(x)
         w_mean, w_second = self.weight_moments()
-        return clt_moments(mean, second, w_mean.to(mean.dtype), w_second.to(mean.dtype), self._op)
+        return clt_moments(mean, second, w_mean.to(mean.dtype), w_second.to(mean.dtype), self._op,
+                           deterministic=isinstance(x, torch.Tensor))
 
     def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
         return self._op(x, self.weight_values(weights[self], x.dtype))
@@ -131,7 +133,7 @@ class QuantAct(nn.Module):
     """Quantized activation h = q(z / scale) onto ``levels`` (sign for the binary default).
 
     Gaussian input: P(h = Q_i) = Phi((t_i - mu)/sigma) - Phi((t_{i-1} - mu)/sigma) (exact for Gaussian z);
-    categorical input: direct contraction with fan-in 1 (exact).
+    categorical input (a pooled one after its DFT): direct contraction with fan-in 1 (exact).
     """
 
     def __init__(self, levels: LevelSpec = "binary", scale: float = 1.0) -> None:
@@ -146,6 +148,7 @@ class QuantAct(nn.Module):
         return torch.tensor(self.level_values, dtype=torch.float64)
 
     def forward(self, x: Dist) -> Categorical:
+        x = as_categorical(x)
         if isinstance(x, Gaussian):
             return Categorical(gaussian_quantize(x, self.levels, self.scale), self.levels)
         if isinstance(x, Categorical):
@@ -166,7 +169,11 @@ class QuantAct(nn.Module):
 
 
 class AvgPoolDFT(nn.Module):
-    """Non-overlapping k x k average pooling; categorical inputs by DFT (medium fan-in k^2), exact."""
+    """Non-overlapping k x k average pooling; categorical inputs by DFT (medium fan-in k^2), exact.
+
+    A categorical input gives a :class:`CategoricalMean` (B, C, H/k, W/k) over its k^2 windows: a following CLT
+    layer reads its closed-form moments, a layer that needs the pmf forms it by DFT (:func:`as_categorical`).
+    """
 
     def __init__(self, kernel_size: int = 2) -> None:
         super().__init__()
@@ -184,12 +191,12 @@ class AvgPoolDFT(nn.Module):
         return t.reshape(b, c, h // k, w // k, k * k, *rest)
 
     def forward(self, x: Dist) -> Dist:
-        k2 = self.kernel_size ** 2
+        x = as_categorical(x)
         if isinstance(x, Categorical):
             require_uniform(x.levels, "AvgPoolDFT")
-            pmf, support = dft_sum(self._windows(x.probs), x.levels)
-            return Categorical(pmf, support / k2)
+            return CategoricalMean(self._windows(x.probs), x.levels)
         if isinstance(x, Gaussian):
+            k2 = self.kernel_size ** 2
             return Gaussian(q.avg_pool(x.mean, self.kernel_size), q.avg_pool(x.var, self.kernel_size) / k2)
         if isinstance(x, torch.Tensor):
             return q.avg_pool(x, self.kernel_size)
@@ -216,7 +223,8 @@ class Residual(nn.Module):
         self.body = body
 
     def forward(self, x: Dist) -> Dist:
-        y = self.body(x)
+        x = as_categorical(x)
+        y = as_categorical(self.body(x))
         if isinstance(x, Categorical) and isinstance(y, Categorical):
             return direct_contraction([x, y], lambda a, b: a + b)
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
@@ -242,6 +250,11 @@ class Flatten(nn.Module):
 
     def export(self, weights: Realisation) -> nn.Module:
         return nn.Flatten()
+
+
+def as_categorical(x: Dist) -> Dist:
+    """The pmf of a :class:`CategoricalMean` by DFT (:func:`mean_pmf`); any other input unchanged."""
+    return mean_pmf(x) if isinstance(x, CategoricalMean) else x
 
 
 def qnn_apply(module: nn.Module, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
