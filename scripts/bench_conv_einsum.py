@@ -108,30 +108,47 @@ def make_layer(name: str, c: int, b: int, px: int, rate: float) -> Layer:
     return best[1]  # type: ignore[index]
 
 
-def fwd_bwd_times(methods: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict[str, float]:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work (CUDA kernels run asynchronously); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fwd_bwd_times(methods: dict[str, Callable[[], torch.Tensor]], repeats: int,
+                  device: torch.device) -> dict[str, float]:
     """Minimum seconds of forward + backward per method, methods interleaved round-robin after a warm-up.
 
     The minimum (not the median) and the interleaving make the ratios robust to other processes sharing
-    the CPU: every method sees the same background load over the run.
+    the CPU: every method sees the same background load over the run. On CUDA the clock is read after a
+    device synchronisation on both sides.
     """
     for fn in methods.values():
         fn().sum().backward()
     best = {name: math.inf for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
+            synchronize(device)
             t0 = time.perf_counter()
             fn().sum().backward()
+            synchronize(device)
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 
-def peak_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Peak of live CPU tensor bytes during forward + backward, above the level at the start.
+def peak_bytes(fn: Callable[[], torch.Tensor], device: torch.device) -> int:
+    """Peak of live tensor bytes during forward + backward, above the level at the start.
 
-    Measured with the torch profiler's memory timeline (profile_memory=True; every allocation and free
-    recorded by the CPU allocator, grouped by category), taking the max over time of the total minus the
-    total at the first sample.
+    On CUDA: ``torch.cuda.max_memory_allocated`` after a reset, minus the allocation at the start. On the
+    CPU: the torch profiler's memory timeline (profile_memory=True; every allocation and free recorded by
+    the CPU allocator, grouped by category), the max over time of the total minus the first sample's.
     """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn().sum().backward()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - start)
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
@@ -143,8 +160,9 @@ def peak_bytes(fn: Callable[[], torch.Tensor]) -> int:
 
 
 def run_row(lay: Layer, c: int, rate: float, args: argparse.Namespace, gen: torch.Generator) -> dict:
-    x = torch.randn(lay.x_shape, generator=gen)
-    factors = [(torch.randn(s, generator=gen) / math.sqrt(s[0])).requires_grad_() for s in lay.shapes]
+    device = torch.device(args.device)
+    x = torch.randn(lay.x_shape, generator=gen).to(device)
+    factors = [(torch.randn(s, generator=gen) / math.sqrt(s[0])).to(device).requires_grad_() for s in lay.shapes]
     params = sum(f.numel() for f in factors)
     row: dict = {"layer": lay.name, "channels": c, "pixels": lay.x_shape[-1], "batch": lay.x_shape[0],
                  "rate": rate, "rank": lay.rank, "params": params, "param_fraction": params / (c * c * K * K)}
@@ -177,13 +195,13 @@ def run_row(lay: Layer, c: int, rate: float, args: argparse.Namespace, gen: torc
         import tltorch
 
         mod = tltorch.FactorizedConv(c, c, (K, K), factorization=TLTORCH[lay.name], rank=rate,
-                                     implementation="factorized", padding=1)
+                                     implementation="factorized", padding=1).to(device)
         row["tltorch_params"] = sum(p.numel() for p in mod.parameters())
         methods["tltorch"] = lambda: mod(xd)
     runnable = {k: v for k, v in methods.items() if not isinstance(v, str)}
     row["time_s"] = {k: (v if isinstance(v, str) else None) for k, v in methods.items()}
-    row["time_s"].update(fwd_bwd_times(runnable, args.repeats))  # type: ignore[arg-type]
-    row["peak_bytes"] = {k: (v if isinstance(v, str) else (peak_bytes(v) if args.memory else None))
+    row["time_s"].update(fwd_bwd_times(runnable, args.repeats, device))  # type: ignore[arg-type]
+    row["peak_bytes"] = {k: (v if isinstance(v, str) else (peak_bytes(v, device) if args.memory else None))
                          for k, v in methods.items()}
     base = {k: v for k, v in row["time_s"].items() if k in BASELINES and not isinstance(v, str)}
     row["vs_best_baseline"] = row["time_s"]["conv_einsum"] / min(base.values())
@@ -322,6 +340,7 @@ def main() -> None:
     ap.add_argument("--stages", nargs="*", type=int, default=[0, 1, 2, 3], help="indices into the 4 ResNet-50 stages")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the ResNet-18 part runs on the CPU)")
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--max-elements", type=float, default=2**27, help="skip naive runs with a larger intermediate")
     ap.add_argument("--resnet", action="store_true", help="also time ResNet-18 dense vs resnet18-mtt-10pct")
@@ -344,22 +363,26 @@ def main() -> None:
     else:
         gen = torch.Generator().manual_seed(0)
         stages = [(STAGES[i][0] // div, STAGES[i][1]) for i in args.stages]
+        machine = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+                   else f"{platform.machine()} CPU ({platform.processor() or 'unknown'})")
+        meta = {"command": command, "machine": machine, "device": args.device, "torch": torch.__version__,
+                "threads": args.threads, "batch": batch, "stages": stages, "rates": args.rates,
+                "repeats": args.repeats}
         rows = []
+        data = {"meta": meta, "rows": rows}
+        out.parent.mkdir(parents=True, exist_ok=True)
         for c, px in stages:
             for rate in args.rates:
                 for name in args.layers:
                     row = run_row(make_layer(name, c, batch, px, rate), c, rate, args, gen)
                     rows.append(row)
+                    out.with_suffix(".json").write_text(json.dumps(data, indent=1))  # partial results survive a kill
                     t = row["time_s"]
                     print(f"{name:8s} C={c:5d} px={px:3d} rate={rate:4.0%} rank={row['rank']:4d} "
                           f"ce/best={row['vs_best_baseline']:.2f} meas/best={row['measure_vs_best_baseline']:.2f} "
                           f"({row['measure_choice']}) "
                           + " ".join(f"{k}={v * 1e3:.1f}ms" if not isinstance(v, str) else f"{k}=skip"
                                      for k, v in t.items()), flush=True)
-        meta = {"command": command, "machine": f"{platform.machine()} CPU ({platform.processor() or 'unknown'})",
-                "torch": torch.__version__, "threads": args.threads, "batch": batch, "stages": stages,
-                "rates": args.rates, "repeats": args.repeats}
-        data = {"meta": meta, "rows": rows}
     if args.resnet or args.resnet_only:
         data["resnet"] = {"command": command, **resnet_times(min(args.repeats, 3))}
         print(json.dumps(data["resnet"], indent=1), flush=True)
