@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from zoo_bqn.baselines.eqnn import EnsembleQNN, QNNMLP, bootstrap_indices, sign_ste
-from zoo_bqn.baselines.sgvb import GaussianBNN, GaussianLinear, mean_field_kl, sgvb_loss
+from zoo_bqn.baselines.eqnn import EnsembleQNN, QNNCNN, QNNMLP, bootstrap_indices, sign_ste
+from zoo_bqn.baselines.sgvb import GaussianBNN, GaussianCNN, GaussianConv2d, GaussianLinear, mean_field_kl, sgvb_loss
+from zoo_bqn.layers import BayesWeighted
+from zoo_bqn.models import bqn_cnn
 
 
 def test_sign_ste_forward_and_gradient():
@@ -72,3 +74,53 @@ def test_bnn_predictive_and_loss():
     loss = sgvb_loss(bnn, x, y, 1.0, 60)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in bnn.parameters())
+
+
+def test_qnn_cnn_is_the_bqn_cnn_qnn_for_the_sign_of_its_latent_weights():
+    torch.manual_seed(0)
+    qnn = QNNCNN(1, 8, [2, 3], 3, 4)
+    bqn = bqn_cnn(num_classes=4, img_size=8, channels=(2, 3), kernel_size=3)
+    layers = [m for m in bqn.modules() if isinstance(m, BayesWeighted)]
+    assert [tuple(w.shape) for w in qnn.weights] == [m.weight_shape for m in layers]
+    weights = {m: (w.detach() >= 0).long() for m, w in zip(layers, qnn.weights)}  # level 1 is +1, sign(0) = +1
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(qnn(x) * qnn.log_scale.exp(), bqn.qnn_logits(x, weights), atol=1e-4, rtol=0)
+    qnn(x).sum().backward()  # straight-through gradients reach every latent weight
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in qnn.weights)
+    ens = EnsembleQNN([qnn, QNNCNN(1, 8, [2, 3], 3, 4)])
+    assert ens.size_bytes() == math.ceil(2 * (2 * 9 + 3 * 2 * 9 + 4 * 12) / 8) + 8
+
+
+def test_gaussian_conv_moments_against_im2col():
+    torch.manual_seed(0)
+    layer = GaussianConv2d(2, 3, 3, rho_init=-1.0).double()
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    mean, var = layer.moments(x)
+    cols = torch.nn.functional.unfold(x, 3, padding=1)  # (B, C*9, 25): each output's inputs
+    sigma2 = torch.nn.functional.softplus(layer.rho).reshape(3, -1) ** 2
+    want_mean = layer.mu.reshape(3, -1) @ cols + layer.bias_mu.view(1, 3, 1)
+    want_var = sigma2 @ cols ** 2 + torch.nn.functional.softplus(layer.bias_rho).view(1, 3, 1) ** 2
+    assert torch.allclose(mean.reshape(2, 3, 25), want_mean) and torch.allclose(var.reshape(2, 3, 25), want_var)
+
+
+def test_gaussian_cnn_predictive_kl_and_loss():
+    torch.manual_seed(0)
+    bnn = GaussianCNN(1, 8, [2, 3], 3, 4, samples=3)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    out = bnn(x)
+    assert out.shape == (6, 4) and torch.allclose(out.exp().sum(1), torch.ones(6), atol=1e-6)
+    assert torch.allclose(bnn.kl(), sum(layer.kl() for layer in bnn.layers))
+    loss = sgvb_loss(bnn, x, y, 1.0, 60)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in bnn.parameters())
+    with torch.no_grad():  # sigma -> 0: every sample is the deterministic ReLU CNN of the means
+        for layer in bnn.layers:
+            layer.rho.fill_(-60.0)
+            layer.bias_rho.fill_(-60.0)
+        h = x
+        for conv in bnn.layers[:-1]:
+            h = torch.nn.functional.avg_pool2d(torch.relu(torch.nn.functional.conv2d(h, conv.mu, conv.bias_mu,
+                                                                                     padding=1)), 2)
+        head = bnn.layers[-1]
+        assert torch.allclose(bnn(x), torch.log_softmax(h.flatten(1) @ head.mu.T + head.bias_mu, -1), atol=1e-5)
