@@ -45,6 +45,16 @@ def test_ai_close_to_exact_under_mean_field(sharp):
     assert (ai.exp().sum(1) <= 1 + 1e-12).all()  # sub-normalised: the Jensen gap of Eq. (5.8)
 
 
+def test_normalised_ai_is_a_predictive_close_to_exact(sharp):
+    m, x, _, pred, _ = sharp
+    with torch.no_grad():
+        ai, norm, g = m(x, mode="ai"), m(x, mode="ai-norm"), m.propagate(x)
+    assert torch.allclose(norm.exp().sum(1), torch.ones(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert (norm >= ai).all()  # renormalising a sub-normalised distribution raises every class
+    assert torch.allclose(norm, torch.log_softmax(g.mean / m.scale, -1), atol=1e-12, rtol=0)
+    assert (norm.exp() - pred).abs().max() < 0.04  # the bound itself is 0.07 away here
+
+
 def test_mc_converges_to_exact_predictive(sharp):
     m, x, _, pred, _ = sharp
     g = torch.Generator().manual_seed(1)
@@ -123,6 +133,7 @@ def test_deterministic_posterior_ai_equals_qnn(kind):
         assert torch.equal(g.mean, qnn) and torch.equal(g.var, torch.zeros_like(g.var))
         ref = torch.log_softmax(qnn / model.scale, -1)
         assert torch.allclose(model(x, mode="ai"), ref, atol=1e-9, rtol=0)
+        assert torch.allclose(model(x, mode="ai-norm"), ref, atol=1e-9, rtol=0)
         assert torch.allclose(model(x, mode="mc", samples=3), ref, atol=1e-9, rtol=0)
         loss = alt_elbo_loss(model, x, y, prior_weight=0.0, num_train=100)
         ce = torch.nn.functional.cross_entropy(qnn / model.scale, y)

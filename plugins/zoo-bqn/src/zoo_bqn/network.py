@@ -1,7 +1,10 @@
 """BQN classifiers: a feature stack of BQN layers, a categorical linear head and the softmax scale s (Eq. 5.7).
 
 Evaluation modes (section 5.4.1):
-* ``"ai"`` analytic inference (default): log of the Eq. (5.8) bound per class (rows sum to <= 1 in probability);
+* ``"ai"`` analytic inference (default): log of the Eq. (5.8) bound per class (rows sum to <= 1 in probability),
+  the chapter's AI: its NLL is an upper bound of the NLL of the propagated predictive;
+* ``"ai-norm"``: the same bound normalised over the classes, a predictive distribution (rows sum to 1); the
+  class-independent log-sum-exp cancels, so it equals softmax(mu/s) of the propagated logit means;
 * ``"mc"``: log of the average of softmax(f(x; theta_s)/s) over S posterior samples theta_s ~ Q;
 * ``"map"``: log_softmax(f(x; theta*)/s) at theta* = argmax Q.
 """
@@ -20,7 +23,7 @@ from zoo_bqn.levels import LevelSpec
 from zoo_bqn.objective import log_lik_bound, prior_term
 from zoo_bqn.quantized import QuantizedClassifier
 
-MODES = ("ai", "mc", "map")
+MODES = ("ai", "ai-norm", "mc", "map")
 
 
 class BQNClassifier(nn.Module):
@@ -62,7 +65,7 @@ class BQNClassifier(nn.Module):
 
     # ------------------------------------------------------------------ modes
     def set_mode(self, mode: str, samples: Optional[int] = None) -> "BQNClassifier":
-        """Select the default evaluation mode ("ai", "mc", "map") and S for "mc"."""
+        """Select the default evaluation mode ("ai", "ai-norm", "mc", "map") and S for "mc"."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if samples is not None and samples < 1:
@@ -97,9 +100,12 @@ class BQNClassifier(nn.Module):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         identity = isinstance(self.head, nn.Identity)
-        if mode == "ai":
+        if mode in ("ai", "ai-norm"):
             g = self.propagate(x)
-            return g.mean if identity else log_lik_bound(g, self.scale)
+            if identity:
+                return g.mean
+            bound = log_lik_bound(g, self.scale)
+            return bound if mode == "ai" else torch.log_softmax(bound, dim=-1)
         if mode == "map":
             out = self.qnn_logits(x, realise(self, "map"))
             return out if identity else torch.log_softmax(out / self.scale, dim=-1)
