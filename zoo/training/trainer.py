@@ -167,7 +167,7 @@ class Trainer:
                 p.requires_grad_(id(p) in head_params)
 
     def _optim(self):
-        from timm.optim import create_optimizer_v2
+        create_optimizer_v2 = _timm_create_optimizer()
         from timm.scheduler import create_scheduler_v2
 
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -342,6 +342,17 @@ def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to(b, device) for b in batch)
     return batch
+
+
+def _timm_create_optimizer():
+    """``timm.optim.create_optimizer_v2``, imported without its side effect: importing ``timm.optim`` sets
+    ``torch.backends.opt_einsum.strategy = "auto-hq"`` process-wide (timm/optim/kron.py), and with that strategy
+    ``torch.einsum`` raises on some valid equations (e.g. "ijk,kl,lm,mn,no,op->ip")."""
+    strategy = torch.backends.opt_einsum.strategy
+    from timm.optim import create_optimizer_v2
+
+    torch.backends.opt_einsum.strategy = strategy
+    return create_optimizer_v2
 
 
 def _to_channels_last(model: nn.Module) -> None:
