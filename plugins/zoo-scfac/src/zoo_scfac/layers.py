@@ -20,7 +20,7 @@ orthogonality at the 1e-5 level, float64 keeps a float32 layer within ~1e-6. ``N
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import geotorch
 import torch
@@ -29,6 +29,7 @@ from geotorch.skew import Skew
 from geotorch.so import uniform_init_
 from torch import Tensor, nn
 
+from zoo_scfac.expm import expm
 from zoo_scfac.initialization import INITS, centre_matrices, random_ranks
 from zoo_scfac.paraunitary import paraunitary_1d, polyphase_to_strided, projectors, separable_2d
 
@@ -36,22 +37,30 @@ PADDING_MODES = ("circular", "zeros")
 
 
 class _OrthogonalTensor(nn.Module):
-    """A batched orthogonal tensor ``weight`` of shape ``(..., n, n)``, parametrized by ``geotorch.orthogonal``."""
+    """A batched orthogonal tensor ``weight`` of shape ``(..., n, n)``: ``base @ exp(skew)`` (``geotorch.orthogonal``)."""
 
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
         if shape[-1] != shape[-2]:
             raise ValueError(f"expected square matrices, got shape {tuple(shape)}")
         self.weight = nn.Parameter(torch.empty(*shape))
-        geotorch.orthogonal(self, "weight")
+        geotorch.orthogonal(self, "weight", triv=expm)
 
-    def value(self, dtype: Optional[torch.dtype] = None) -> Tensor:
-        """The orthogonal tensor, computed in ``dtype`` (``base @ expm(skew(A))``, geotorch's map) if given."""
+    def factors(self, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
+        """``(base, skew)`` with ``weight = base @ exp(skew)``, in ``dtype`` (default: the parameters' dtype)."""
         param = self.parametrizations.weight
-        if dtype is None or param.original.dtype == dtype:
-            return self.weight
         so = param[0]
-        return so.base.to(dtype) @ so.triv(Skew.frame(param.original.to(dtype), so.lower))
+        dtype = dtype or param.original.dtype
+        return so.base.to(dtype), Skew.frame(param.original.to(dtype), so.lower)
+
+
+def orthogonal_values(tensors: Sequence[_OrthogonalTensor], dtype: Optional[torch.dtype] = None) -> List[Tensor]:
+    """The values of ``tensors`` (all ``n x n``) in ``dtype``, with one batched matrix exponential for all of them."""
+    pairs = [t.factors(dtype) for t in tensors]
+    n = pairs[0][1].shape[-1]
+    skews = torch.cat([skew.reshape(-1, n, n) for _, skew in pairs])
+    exps = expm(skews).split([skew.numel() // (n * n) for _, skew in pairs])
+    return [base @ e.reshape(base.shape) for (base, _), e in zip(pairs, exps)]
 
 
 class _EvalCache(nn.Module):
@@ -157,11 +166,12 @@ class _OrthoConvNd(_EvalCache):
 
     def _systems(self) -> Tensor:
         """1-D paraunitary systems ``(G, ndim, K', C, C)`` in ``factor_dtype`` (else the parameters' dtype)."""
-        q = self.q.value(self.factor_dtype)
         if self.u is None:
+            (q,) = orthogonal_values([self.q], self.factor_dtype)
             empty = q.new_zeros(q.shape[:-2] + (0,) + q.shape[-2:])
             return paraunitary_1d(q, empty, empty)
-        p = projectors(self.u.value(self.factor_dtype), self.ranks)
+        q, u = orthogonal_values([self.q, self.u], self.factor_dtype)
+        p = projectors(u, self.ranks)
         return paraunitary_1d(q, p[:, :, : self.n_right], p[:, :, self.n_right:])
 
     def build_kernel(self) -> Tensor:
@@ -241,7 +251,7 @@ class OrthoLinear(_EvalCache):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        geotorch.orthogonal(self, "weight")
+        geotorch.orthogonal(self, "weight", triv=expm)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
