@@ -202,3 +202,20 @@ def test_pointwise_convolutions_are_channel_contractions(mode: str, name: str) -
     torch.testing.assert_close(layer(x), layer.to_dense()(x))
     full = TensorialConv2d.from_dense(conv, "tk", rank=24, init="decomp", sweeps=0)
     torch.testing.assert_close(full(x), conv(x))
+
+
+def test_path_costs_report_both_candidates_and_the_one_the_layer_runs() -> None:
+    from zoo.conv_einsum import conv_einsum_path
+
+    layer = TensorialConv2d(12, 8, 3, padding=1, decomposition="mcp", rate=0.3)
+    x = torch.randn(2, 12, 9, 9)
+    y = layer(x)
+    assert y.shape == (2, 8, 9, 9)
+    ((shape, costs),) = layer.path_costs.items()
+    assert shape[0] == 2 and shape[-2:] == (9, 9)
+    geometry = dict(stride={"h": 1, "w": 1}, padding={"h": 1, "w": 1}, dilation={"h": 1, "w": 1}, padding_mode="zeros")
+    shapes = [shape] + [f.shape for f in layer.network.factors]
+    _, auto = conv_einsum_path(layer.network.equation, *shapes, optimize="auto", **geometry)
+    assert costs["factorized"] == auto.opt_cost
+    cheaper = costs["factorized"] < layer.path_ratio * costs["reconstruct"]
+    assert costs["chosen"] == ("factorized" if cheaper else "reconstruct")

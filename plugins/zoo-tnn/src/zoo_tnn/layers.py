@@ -98,10 +98,20 @@ class _Tensorial(nn.Module):
             eq = self._equation
             _, fact = conv_einsum_path(eq, *shapes, optimize="auto", **geometry)
             _, rec = conv_einsum_path(eq, *shapes, optimize=merged, **geometry)
-            cache[x_shape] = list(fact.path) if fact.opt_cost < self.path_ratio * rec.opt_cost else merged
+            factorized = fact.opt_cost < self.path_ratio * rec.opt_cost
+            cache[x_shape] = list(fact.path) if factorized else merged
+            self.path_costs[x_shape] = {"factorized": fact.opt_cost, "reconstruct": rec.opt_cost,
+                                        "chosen": "factorized" if factorized else "reconstruct"}
         return cache[x_shape]
 
     path_ratio: float = 0.5
+
+    @property
+    def path_costs(self) -> Dict[Tuple[int, ...], Dict[str, Any]]:
+        """Per reshaped input shape seen by ``forward`` (``optimize="auto"``, autotune off): multiply-adds,
+        forward + both backward products, of the FLOP-optimal factorised path and of reconstruct-first, and
+        which one the layer runs."""
+        return self.__dict__.setdefault("_path_costs", {})
 
     @property
     def _equation(self) -> str:
