@@ -1,15 +1,20 @@
 """Baseline orthogonal convolutions for the benchmark (dissertation 7.6, Fig. 7.5), written from their definitions.
 
-* :class:`CayleyConv2d` (Trockman & Kolter, 2021): the kernel's DFT on the ``n x n`` input grid is mapped,
+* :class:`CayleyConv2d` (Trockman & Kolter, 2021): the kernel's DFT on the ``n x n`` input grid (centred
+  cross-correlation, as ``nn.Conv2d``; scaled by ``alpha / ||weight||`` where their code divides by the
+  spectrum's norm, the same family up to the scalar ``alpha``) is mapped,
   frequency by frequency, through the generalised Cayley transform to a (column-)orthogonal matrix and
   applied in the Fourier domain. It is only defined for circular convolution at one input size, and the
   kernel cannot be cached as a finite filter.
-* :class:`RKOConv2d` (reshaped kernel orthogonalisation): the ``T x (S K^2)`` reshaped kernel is made
-  row-orthogonal by the same Cayley transform and divided by ``K``, which makes the layer 1-Lipschitz but
-  not orthogonal.
+* :class:`RKOConv2d` (reshaped kernel orthogonalisation, Li et al. 2019, the LConvNet layer Trockman & Kolter
+  benchmark against): the ``T x (S K^2)`` reshaped kernel is scaled by a power-iteration estimate of its
+  spectral norm, made row-orthogonal by 20 first-order Bjorck iterations and divided by ``K``, which makes
+  the layer 1-Lipschitz but not orthogonal.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +50,21 @@ class CayleyConv2d(nn.Module):
         self.alpha = nn.Parameter(self.weight.detach().norm().reshape(1))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
+    def spectrum(self, n: int) -> Tensor:
+        """``(n, n // 2 + 1, out, in)`` transfer matrices of the centred circular cross-correlation by ``weight``.
+
+        This is what ``nn.Conv2d`` with circular padding ``K // 2`` computes; as in Trockman & Kolter's code, the
+        conjugate rfft2 of the kernel times the phase of a shift by ``(K - 1) // 2``.
+        """
+        shift = (self.kernel_size - 1) // 2
+        freqs = torch.arange(n, dtype=self.weight.dtype, device=self.weight.device)
+        angle = (-2 * math.pi * shift / n) * (freqs[:, None] + freqs[None, : n // 2 + 1])
+        phase = torch.polar(torch.ones_like(angle), angle)
+        return (torch.fft.rfft2(self.weight, s=(n, n)).conj() * phase).permute(2, 3, 0, 1)
+
     def frequency_matrices(self, n: int) -> Tensor:
         """The orthogonal ``(n, n // 2 + 1, out, in)`` complex matrices applied at each rfft2 frequency."""
-        w = self.alpha * self.weight / self.weight.norm()
-        spectrum = torch.fft.rfft2(w, s=(n, n))  # (T, S, n, n//2+1)
-        return generalized_cayley(spectrum.permute(2, 3, 0, 1))
+        return generalized_cayley(self.alpha * self.spectrum(n) / self.weight.norm())
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in, n, n) -> (B, out, n, n)``."""
@@ -63,8 +78,34 @@ class CayleyConv2d(nn.Module):
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
+def power_iteration(w: Tensor, iters: int = 10) -> Tensor:
+    """Estimate (from below) of the largest singular value of ``(..., m, k)`` ``w``; no gradient. Shape ``(..., 1, 1)``."""
+    with torch.no_grad():
+        u = torch.ones(w.shape[:-1] + (1,), dtype=w.dtype, device=w.device)
+        for _ in range(iters):
+            v = w.transpose(-1, -2) @ u
+            v = v / v.norm(dim=-2, keepdim=True)
+            u = w @ v
+            u = u / u.norm(dim=-2, keepdim=True)
+        return u.transpose(-1, -2) @ w @ v
+
+
+def bjorck(w: Tensor, iters: int = 20, beta: float = 0.5) -> Tensor:
+    """Bjorck-Bowie orthonormalisation (order 1) of ``(..., m, k)`` ``w`` after power-iteration scaling.
+
+    ``w <- (1 + beta) w - beta w w^T w`` on the tall orientation; singular values in ``(0, sqrt(3))`` move
+    towards 1 (never above it after the first step), slowly when they start near 0.
+    """
+    if w.shape[-2] < w.shape[-1]:
+        return bjorck(w.transpose(-1, -2), iters, beta).transpose(-1, -2)
+    w = w / power_iteration(w)
+    for _ in range(iters):
+        w = (1 + beta) * w - beta * w @ (w.transpose(-1, -2) @ w)
+    return w
+
+
 class RKOConv2d(nn.Module):
-    """Reshaped-kernel-orthogonalised convolution, scaled by ``1 / K`` (1-Lipschitz), circular padding."""
+    """Reshaped-kernel-orthogonalised convolution (Bjorck), scaled by ``1 / K`` (1-Lipschitz), circular padding."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__()
@@ -72,14 +113,13 @@ class RKOConv2d(nn.Module):
             raise ValueError(f"RKOConv2d needs an odd kernel size, got {kernel_size}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        nn.init.orthogonal_(self.weight, gain=(in_channels * kernel_size**2) ** -0.5)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def kernel(self) -> Tensor:
-        """``(out, in, K, K)`` kernel whose reshaped matrix is row/column-orthogonal times ``1 / K``."""
-        k = self.kernel_size
-        mat = generalized_cayley(self.weight.reshape(self.out_channels, -1))
-        return mat.reshape_as(self.weight) / k
+        """``(out, in, K, K)`` kernel whose reshaped matrix is (nearly) row/column-orthogonal times ``1 / K``."""
+        mat = bjorck(self.weight.reshape(self.out_channels, -1))
+        return mat.reshape_as(self.weight) / self.kernel_size
 
     def forward(self, x: Tensor) -> Tensor:
         p = self.kernel_size // 2
