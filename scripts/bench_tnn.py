@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -71,6 +72,50 @@ def _tltorch_resnet50(factorization: str, rate: float) -> Any:
     return model
 
 
+class MacCounter:
+    """Training multiply-adds of one step (forward + input-gradient + weight-gradient products, 3x forward for
+    a dense layer) of every conv / linear / tensorial layer, recorded by forward hooks while they are active.
+
+    ``dense`` counts each layer as the dense layer it replaces; ``chosen`` counts tensorial layers along the
+    path they run and ``floor`` along the cheaper of their FLOP-optimal factorised path and reconstruct-first
+    (the fewest multiply-adds any pairwise evaluation order of the layer needs).
+    """
+
+    def __init__(self, model: Any) -> None:
+        from torch import nn
+
+        from zoo_tnn.layers import TensorialConv2d, TensorialLinear
+
+        self.dense = self.chosen = self.floor = 0
+        kinds = (nn.Conv2d, nn.Linear, TensorialConv2d, TensorialLinear)
+        self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, kinds)]
+
+    def _hook(self, module: Any, inputs: Any, output: Any) -> None:
+        from torch import nn
+
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            fan_in = module.weight[0].numel()
+        else:
+            fan_in = module.in_channels * math.prod(module.kernel_size) if hasattr(module, "kernel_size") \
+                else module.in_features
+        dense = 3 * output.numel() * fan_in
+        self.dense += dense
+        costs = getattr(module, "path_costs", None)
+        if costs:
+            last = list(costs.values())[-1]
+            self.chosen += last[last["chosen"]]
+            self.floor += min(last["factorized"], last["reconstruct"])
+        else:
+            self.chosen += dense
+            self.floor += dense
+
+    def close(self) -> Dict[str, float]:
+        for h in self.handles:
+            h.remove()
+        return {"macs_dense": self.dense, "macs_chosen": self.chosen, "macs_floor": self.floor,
+                "macs_chosen_vs_dense": self.chosen / self.dense, "macs_floor_vs_dense": self.floor / self.dense}
+
+
 def worker(config: str, batch: int, size: int, steps: int, warmup: int, threads: int) -> Dict[str, Any]:
     import torch
     import torch.nn.functional as F
@@ -103,6 +148,7 @@ def worker(config: str, batch: int, size: int, steps: int, warmup: int, threads:
     y = torch.randint(0, 1000, (batch,))
     before = _rss_kb("VmRSS")
     times = []
+    counter = MacCounter(model) if kind == "zoo" else None
     for i in range(warmup + steps):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -111,13 +157,34 @@ def worker(config: str, batch: int, size: int, steps: int, warmup: int, threads:
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t)
+        if counter is not None:  # the layers' paths are chosen on the first call: count that step only
+            macs, counter = counter.close(), None
         if not torch.isfinite(loss):
             raise RuntimeError(f"{config}: non-finite loss")
     peak = _rss_kb("VmHWM")
     step = sorted(times)[len(times) // 2]
     return {"config": config, "params": params, "step_s": step, "samples_per_s": batch / step,
             "peak_rss_mb": peak / 1024, "step_mem_mb": (peak - before) / 1024, "times_s": times,
-            "rank1_layers": rank1 or 0}
+            "rank1_layers": rank1 or 0, **(macs if kind == "zoo" else {})}
+
+
+def goal_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """The issue's two goals, row by row: every <= 10 % model trains faster than dense; no decomposition that
+    tltorch also has is slower than tltorch's."""
+    zoo_rows = [r for r in rows if r["config"].startswith("zoo:") and "speed_vs_dense" in r]
+    slow = [r for r in zoo_rows if r["speed_vs_dense"] <= 1.0]
+    impossible = [r for r in slow if r.get("macs_floor_vs_dense", 0) >= 1.0]
+    vs_tl = [r for r in zoo_rows if "speed_vs_tltorch" in r]
+    slower_tl = [r for r in vs_tl if r["speed_vs_tltorch"] < 1.0]
+    out = [f"- faster than dense: {len(zoo_rows) - len(slow)}/{len(zoo_rows)} models; not met by "
+           + (", ".join(f"{r['config']} (x{r['speed_vs_dense']:.2f}, MAC floor x{r.get('macs_floor_vs_dense', 0):.2f})"
+                        for r in slow) or "none"),
+           f"  - {len(impossible)} of those {len(slow)} need at least the dense model's multiply-adds along every "
+           "evaluation order (floor >= 1): at that rate the ranks are so large that the factorised layers do more "
+           "arithmetic than the dense ones.",
+           f"- not slower than tltorch: {len(vs_tl) - len(slower_tl)}/{len(vs_tl)} models; not met by "
+           + (", ".join(f"{r['config']} (x{r['speed_vs_tltorch']:.2f})" for r in slower_tl) or "none")]
+    return out
 
 
 def main() -> None:
@@ -179,15 +246,22 @@ def main() -> None:
              f"(load average at the end {setup['load_avg_at_end'][0]:.1f}); one subprocess per row. "
              "Step = zero_grad + forward + cross-entropy + backward + SGD. Step memory = peak RSS - RSS before the "
              "first step.", "",
-             "| model | params | rate | samples/s | x dense | x tltorch | step memory MB | mem x dense | rank-1 layers |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "`MACs x dense`: multiply-adds of the step (forward + both backward products of every conv/linear layer) "
+             "along the paths the layers run, over the dense model's; `floor`: the same with every tensorial layer "
+             "on the cheaper of its FLOP-optimal factorised path and reconstruct-first. A floor >= 1 means no "
+             "evaluation order makes that model train faster than dense by doing less arithmetic.", "",
+             "| model | params | rate | samples/s | x dense | x tltorch | MACs x dense | floor | step memory MB "
+             "| mem x dense | rank-1 layers |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         def f(key: str, fmt: str = "{:.2f}") -> str:
             return fmt.format(row[key]) if row.get(key) is not None else "-"
 
         lines.append(f"| {row['config']} | {row['params']} | {f('rate', '{:.4f}')} | {f('samples_per_s')} | "
-                     f"{f('speed_vs_dense')} | {f('speed_vs_tltorch')} | {f('step_mem_mb', '{:.0f}')} | "
+                     f"{f('speed_vs_dense')} | {f('speed_vs_tltorch')} | {f('macs_chosen_vs_dense')} | "
+                     f"{f('macs_floor_vs_dense')} | {f('step_mem_mb', '{:.0f}')} | "
                      f"{f('memory_vs_dense')} | {row.get('rank1_layers', 0)} |")
+    lines += ["", "## Goals", ""] + goal_lines(rows)
     (BENCH / "tnn.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
