@@ -91,28 +91,33 @@ def dft_sum(probs: torch.Tensor, levels: torch.Tensor) -> Tuple[torch.Tensor, to
 
 def mean_pmf(x: CategoricalMean) -> Categorical:
     """The pmf of every unit u = (1/k) sum_i h_i of ``x`` by :func:`dft_sum` (support divided by k)."""
-    pmf, support = dft_sum(x.parts, x.levels)
-    return Categorical(pmf, support / x.parts.shape[-2])
+    parts = x.parts()
+    pmf, support = dft_sum(parts, x.levels)
+    return Categorical(pmf, support / parts.shape[-2])
 
 
 def clt_moments(mean: torch.Tensor, second: torch.Tensor, w_mean: torch.Tensor, w_second: torch.Tensor,
                 op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], deterministic: bool = False) -> Gaussian:
     """Exact mean and variance of z = op(h, w) for independent h and w, returned as a Gaussian (Lyapunov CLT).
 
-    ``op`` is bilinear and sums products h_i w_k (a linear layer or a convolution), so
-    E[z] = op(E h, E w) and Var[z] = op(E h^2, Var w) + op(Var h, (E w)^2), each term >= 0: three ``op`` calls,
-    two for a ``deterministic`` input h (Var h = 0).
+    ``op`` is bilinear and sums products h_i w_k over the input dimension 1 of h and w (a linear layer or a
+    convolution), so E[z] = op(E h, E w) and Var[z] = op(E h^2, Var w) + op(Var h, (E w)^2), each term >= 0.
+    The two variance terms are one ``op`` on inputs and weights concatenated along dimension 1 (one call costs
+    less than two small ones); a ``deterministic`` input h (Var h = 0) needs only the first.
     """
     w_var = (w_second - w_mean * w_mean).clamp_min(0.0)
     out_mean = op(mean, w_mean)
-    out_var = op(second, w_var)
-    if not deterministic:
-        out_var = out_var + op((second - mean * mean).clamp_min(0.0), w_mean * w_mean)
+    if deterministic:
+        out_var = op(second, w_var)
+    else:
+        h_var = (second - mean * mean).clamp_min(0.0)
+        out_var = op(torch.cat([second, h_var], 1), torch.cat([w_var, w_mean * w_mean], 1))
     return Gaussian(out_mean, out_var.clamp_min(0.0))
 
 
 def gaussian_quantize(x: Gaussian, levels: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Pmf (..., D) of nearest-level quantization q(z / scale) for z ~ N(mean, var) (sign for binary levels).
+    """Pmf (..., D) of nearest-level quantization q(z / scale) for z ~ N(mean, var) (sign for binary levels),
+    stored support-first.
 
     Level i is taken on [t_{i-1}, t_i) with t the midpoints times ``scale``; var = 0 gives the exact step.
     """
@@ -122,4 +127,4 @@ def gaussian_quantize(x: Gaussian, levels: torch.Tensor, scale: float = 1.0) -> 
     cdf = [torch.where(random, torch.special.ndtr((t - x.mean) * inv_std), (x.mean < t).to(x.mean.dtype))
            for t in cuts]  # P(z < t) per cut, each of the unit shape
     cells = [cdf[0]] + [(hi - lo).clamp_min(0.0) for lo, hi in zip(cdf[:-1], cdf[1:])] + [1.0 - cdf[-1]]
-    return torch.stack(cells, dim=-1)
+    return torch.stack(cells).movedim(0, -1)  # support-first memory, see Categorical

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Callable, Tuple, Union
 
 import torch
 
@@ -32,7 +32,11 @@ class Gaussian:
 
 @dataclass(frozen=True)
 class Categorical:
-    """Independent categorical units: ``probs`` (..., V) (rows sum to 1) over ``levels`` (V,), float64 support."""
+    """Independent categorical units: ``probs`` (..., V) (rows sum to 1) over ``levels`` (V,), float64 support.
+
+    The layers store ``probs`` support-first where they can (a (V, ...) tensor viewed as (..., V)): then each
+    level's probabilities ``probs[..., d]`` are contiguous and moments are a few full-size multiply-adds.
+    """
 
     probs: torch.Tensor
     levels: torch.Tensor
@@ -54,24 +58,25 @@ class Categorical:
 
 @dataclass(frozen=True)
 class CategoricalMean:
-    """Independent units u = (1/k) sum_i h_i of k independent categorical h_i: ``parts`` (..., k, V) over ``levels`` (V,).
+    """Independent units u = (1/k) sum_i h_i of k independent categorical h_i over ``levels`` (V,) (pooling).
 
-    The moments of u are closed-form (all a CLT layer needs); :func:`zoo_bqn.contraction.mean_pmf` forms the
-    pmf of u by DFT (section 5.2.4) only when a layer needs the distribution itself.
+    ``mean`` and ``var`` (the unit shape) are the closed-form moments of u, all a CLT layer reads; ``parts()``
+    builds the summands' pmfs (..., k, V) on demand, for :func:`zoo_bqn.contraction.mean_pmf` (the DFT of
+    section 5.2.4) when a layer needs the distribution of u itself.
     """
 
-    parts: torch.Tensor
+    mean: torch.Tensor
+    var: torch.Tensor
+    parts: Callable[[], torch.Tensor]
     levels: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.parts.dim() < 2 or self.levels.dim() != 1 or self.parts.shape[-1] != self.levels.numel():
-            raise ValueError(f"CategoricalMean parts {tuple(self.parts.shape)} must end with (k, "
-                             f"{self.levels.numel()}) for levels {tuple(self.levels.shape)}")
+        if self.mean.shape != self.var.shape:
+            raise ValueError(f"CategoricalMean mean {tuple(self.mean.shape)} and var {tuple(self.var.shape)} differ")
 
     @property
     def shape(self) -> torch.Size:
-        """Shape of the units (without the trailing (k, V) dimensions)."""
-        return self.parts.shape[:-2]
+        return self.mean.shape
 
 
 Dist = Union[torch.Tensor, Gaussian, Categorical, CategoricalMean]
@@ -121,10 +126,8 @@ def mean_var(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
         return x, torch.zeros_like(x)
     if isinstance(x, Gaussian):
         return x.mean, x.var
-    if isinstance(x, CategoricalMean):  # independent parts: E[u] = mean of E[h_i], Var[u] = sum Var[h_i] / k^2
-        k = x.parts.shape[-2]
-        m, s = _categorical_moments(x.parts, x.levels)  # (..., k)
-        return m.mean(-1), (s - m * m).clamp_min(0.0).sum(-1) / (k * k)
+    if isinstance(x, CategoricalMean):
+        return x.mean, x.var
     m, s = moments(x)
     return m, (s - m * m).clamp_min(0.0)
 
@@ -138,6 +141,10 @@ def reshape(x: Dist, shape: Tuple[int, ...]) -> Dist:
     if isinstance(x, Categorical):
         return Categorical(x.probs.reshape(*shape, x.probs.shape[-1]), x.levels)
     if isinstance(x, CategoricalMean):
-        return CategoricalMean(x.parts.reshape(*shape, *x.parts.shape[-2:]), x.levels)
+        def parts() -> torch.Tensor:
+            p = x.parts()
+            return p.reshape(*shape, *p.shape[-2:])
+
+        return CategoricalMean(x.mean.reshape(shape), x.var.reshape(shape), parts, x.levels)
     raise TypeError(f"expected a Tensor, Gaussian, Categorical or CategoricalMean, got {type(x).__name__}")
 

@@ -171,8 +171,8 @@ class QuantAct(nn.Module):
 class AvgPoolDFT(nn.Module):
     """Non-overlapping k x k average pooling; categorical inputs by DFT (medium fan-in k^2), exact.
 
-    A categorical input gives a :class:`CategoricalMean` (B, C, H/k, W/k) over its k^2 windows: a following CLT
-    layer reads its closed-form moments, a layer that needs the pmf forms it by DFT (:func:`as_categorical`).
+    A categorical input gives a :class:`CategoricalMean` (B, C, H/k, W/k) with closed-form moments, all a following
+    CLT layer reads; a layer that needs the pmf forms it from the k^2 window pmfs by DFT (:func:`as_categorical`).
     """
 
     def __init__(self, kernel_size: int = 2) -> None:
@@ -181,22 +181,36 @@ class AvgPoolDFT(nn.Module):
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
         self.kernel_size = kernel_size
 
-    def _windows(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W, *rest) -> (B, C, H//k, W//k, k*k, *rest), cropping like floor-mode pooling."""
+    def _window_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H//k, W//k): the sum over each k x k window (floor mode), as k^2 strided adds."""
         k = self.kernel_size
-        b, c, h, w = t.shape[:4]
-        rest = t.shape[4:]
-        t = t[:, :, : h // k * k, : w // k * k]
-        t = t.reshape(b, c, h // k, k, w // k, k, *rest).transpose(3, 4)
-        return t.reshape(b, c, h // k, w // k, k * k, *rest)
+        h, w = t.shape[-2] // k * k, t.shape[-1] // k * k
+        out = t[..., 0:h:k, 0:w:k]
+        for i in range(k):
+            for j in range(k):
+                if i or j:
+                    out = out + t[..., i:h:k, j:w:k]
+        return out
+
+    def _windows(self, probs: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W, V) -> (B, C, H//k, W//k, k*k, V), cropping like floor-mode pooling; the copy is made
+        support-first (each level's probabilities contiguous, see :class:`zoo_bqn.dist.Categorical`)."""
+        k = self.kernel_size
+        t = probs.movedim(-1, 0)
+        v, b, c, h, w = t.shape
+        t = t[..., : h // k * k, : w // k * k].reshape(v, b, c, h // k, k, w // k, k).transpose(4, 5)
+        return t.reshape(v, b, c, h // k, w // k, k * k).movedim(0, -1)
 
     def forward(self, x: Dist) -> Dist:
         x = as_categorical(x)
-        if isinstance(x, Categorical):
+        k2 = self.kernel_size ** 2
+        if isinstance(x, Categorical):  # independent units: E[u] = mean of E[h_i], Var[u] = sum Var[h_i] / k^4
             require_uniform(x.levels, "AvgPoolDFT")
-            return CategoricalMean(self._windows(x.probs), x.levels)
+            mean, var = mean_var(x)
+            probs = x.probs
+            return CategoricalMean(self._window_sum(mean) / k2, self._window_sum(var) / (k2 * k2),
+                                   lambda: self._windows(probs), x.levels)
         if isinstance(x, Gaussian):
-            k2 = self.kernel_size ** 2
             return Gaussian(q.avg_pool(x.mean, self.kernel_size), q.avg_pool(x.var, self.kernel_size) / k2)
         if isinstance(x, torch.Tensor):
             return q.avg_pool(x, self.kernel_size)
