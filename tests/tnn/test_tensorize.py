@@ -24,6 +24,9 @@ CASES = [
     ("resnet32", "mcp", (2, 3, 32, 32), 10),
     ("wrn28_10", "mtt", (2, 3, 32, 32), 100),
     ("lenet5", "svd", (2, 1, 28, 28), 10),
+    ("vgg16_cifar", "mtt", (2, 3, 32, 32), 10),  # Table 2.9's three backbones
+    ("resnet34_cifar", "mtt", (2, 3, 32, 32), 10),
+    ("wrn28_10_cifar10", "cp", (2, 3, 32, 32), 10),
 ]
 
 
@@ -111,3 +114,12 @@ def test_tensorize_with_layer_decomp_init_keeps_a_full_rank_model_exact() -> Non
     assert all(r.fit_error is not None and r.fit_error < 1e-10 for r in model.tnn_layers if r.status == "tensorized")
     x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
     torch.testing.assert_close(model(x), dense(x))
+
+
+@pytest.mark.parametrize("backbone,params", [("vgg16_cifar", 14.7e6), ("resnet34_cifar", 21.3e6),
+                                             ("wrn28_10_cifar10", 36.5e6)])
+def test_table_2_9_backbones_have_the_published_sizes(backbone: str, params: float) -> None:
+    """VGG-16 (14.7 M), ResNet-34 (21.3 M) and WRN-28-10 (36.5 M) as trained on CIFAR-10 in Table 2.9."""
+    model = build_backbone(backbone)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.002)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)

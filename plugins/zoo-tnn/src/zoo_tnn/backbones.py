@@ -1,8 +1,9 @@
-"""Backbones the dissertation's tables use and timm lacks: LeNet-5, ResNet-32 (CIFAR), WRN-28-10.
+"""Backbones the dissertation's tables use and timm lacks: LeNet-5, CIFAR ResNet-20/32/56 and ResNet-34,
+WRN-16-2 / WRN-28-10, and the CIFAR VGG-16 of Table 2.9.
 
 All take ``num_classes`` and ``in_chans`` and implement ``get_classifier()`` /
-``reset_classifier(num_classes)`` with timm semantics. Inputs: LeNet-5 ``(B, C, 28, 28)``;
-ResNet-32 and WRN ``(B, C, 32, 32)`` (any size works thanks to global pooling).
+``reset_classifier(num_classes)`` with timm semantics. Inputs: LeNet-5 ``(B, C, 28, 28)``; the others
+``(B, C, 32, 32)`` (the ResNets and WRNs take any size thanks to global pooling; VGG-16 needs 32 x 32).
 """
 
 from __future__ import annotations
@@ -172,6 +173,80 @@ class WideResNet(_Classifier, nn.Module):
         return self.fc(self.forward_features(x).mean((2, 3)))
 
 
+class _BasicBlockB(nn.Module):
+    """Basic block with a 1x1 projection shortcut (batch-normalised) when the shape changes (option B)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet34(_Classifier, nn.Module):
+    """ResNet-34 for 32 x 32 inputs: a 3x3 stem of 64 channels (no max-pool), basic blocks (3, 4, 6, 3) at
+    64/128/256/512 channels with projection shortcuts, global average pooling; 21.3 M parameters."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, 512
+        self.conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        stages: List[nn.Module] = []
+        cin = 64
+        for i, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+            stages.append(nn.Sequential(*[_BasicBlockB(cin if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1)
+                                          for j in range(blocks)]))
+            cin = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc: nn.Module = nn.Linear(512, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.forward_features(x).mean((2, 3)))
+
+
+VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class CifarVGG16(_Classifier, nn.Module):
+    """VGG-16 with batch norm for 32 x 32 inputs: 13 3x3 convolutions (64..512 channels), five 2x2 max-pools
+    down to 1 x 1, and one linear classifier on the 512 features; 14.7 M parameters."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, 512
+        layers: List[nn.Module] = []
+        cin = in_chans
+        for item in VGG16:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, int(item), 3, padding=1, bias=False), nn.BatchNorm2d(int(item)),
+                           nn.ReLU(inplace=True)]
+                cin = int(item)
+        self.features = nn.Sequential(*layers)
+        self.fc: nn.Module = nn.Linear(512, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = {"first_conv": "features.0", "classifier": "fc"}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] != (32, 32):
+            raise ValueError(f"CIFAR VGG-16 expects 32 x 32 inputs, got {tuple(x.shape[-2:])}")
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
 CIFAR_BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     "lenet5": lambda num_classes=10, in_chans=1, **kw: LeNet5(num_classes, in_chans, **kw),
     "resnet20": lambda num_classes=10, in_chans=3, **kw: CifarResNet(20, num_classes, in_chans, **kw),
@@ -179,6 +254,9 @@ CIFAR_BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     "resnet56": lambda num_classes=10, in_chans=3, **kw: CifarResNet(56, num_classes, in_chans, **kw),
     "wrn16_2": lambda num_classes=100, in_chans=3, **kw: WideResNet(16, 2, num_classes, in_chans, **kw),
     "wrn28_10": lambda num_classes=100, in_chans=3, **kw: WideResNet(28, 10, num_classes, in_chans, **kw),
+    "wrn28_10_cifar10": lambda num_classes=10, in_chans=3, **kw: WideResNet(28, 10, num_classes, in_chans, **kw),
+    "resnet34_cifar": lambda num_classes=10, in_chans=3, **kw: CifarResNet34(num_classes, in_chans, **kw),
+    "vgg16_cifar": lambda num_classes=10, in_chans=3, **kw: CifarVGG16(num_classes, in_chans, **kw),
 }
 """Plugin-provided backbones (names chosen not to clash with timm's)."""
 

@@ -15,14 +15,17 @@ MNIST = {"shape": [1, 28, 28], "mean": [0.1307], "std": [0.3081], "num_classes":
 CIFAR10 = {"shape": [3, 32, 32], "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616], "num_classes": 10}
 CIFAR100 = {"shape": [3, 32, 32], "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762], "num_classes": 100}
 
-PLUGIN_DATA: Dict[str, tuple[str, Dict[str, Any], str]] = {
-    # backbone: (dataset, input, classifier)
-    "lenet5": ("mnist", MNIST, "fc3"),
-    "resnet20": ("cifar10", CIFAR10, "fc"),
-    "resnet32": ("cifar10", CIFAR10, "fc"),
-    "resnet56": ("cifar10", CIFAR10, "fc"),
-    "wrn16_2": ("cifar100", CIFAR100, "fc"),
-    "wrn28_10": ("cifar100", CIFAR100, "fc"),
+PLUGIN_DATA: Dict[str, tuple[str, Dict[str, Any], str, str]] = {
+    # backbone: (dataset, input, classifier, first conv)
+    "lenet5": ("mnist", MNIST, "fc3", "conv1"),
+    "resnet20": ("cifar10", CIFAR10, "fc", "conv1"),
+    "resnet32": ("cifar10", CIFAR10, "fc", "conv1"),
+    "resnet56": ("cifar10", CIFAR10, "fc", "conv1"),
+    "wrn16_2": ("cifar100", CIFAR100, "fc", "conv1"),
+    "wrn28_10": ("cifar100", CIFAR100, "fc", "conv1"),
+    "wrn28_10_cifar10": ("cifar10", CIFAR10, "fc", "conv1"),
+    "resnet34_cifar": ("cifar10", CIFAR10, "fc", "conv1"),
+    "vgg16_cifar": ("cifar10", CIFAR10, "fc", "features.0"),
 }
 
 
@@ -50,8 +53,8 @@ def parse_name(name: str) -> Optional[ParsedName]:
 def backbone_input(backbone: str) -> tuple[str, Dict[str, Any]]:
     """Dataset name and the ``input`` block of a backbone (timm's pretrained config for timm models)."""
     if backbone in PLUGIN_DATA:
-        dataset, spec, head = PLUGIN_DATA[backbone]
-        return dataset, {**copy.deepcopy(spec), "classifier": head, "first_conv": "conv1"}
+        dataset, spec, head, first = PLUGIN_DATA[backbone]
+        return dataset, {**copy.deepcopy(spec), "classifier": head, "first_conv": first}
     import timm
 
     cfg = timm.get_pretrained_cfg(backbone)
