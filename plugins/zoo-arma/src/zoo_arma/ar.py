@@ -21,9 +21,10 @@ Conventions (used everywhere in this package):
   (The printed (6.9) leaves one coordinate unsquashed; with it ``f_-1 + f_1`` can reach ``+-sqrt(2)`` and
   ``F`` can vanish, so both coordinates are squashed here, as the stability claim of Theorem 6.7 requires.)
 
-The solve is circular (periodic boundary): ``y = irfft2(rfft2(t) / A_hat)``. It is written as
-``y = t + irfft2(rfft2(t) * (1 - A_hat) / A_hat)`` so that an identity filter (all parameters 0) returns
-``t`` bit-for-bit while the gradient with respect to the AR parameters still flows.
+The solve is circular (periodic boundary): ``y = irfft2(rfft2(t) / A_hat)``, computed by
+:mod:`zoo_arma.fft_solve` as ``y = t + irfft2(rfft2(t) * (1 / A_hat - 1))`` with the separable ``1 / A_hat`` in
+closed form, so that an identity filter (all parameters 0) returns ``t`` bit-for-bit while the gradient with
+respect to the AR parameters still flows.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fft_solve import separable_ar_solve
+
 __all__ = [
     "DEFAULT_MARGIN",
     "factor_coefficients",
+    "factor_coordinates",
     "parameters_from_coefficients",
     "filter_1d",
     "filter_2d",
@@ -66,13 +70,17 @@ def factor_coefficients(params: Tensor, margin: float = DEFAULT_MARGIN) -> Tuple
     Returns:
         ``(minus, plus)``, each ``(T, 2, Q)``: the taps ``f_-1`` and ``f_1`` (``f_0 = 1``).
     """
+    sd = factor_coordinates(params, margin)
+    s, d = sd[..., 0], sd[..., 1]
+    return 0.5 * (s - d), 0.5 * (s + d)
+
+
+def factor_coordinates(params: Tensor, margin: float = DEFAULT_MARGIN) -> Tensor:
+    """``(T, 2, Q, 2)`` parameters -> ``(T, 2, Q, 2)`` rotated taps ``(f_-1 + f_1, f_1 - f_-1) = rho * tanh(params)``."""
     _check_params(params)
     if not 0.0 < margin <= 1.0:
         raise ValueError(f"margin must be in (0, 1], got {margin}")
-    rho = 1.0 - margin
-    s = rho * torch.tanh(params[..., 0])  # f_-1 + f_1
-    d = rho * torch.tanh(params[..., 1])  # f_1 - f_-1
-    return 0.5 * (s - d), 0.5 * (s + d)
+    return (1.0 - margin) * torch.tanh(params)
 
 
 def parameters_from_coefficients(minus: Tensor, plus: Tensor, margin: float = DEFAULT_MARGIN) -> Tensor:
@@ -149,6 +157,8 @@ def ar_solve(t: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN, padding:
         params: ``(T, 2, Q, 2)`` AR parameters.
         padding: zeros added on every side before the (circular) solve and cropped after, so that the
             impulse response has ``padding`` pixels to decay before it wraps around; 0 = purely circular.
+            (Circular shifts commute with the solve, so the ``2 * padding`` zeros go to the bottom/right
+            inside the FFT instead of being padded onto ``t``.)
     Returns:
         ``(B, T, H, W)`` solution ``y``, same dtype as ``t`` (half precision is solved in float32).
     """
@@ -158,49 +168,9 @@ def ar_solve(t: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN, padding:
         return t
     dtype = t.dtype
     work = t.float() if dtype in (torch.float16, torch.bfloat16) else t
-    p = params.to(work.dtype)
-    if padding:
-        work = F.pad(work, (padding, padding, padding, padding))
+    sd = factor_coordinates(params.to(work.dtype), margin)
     h, w = work.shape[-2:]
-    a_hat = transfer_function(p, (h, w), margin)
-    y = _CorrectedFilter.apply(work, (1.0 - a_hat) / a_hat)
-    if padding:
-        y = y[..., padding : h - padding, padding : w - padding]
-    return y.to(dtype)
-
-
-class _CorrectedFilter(torch.autograd.Function):
-    """``y = t + irfft2(rfft2(t) * m)`` for real ``t`` ``(B, T, H, W)`` and a complex multiplier ``m``
-    ``(T, H, W//2+1)`` (the transfer function of a real filter), with the backward of Theorem 6.4 written in
-    the frequency domain: ``dL/dt = g + irfft2(rfft2(g) * conj(m))`` (the transposed filter) and
-    ``dL/dm = sum_b rfft2(g) * conj(rfft2(t)) * c / (HW)`` with ``c = 2`` on the interior rfft columns (each
-    stands for two bins) and 1 on the DC/Nyquist ones (PyTorch's complex-gradient convention).
-    It does the same FFTs as autograd would, without the zero-fill and copies of ``rfft2``'s generic backward.
-    """
-
-    @staticmethod
-    def forward(ctx, t: Tensor, m: Tensor) -> Tensor:  # type: ignore[override]
-        t_hat = torch.fft.rfft2(t)
-        ctx.save_for_backward(t_hat, m)
-        ctx.size = tuple(t.shape[-2:])
-        return t + torch.fft.irfft2(t_hat * m, s=ctx.size)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        t_hat, m = ctx.saved_tensors
-        h, w = ctx.size
-        g_hat = torch.fft.rfft2(g)
-        grad_t = grad_m = None
-        if ctx.needs_input_grad[0]:
-            grad_t = g + torch.fft.irfft2(g_hat * m.conj(), s=(h, w))
-        if ctx.needs_input_grad[1]:
-            weight = torch.full((w // 2 + 1,), 2.0 / (h * w), dtype=g.dtype, device=g.device)
-            weight[0] = 1.0 / (h * w)
-            if w % 2 == 0:
-                weight[-1] = 1.0 / (h * w)
-            grad_m = (g_hat * t_hat.conj()).sum(0) * weight
-        return grad_t, grad_m
+    return separable_ar_solve(work, sd, (h + 2 * padding, w + 2 * padding)).to(dtype)
 
 
 def ar_apply(y: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN) -> Tensor:
