@@ -11,28 +11,28 @@ import argparse
 import json
 import sys
 
-import torch
 from torch.utils.data import DataLoader
 
 import zoo
 from zoo.metrics import evaluate
 from zoo.recipes import build_data, load_recipe
-from zoo.training.trainer import entry_of
+from zoo.training.trainer import FinetuneConfig, entry_of
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("--recipe", help="recipe name or path (default: the model's own)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int,
+                        help="held-out batch size (default: the recipe's, as scripts/train.py measures with)")
     parser.add_argument("--check", action="store_true", help="compare with the registry's recorded metrics")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="relative tolerance of --check")
     args = parser.parse_args()
     model = zoo.create(args.name, pretrained=True)
     recipe = load_recipe(args.recipe or model.pretrained_cfg["architecture"])
     _, held, description = build_data(recipe, model.pretrained_cfg)
-    with torch.no_grad():
-        metrics = evaluate(model, DataLoader(held, batch_size=args.batch_size), entry_of(model))
+    batch_size = args.batch_size or FinetuneConfig(**recipe.finetune).batch_size
+    metrics = evaluate(model, DataLoader(held, batch_size=batch_size), entry_of(model))  # PGD needs gradients
     entry = zoo.model_info(args.name) if not args.name.startswith(("local-dir:", "hf-hub:")) else None
     recorded = dict(entry.weights.metrics) if entry is not None and entry.weights is not None else {}
     reference = dict(entry.reference.metrics) if entry is not None and entry.reference is not None else {}

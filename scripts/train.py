@@ -1,7 +1,7 @@
 """Train a registry model from its recipe (scripts/recipes/NAME.yaml), measure it on the held-out split,
 write a Hub-ready folder and benchmarks/trained/NAME.json (metrics, data, recipe, per-epoch history), and with --publish record the weights (sha256, metrics, data) in the registry.
 
-    python scripts/train.py bqn-cnn-mnist --publish
+    python scripts/train.py sc-fac-wrn10-1-cifar10-small --publish
     python scripts/train.py --list
 """
 
@@ -40,6 +40,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.name)
+    if recipe.produced_by is not None:
+        parser.error(f"the weights of {recipe.model} are produced by `{recipe.produced_by}`; its recipe only defines "
+                     f"the held-out split (scripts/evaluate.py {recipe.model} --check)")
     cfg = FinetuneConfig(**{**recipe.finetune, "output_dir": str(Path(args.output) / recipe.model)})
     torch.manual_seed(cfg.seed)
     model = zoo.create(recipe.model, **recipe.build)

@@ -2,11 +2,15 @@
 
 A recipe is everything ``scripts/train.py NAME`` needs to reproduce published weights from a seed::
 
-    model: bqn-cnn-mnist
-    data: {source: mnist, holdout: 2000, seed: 0}        # mnist | cifar10 | isic | folder | python:module:function
+    model: sc-fac-wrn10-1-cifar10-small
+    data: {source: cifar10, holdout: 2000, seed: 0}      # mnist | cifar10 | isic | folder | python:module:function
     # folder: {source: folder, train: $IMAGENET_DIR/train, val: $IMAGENET_DIR/val}  (any zoo train data layout)
     finetune: {epochs: 5, lr: 0.001, batch_size: 128}   # any zoo.training.FinetuneConfig field
     build: {}                                            # extra kwargs for zoo.create
+
+Weights written by another script (a demo training several models in one run) have a recipe too: it names that
+script in ``produced_by`` instead of a ``finetune`` schedule, and defines the held-out split the script measured on,
+so ``scripts/evaluate.py NAME --check`` re-measures them.
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ class Recipe(BaseModel):
     finetune: Dict[str, Any] = Field(default_factory=dict)
     build: Dict[str, Any] = Field(default_factory=dict)
     max_bundle_mb: float = 8.0
+    produced_by: Optional[str] = Field(None, description="the command that writes the published weights when it is "
+                                                         "not scripts/train.py (then there is no finetune schedule)")
+
+    @model_validator(mode="after")
+    def _one_producer(self) -> "Recipe":
+        if self.produced_by is not None and self.finetune:
+            raise ValueError(f"a recipe whose weights come from {self.produced_by!r} has no finetune schedule")
+        return self
 
 
 def load_recipe(name_or_path: str, folder: Path = RECIPES) -> Recipe:
