@@ -7,7 +7,7 @@ disjoint train / held-out parts with a fixed seed (:func:`mnist_split`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 
@@ -42,3 +42,17 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     padded = torch.nn.functional.pad(x, (max_shift,) * 4, value=fill)
     offs = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
     return torch.stack([padded[i, :, offs[i, 0]: offs[i, 0] + h, offs[i, 1]: offs[i, 1] + w] for i in range(b)])
+
+
+def recipe_data(cfg: Mapping[str, Any], holdout: int, seed: int = 0, limit: Optional[int] = None):
+    """The demo's split as a recipe data source (``python:zoo_bqn.data:recipe_data``): (train, held-out,
+    description), the held-out part being the last ``holdout`` images of :func:`mnist_split`'s permutation."""
+    from torch.utils.data import TensorDataset
+
+    total = 10_000
+    xtr, ytr, xte, yte = mnist_split(total - holdout, seed=seed)
+    if limit is not None:
+        xtr, ytr = xtr[:limit], ytr[:limit]
+    text = (f"MNIST t10k (official test images) split with seed {seed} into {len(ytr):,} train / {len(yte):,} "
+            f"held-out, disjoint (zoo_bqn.data.mnist_split, as scripts/demo_bqn_mnist.py)")
+    return TensorDataset(xtr, ytr), TensorDataset(xte, yte), text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterable
 
 import torch
 from torch import nn
@@ -32,6 +32,18 @@ def training_step(model: nn.Module, batch: Any, entry: Any) -> torch.Tensor:
     return alt_elbo_loss(model, x, y, model.prior_weight, model.num_train)
 
 
+def evaluate(model: nn.Module, batches: Iterable[Any], entry: Any) -> Dict[str, float]:
+    """Held-out NLL (nats), error (fraction) and ECE (15 bins) of analytic inference, as the MNIST demo measures
+    them (``zoo_bqn.train.predict`` over all held-out images, ``zoo_bqn.metrics.all_metrics``)."""
+    from zoo_bqn.metrics import all_metrics
+    from zoo_bqn.train import predict
+
+    pairs = list(batches)
+    x, y = torch.cat([b[0] for b in pairs]), torch.cat([b[1] for b in pairs])
+    model.eval()
+    return all_metrics(predict(lambda xb: model(xb, mode="ai"), x), y)
+
+
 def summary(model: nn.Module, entry: Any) -> Dict[str, Any]:
     """Rows for ``zoo create NAME --summary``."""
     from zoo_bqn.layers import BayesWeighted
@@ -55,5 +67,6 @@ FAMILY = Family(
     registry=Path(__file__).parent / "registry.yaml",
     training_step=training_step,
     summary=summary,
+    evaluate=evaluate,
     version=__version__,
 )
