@@ -28,8 +28,7 @@ from safetensors.torch import save_file
 
 import zoo
 from zoo.paths import cache_dir
-from zoo_convttlstm.data.mnist_idx import default_mnist_images, read_idx_images
-from zoo_convttlstm.data.moving_mnist import MovingMNISTConfig, generate, split_digits
+from zoo_convttlstm.data.demo import demo_sequences
 from zoo_convttlstm.metrics import evaluate
 from zoo_convttlstm.strip import save_strip
 from zoo_convttlstm.training import (ScheduledSampling, load_checkpoint, make_optimizer, optimizer_step,
@@ -38,19 +37,6 @@ from zoo_convttlstm.training import (ScheduledSampling, load_checkpoint, make_op
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugins" / "zoo-convttlstm" / "src" / "zoo_convttlstm"
 MODELS = ("convttlstm-mnist-small", "convlstm-mnist-small")
-
-
-def make_data(n_train: int, n_val: int, n_test: int, seed: int) -> Dict[str, torch.Tensor]:
-    digits = read_idx_images(default_mnist_images())
-    train_idx, test_idx = split_digits(len(digits), seed=seed)
-    out = {}
-    for name, idx, n, length, s in (("train", train_idx, n_train, 20, seed), ("val", train_idx, n_val, 20, seed + 1),
-                                    ("test", test_idx, n_test, 40, seed + 2)):
-        frames = generate(digits[idx], n, MovingMNISTConfig(length=length), seed=s)["frames"]
-        out[name] = torch.from_numpy(frames).unsqueeze(2)  # (N, T, 1, 64, 64) uint8
-        if name != "train":  # small: keep as float in [0, 1]; train clips are converted per batch
-            out[name] = out[name].float().div(255)
-    return out
 
 
 @torch.no_grad()
@@ -135,7 +121,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not touch weights/, registry or benchmarks/")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = make_data(args.train, args.val, args.test, args.seed)
+    data = demo_sequences(args.train, args.val, args.test, args.seed)
     test = data["test"]
     note = (f"Moving-MNIST-2 built here from the MNIST t10k digits: {args.train} train sequences (20 frames) from "
             f"5000 digits, {args.test} test sequences (40 frames) from the other 5000 (disjoint); "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Iterable, Mapping
 
 from zoo.family import Family
 
@@ -41,6 +41,33 @@ def after_epoch(model, row: Mapping[str, float]) -> None:
     model.scheduled_sampling.apply(model)
 
 
+def evaluate(model, batches: Iterable[Any], entry) -> Dict[str, float]:
+    """Video prediction, as ``scripts/demo_convttlstm_mnist.py`` measures it: the model predicts all T target frames
+    of each (inputs (B, T_in, ...), targets (B, T, ...)) batch from the inputs alone; predictions clipped to [0, 1];
+    per-frame MSE (x 1e3), SSIM and PSNR averaged over the first T_in predicted frames (``..._{T_in}to{T_in}``) and
+    over all T (``..._{T_in}to{T}``)."""
+    import torch
+
+    from .metrics import evaluate as frame_metrics
+
+    if entry.task != "video-prediction":
+        raise ValueError(f"convttlstm evaluate measures video-prediction models, not {entry.task!r} ({entry.name!r})")
+    model.eval()
+    preds, truths = [], []
+    with torch.no_grad():
+        for inputs, targets in batches:
+            preds.append(model(inputs, future_frames=targets.shape[1]).clamp(0, 1))
+            truths.append(targets)
+    frames = frame_metrics(torch.cat(preds), torch.cat(truths))
+    given, total = inputs.shape[1], len(frames["mse_per_frame"])
+    out: Dict[str, float] = {}
+    for horizon in sorted({min(given, total), total}):
+        mean = {k: sum(frames[f"{k}_per_frame"][:horizon]) / horizon for k in ("mse", "ssim", "psnr")}
+        tag = f"{given}to{horizon}"
+        out.update({f"mse_x1e3_{tag}": mean["mse"] * 1e3, f"ssim_{tag}": mean["ssim"], f"psnr_{tag}": mean["psnr"]})
+    return out
+
+
 def summary(model, entry) -> Mapping[str, Any]:
     """Parameters and multiplications per one-step prediction at the entry's input size (+ Table 4.2 convention).
 
@@ -70,5 +97,6 @@ FAMILY = Family(
     training_step=training_step,
     after_epoch=after_epoch,
     summary=summary,
+    evaluate=evaluate,
     version=__version__,
 )
