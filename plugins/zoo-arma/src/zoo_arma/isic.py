@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -62,3 +62,21 @@ def split_indices(n: int, fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_train, n_val = round(fractions[0] * n), round(fractions[1] * n)
     return sorted(perm[:n_train]), sorted(perm[n_train : n_train + n_val]), sorted(perm[n_train + n_val :])
+
+
+def recipe_data(cfg: Mapping[str, Any], holdout: int, seed: int = 0, limit: Optional[int] = None):
+    """The split of ``scripts/demo_arma_isic.py`` as a recipe data source (``python:zoo_arma.isic:recipe_data``):
+    (train, test, description) from :func:`load_isic` and :func:`split_indices`; the validation part the demo
+    picks its checkpoint with is in neither. ``holdout`` must be the size of that split's test part."""
+    from torch.utils.data import TensorDataset
+
+    x, y, ids = load_isic()
+    train, _, test = split_indices(len(ids), seed=seed)
+    if holdout != len(test):
+        raise ValueError(f"holdout must be {len(test)} (the 0.2 test part of the seeded 0.7/0.1/0.2 split of "
+                         f"{len(ids)} ISIC images), got {holdout}")
+    train = train[:limit] if limit is not None else train
+    text = (f"{len(train)} train / {len(test)} test images of the {len(ids)}-image ISIC 2018 Task-1 sample at "
+            f"{x.shape[-2]}x{x.shape[-1]} (shared/data/isic2018_sample), seeded 0.7/0.1/0.2 split (seed {seed}, "
+            f"zoo_arma.isic.split_indices, as scripts/demo_arma_isic.py); metrics on the test images")
+    return TensorDataset(x[train], y[train]), TensorDataset(x[test], y[test]), text
