@@ -1,5 +1,5 @@
-"""Reliability diagrams (accuracy vs confidence) of the bundled BQNs (AI, MC-10, MAP) and, when the demo left
-them in the zoo cache, the E-QNN and the Gaussian BNN, on the 2,000 held-out MNIST images. Writes a PNG.
+"""Reliability diagrams (accuracy vs confidence) of the bundled BQNs (AI, AI-norm, MC-10, MAP) and, when the demo
+left them in the zoo cache, the E-QNNs and Gaussian BNNs (MLP, CNN), on the 2,000 held-out MNIST images. Writes a PNG.
 
     python scripts/plot_calibration.py [--out benchmarks/bqn_calibration.png --bins 15]
 """
@@ -14,11 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo.paths import cache_dir  # noqa: E402
-from zoo_bqn.baselines.sgvb import GaussianBNN  # noqa: E402
 from zoo_bqn.data import mnist_split  # noqa: E402
 from zoo_bqn.metrics import ece, reliability  # noqa: E402
 from zoo_bqn.train import predict  # noqa: E402
@@ -51,19 +49,22 @@ def main() -> None:
     with torch.no_grad():
         for name in ("bqn-mlp-mnist", "bqn-cnn-mnist"):
             model = zoo.create(name, pretrained=True).eval()
-            for label, kw in [("AI", dict(mode="ai")), ("MC-10", dict(mode="mc", samples=10)), ("MAP", dict(mode="map"))]:
+            for label, kw in [("AI", dict(mode="ai")), ("AI-norm", dict(mode="ai-norm")),
+                              ("MC-10", dict(mode="mc", samples=10)), ("MAP", dict(mode="map"))]:
                 g = torch.Generator().manual_seed(0)
                 panels.append((f"{name} {label}", predict(lambda x, kw=kw, g=g: model(x, generator=g, **kw), xte)))
-        store = cache_dir() / "bqn-demo"
-        if (store / "e-qnn-mlp.safetensors").is_file():
-            from bench_bqn import load_eqnn
+        from bench_bqn import load_baseline
 
-            panels.append(("E-QNN (MLP)", predict(load_eqnn(store / "e-qnn-mlp.safetensors"), xte)))
-        if (store / "bnn-sgvb-mlp.safetensors").is_file():
-            torch.manual_seed(0)
-            bnn = GaussianBNN(784, [256, 256], 10)
-            bnn.load_state_dict(load_file(str(store / "bnn-sgvb-mlp.safetensors")))
-            panels.append(("Gaussian BNN SGVB (MLP) MC-10", predict(lambda x: bnn.eval()(x, samples=10), xte)))
+        store = cache_dir() / "bqn-demo"
+        for kind in ("mlp", "cnn"):
+            ens = load_baseline(store / f"e-qnn-{kind}.safetensors", kind)
+            if ens is not None:
+                panels.append((f"E-QNN ({kind.upper()})", predict(ens, xte)))
+            bnn = load_baseline(store / f"bnn-sgvb-{kind}.safetensors", kind)
+            if bnn is not None:
+                torch.manual_seed(0)
+                panels.append((f"Gaussian BNN SGVB ({kind.upper()}) MC-10",
+                               predict(lambda x, b=bnn: b(x, samples=10), xte)))
     cols = 4
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.3 * rows), squeeze=False)
