@@ -3,23 +3,27 @@
 Per width factor ``w`` (channels 16w/32w/64w, kernel 5, average-pool down-sampling):
 
 * network level (WRN22-w, every stride-1 convolution swapped for the method's layer; ``plain`` = nn.Conv2d
-  with circular padding): training-step time (hinge loss, backward, Adam step), peak extra resident memory of
-  the step (each case in a fresh subprocess, ``ru_maxrss`` after the step minus RSS before it), and eval
-  inference time;
+  with circular padding): training-step time (hinge loss, backward, Adam step), peak extra memory of training
+  (CPU: each case in a fresh subprocess, ``ru_maxrss`` after the steps minus RSS before them; CUDA:
+  ``max_memory_allocated`` during the steps minus the allocation before them), and eval inference time;
 * layer level (the widest layer, 64w -> 64w on 8 x 8): orthogonality error ``max |sigma - 1|`` over the exact
-  spectrum of the circular operator (FFT, Sedghi et al.) in float32 and float64, and eval inference time vs a
-  plain ``nn.Conv2d`` of the same shape (SC-Fac's kernel is cached in eval mode).
+  spectrum of the circular operator (FFT, Sedghi et al.; singular values from the float64 Gram matrices) of
+  the layer built in float32 and in float64, and eval inference time vs a plain ``nn.Conv2d`` of the same
+  shape, interleaved (SC-Fac's kernel is cached in eval mode).
 
-Writes benchmarks/scfac.json and benchmarks/scfac.md (or ``--out NAME``).
+Times are minima over repeats; on CUDA every timed call is bracketed by ``torch.cuda.synchronize``. Writes
+``STEM.json`` and ``STEM.md`` for ``--out STEM`` (a bare name lands in benchmarks/), after every case.
 
-    python scripts/bench_scfac.py --quick     # CPU: network level at widths 1, 3; layer level at 1, 3, 6, 10
-    python scripts/bench_scfac.py             # widths 1, 3, 6, 10 everywhere (GPU recommended)
+    python scripts/bench_scfac.py --quick --widths 1 3 --threads 1   # CPU: batch 8, 2 timed steps
+    python scripts/bench_scfac.py --device cuda --widths 1 3 6 10 --out $OUT/scfac_cuda   # batch 64, 3 steps
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import platform
 import resource
 import statistics
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("scfac", "cayley", "rko")
@@ -76,23 +80,34 @@ def make_network(method: str, width: int) -> nn.Module:
     return net
 
 
-def _time(fn: Callable[[], object], repeat: int) -> List[float]:
-    out = []
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], object], repeat: int, device: torch.device, budget_s: float = float("inf")) -> List[float]:
+    """Wall times of ``repeat`` calls (synchronised on CUDA); stops early once ``budget_s`` is spent (>= 1 call)."""
+    out: List[float] = []
     for _ in range(repeat):
+        _sync(device)
         t = time.perf_counter()
         fn()
+        _sync(device)
         out.append(time.perf_counter() - t)
+        if sum(out) > budget_s:
+            break
     return out
 
 
-def case_network(method: str, width: int, batch: int, steps: int) -> Dict[str, float]:
-    """Training-step time / peak memory / eval time of WRN22-``width`` (run in a fresh process)."""
+def case_network(method: str, width: int, batch: int, steps: int, device: torch.device) -> Dict[str, float]:
+    """Training-step time / peak extra memory / eval time of WRN22-``width`` (on CPU: run in a fresh process)."""
     from zoo_scfac.robust import multiclass_hinge_loss
 
     torch.manual_seed(0)
-    net = make_network(method, width)
+    net = make_network(method, width).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x = torch.rand(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
 
     def step() -> None:
         loss = multiclass_hinge_loss(net(x), y, 0.1)
@@ -100,22 +115,34 @@ def case_network(method: str, width: int, batch: int, steps: int) -> Dict[str, f
         loss.backward()
         opt.step()
 
-    rss0 = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _rss_mb()
     step()  # warm-up (allocates Adam state)
-    train = _time(step, steps)
-    peak = _peak_mb() - rss0
+    train = _time(step, steps, device, budget_s=20.0)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        peak = _peak_mb() - base
     net.eval()
     with torch.no_grad():
         net(x)
-        infer = _time(lambda: net(x), steps)
-    return {"train_step_s": min(train), "train_step_s_median": statistics.median(train),
+        infer = _time(lambda: net(x), steps, device)
+    return {"train_step_s": min(train), "train_step_s_median": statistics.median(train), "timed_steps": len(train),
             "peak_extra_mb": peak, "eval_s": min(infer)}
 
 
-def orthogonality_errors(method: str, c: int, k: int, n: int) -> Dict[str, float]:
-    """``max |sigma - 1|`` of a ``c -> c`` layer's circular operator on ``n x n`` in float32 and float64."""
-    from zoo_scfac.spectral import circular_singular_values
+def max_sigma_error(mats: Tensor) -> float:
+    """``max |sigma - 1|`` over the singular values of ``(..., m, k)`` matrices, from float64 Gram eigenvalues."""
+    m = mats.to(torch.complex128)
+    gram = m.mH @ m if m.shape[-2] >= m.shape[-1] else m @ m.mH
+    return float((torch.linalg.eigvalsh(gram).clamp(min=0).sqrt() - 1).abs().max())
 
+
+def orthogonality_errors(method: str, c: int, k: int, n: int, device: torch.device) -> Dict[str, float]:
+    """``max |sigma - 1|`` of a ``c -> c`` layer's circular operator on ``n x n``, built in float32 and float64."""
     out = {}
     for dtype in (torch.float32, torch.float64):
         old = torch.get_default_dtype()
@@ -123,51 +150,62 @@ def orthogonality_errors(method: str, c: int, k: int, n: int) -> Dict[str, float
         try:
             torch.manual_seed(0)
             layer = make_layer(method, c, c, k)
-            with torch.no_grad():  # evaluate away from the initialisation
-                for p in layer.parameters():
-                    p.add_(0.1 * torch.randn_like(p))
-                if method == "cayley":
-                    q = layer.frequency_matrices(n)
-                    sv = torch.linalg.svdvals(q).reshape(-1)
-                elif method == "rko":
-                    sv = circular_singular_values(layer.kernel(), n)
-                else:
-                    sv = circular_singular_values(layer.build_kernel(), n)
         finally:
             torch.set_default_dtype(old)
-        out["float32" if dtype == torch.float32 else "float64"] = float((sv.double() - 1).abs().max())
+        layer.to(device)
+        with torch.no_grad():  # evaluate away from the initialisation
+            for p in layer.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+            if method == "cayley":
+                mats = layer.frequency_matrices(n)
+            else:
+                kernel = layer.kernel() if method == "rko" else layer.build_kernel()
+                mats = torch.fft.fft2(kernel.double(), s=(n, n)).permute(2, 3, 0, 1)
+        out["float32" if dtype == torch.float32 else "float64"] = max_sigma_error(mats)
     return out
 
 
-def case_layer(method: str, width: int, batch: int, repeat: int) -> Dict[str, float]:
+def case_layer(method: str, width: int, batch: int, repeat: int, device: torch.device) -> Dict[str, float]:
     """Widest WRN22 layer (64w -> 64w, kernel 5, 8 x 8): train step, eval time vs nn.Conv2d, orthogonality."""
     c, k, n = 64 * width, 5, 8
     torch.manual_seed(0)
-    layer, plain = make_layer(method, c, c, k), make_layer("plain", c, c, k)
-    x = torch.rand(batch, c, n, n)
+    layer, plain = make_layer(method, c, c, k).to(device), make_layer("plain", c, c, k).to(device)
+    x = torch.rand(batch, c, n, n, device=device)
 
     def step() -> None:
         layer.zero_grad()
         layer(x).square().mean().backward()
 
     step()
-    train = _time(step, max(2, repeat // 4))
+    train = _time(step, max(2, repeat // 4), device, budget_s=10.0)
     layer.eval()
     plain.eval()
-    ts, tp = [], []
+    ts: List[float] = []
+    tp: List[float] = []
     with torch.no_grad():
         layer(x), plain(x)
         for _ in range(repeat):  # interleaved, min over repeats: robust to other processes on the machine
-            ts += _time(lambda: layer(x), 1)
-            tp += _time(lambda: plain(x), 1)
+            ts += _time(lambda: layer(x), 1, device)
+            tp += _time(lambda: plain(x), 1, device)
     res = {"layer_train_step_s": min(train), "layer_eval_s": min(ts), "plain_eval_s": min(tp),
            "eval_vs_plain": min(ts) / min(tp)}
-    res.update({f"orth_err_{k_}": v for k_, v in orthogonality_errors(method, c, k, n).items()})
+    res.update({f"orth_err_{k_}": v for k_, v in orthogonality_errors(method, c, k, n, device).items()})
     return res
 
 
 def run_case(kind: str, method: str, width: int, args: argparse.Namespace) -> Dict[str, float]:
-    """Run one case in a fresh interpreter (clean peak-RSS accounting); returns its JSON result."""
+    """One case: on CPU in a fresh interpreter (clean peak-RSS accounting), on CUDA in this process."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        try:
+            if kind == "net":
+                return case_network(method, width, args.batch, args.steps, device)
+            return case_layer(method, width, args.batch, args.repeat, device)
+        except torch.cuda.OutOfMemoryError:
+            return {"error": "CUDA out of memory"}
+        finally:
+            gc.collect()
+            torch.cuda.empty_cache()
     cmd = [sys.executable, __file__, "--case", f"{kind},{method},{width}", "--batch", str(args.batch),
            "--steps", str(args.steps), "--repeat", str(args.repeat), "--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -180,79 +218,100 @@ def _fmt(v: object, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _meta(args: argparse.Namespace, layer_widths: List[int], net_widths: List[int]) -> Dict[str, object]:
+    device = torch.device(args.device)
+    meta: Dict[str, object] = {
+        "command": "python scripts/bench_scfac.py " + " ".join(sys.argv[1:]), "device": args.device,
+        "batch": args.batch, "timed_steps": args.steps, "eval_repeats": args.repeat, "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "layer_widths": layer_widths, "network_widths": net_widths,
+        "note": "min over repeats; a shared machine, so absolute times are noisy (see load_average)"}
+    if device.type == "cuda":
+        meta.update(gpu=torch.cuda.get_device_name(device), cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return meta
+
+
+def write_report(stem: Path, meta: Dict[str, object], results: Dict[str, Dict]) -> None:
+    """Write ``stem.json`` and ``stem.md`` from the cases run so far (missing cases are left out)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{stem}.json").write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
+    where = meta.get("gpu", "CPU") if meta["device"] != "cpu" else "CPU"
+    lines = ["# SC-Fac vs Cayley vs RKO (WRN22, kernel 5)\n",
+             f"`{meta['command']}`: {where}, {meta['threads']} CPU thread(s), batch {meta['batch']}, torch {meta['torch']}, "
+             f"load average {meta['load_average']}. Times are the minimum over repeats. Ratios are against SC-Fac in "
+             "the same run.\n",
+             "## Widest layer (64w -> 64w, 8 x 8): orthogonality and eval inference\n",
+             "| width | method | max abs(sigma-1) f32 | max abs(sigma-1) f64 | train step (s) | eval (ms) | eval / nn.Conv2d |",
+             "|---|---|---|---|---|---|---|"]
+    for key, r in results["layer"].items():
+        m, w = key.split("@")
+        if "error" in r:
+            lines.append(f"| {w} | {m} | error: {r['error']} | | | | |")
+            continue
+        lines.append(f"| {w} | {m} | {r['orth_err_float32']:.2e} | {r['orth_err_float64']:.2e} | "
+                     f"{r['layer_train_step_s']:.3f} | {1e3 * r['layer_eval_s']:.2f} | {r['eval_vs_plain']:.3f} |")
+    lines += ["", "## WRN22-w network: training step, peak extra memory, eval\n",
+              "| width | method | train step (s) | x SC-Fac | peak extra memory (MB) | x SC-Fac | eval (s) |",
+              "|---|---|---|---|---|---|---|"]
+    for key, r in results["network"].items():
+        m, w = key.split("@")
+        if "error" in r:
+            lines.append(f"| {w} | {m} | error: {r['error']} | | | | |")
+            continue
+        base = results["network"].get(f"scfac@{w}", {})
+        t_ratio = r["train_step_s"] / base["train_step_s"] if "train_step_s" in base else None
+        m_ratio = r["peak_extra_mb"] / base["peak_extra_mb"] if base.get("peak_extra_mb") else None
+        lines.append(f"| {w} | {m} | {r['train_step_s']:.3f} | {_fmt(t_ratio, '.2f')} | {r['peak_extra_mb']:.0f} | "
+                     f"{_fmt(m_ratio, '.2f')} | {r['eval_s']:.3f} |")
+    Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="network level at widths 1, 3 only (CPU)")
+    p.add_argument("--quick", action="store_true", help="network level at widths 1, 3 only, batch 8 (CPU)")
     p.add_argument("--widths", type=int, nargs="*", default=None)
-    p.add_argument("--batch", type=int, default=None, help="default 8 (--quick) or 64")
-    p.add_argument("--steps", type=int, default=None, help="timed training steps (default 2 quick / 5)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--batch", type=int, default=None, help="default 8 (--quick) or 64 (the dissertation's)")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps after one warm-up (default 2 quick / 3)")
     p.add_argument("--repeat", type=int, default=20, help="eval timing repeats (layer level)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="scfac")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU, unchanged on CUDA)")
+    p.add_argument("--out", default="scfac", help="output STEM: writes STEM.json, STEM.md (bare name: in benchmarks/)")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.batch = args.batch or (8 if args.quick else 64)
-    args.steps = args.steps or (2 if args.quick else 5)
-    torch.set_num_threads(args.threads)
+    args.steps = args.steps or (2 if args.quick else 3)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available in this torch build ({torch.__version__})")
+    if args.threads is None and device.type == "cpu":
+        args.threads = 1
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.case:
         kind, method, width = args.case.split(",")
         if kind == "net":
-            res = case_network(method, int(width), args.batch, args.steps)
+            res = case_network(method, int(width), args.batch, args.steps, device)
         else:
-            res = case_layer(method, int(width), args.batch, args.repeat)
+            res = case_layer(method, int(width), args.batch, args.repeat, device)
         print(json.dumps(res))
         return
     layer_widths = args.widths or [1, 3, 6, 10]
     net_widths = args.widths or ([1, 3] if args.quick else [1, 3, 6, 10])
+    stem = Path(args.out) if Path(args.out).parent != Path(".") else ROOT / "benchmarks" / args.out
+    meta = _meta(args, layer_widths, net_widths)
+    print(f"device {args.device}, load average {meta['load_average']}", flush=True)
     results: Dict[str, Dict] = {"layer": {}, "network": {}}
-    for w in layer_widths:
-        for m in METHODS:
-            r = run_case("layer", m, w, args)
-            results["layer"][f"{m}@{w}"] = r
-            print(f"layer  width {w:2d} {m:7s} {r}", flush=True)
-    for w in net_widths:
-        for m in ("plain",) + METHODS:
-            r = run_case("net", m, w, args)
-            results["network"][f"{m}@{w}"] = r
-            print(f"wrn22  width {w:2d} {m:7s} {r}", flush=True)
-    meta = {"command": "python scripts/bench_scfac.py " + " ".join(a for a in sys.argv[1:]),
-            "batch": args.batch, "timed_steps": args.steps, "eval_repeats": args.repeat, "threads": args.threads,
-            "device": "cpu", "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "layer_widths": layer_widths, "network_widths": net_widths,
-            "note": "min over repeats; the CPU was shared with other jobs, so absolute times are noisy"}
-    out = {"meta": meta, **results}
-    bench = ROOT / "benchmarks"
-    (bench / f"{args.out}.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"# SC-Fac vs Cayley vs RKO (WRN22, kernel 5)\n",
-             f"`{meta['command']}`: CPU, {args.threads} thread(s), batch {args.batch}, torch {torch.__version__}. "
-             "Times are the minimum over repeats on a shared machine. Ratios are against SC-Fac in the same run.\n",
-             "## Widest layer (64w -> 64w, 8 x 8): orthogonality and eval inference\n",
-             "| width | method | max abs(sigma-1) f32 | max abs(sigma-1) f64 | train step (s) | eval (ms) | eval / nn.Conv2d |",
-             "|---|---|---|---|---|---|---|"]
-    for w in layer_widths:
-        for m in METHODS:
-            r = results["layer"][f"{m}@{w}"]
-            if "error" in r:
-                lines.append(f"| {w} | {m} | error: {r['error']} | | | | |")
-                continue
-            lines.append(f"| {w} | {m} | {r['orth_err_float32']:.2e} | {r['orth_err_float64']:.2e} | "
-                         f"{r['layer_train_step_s']:.3f} | {1e3 * r['layer_eval_s']:.2f} | {r['eval_vs_plain']:.3f} |")
-    lines += ["", "## WRN22-w network: training step, peak memory, eval\n",
-              "| width | method | train step (s) | x SC-Fac | peak extra memory (MB) | x SC-Fac | eval (s) |",
-              "|---|---|---|---|---|---|---|"]
-    for w in net_widths:
-        base = results["network"][f"scfac@{w}"]
-        for m in ("plain",) + METHODS:
-            r = results["network"][f"{m}@{w}"]
-            if "error" in r:
-                lines.append(f"| {w} | {m} | error: {r['error']} | | | | |")
-                continue
-            t_ratio = r["train_step_s"] / base["train_step_s"] if "train_step_s" in base else None
-            m_ratio = r["peak_extra_mb"] / base["peak_extra_mb"] if base.get("peak_extra_mb") else None
-            lines.append(f"| {w} | {m} | {r['train_step_s']:.2f} | {_fmt(t_ratio, '.2f')} | {r['peak_extra_mb']:.0f} | "
-                         f"{_fmt(m_ratio, '.2f')} | {r['eval_s']:.3f} |")
-    (bench / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    cases = [("layer", m, w) for w in layer_widths for m in METHODS]
+    cases += [("net", m, w) for w in net_widths for m in ("plain",) + METHODS]
+    for kind, m, w in cases:
+        r = run_case(kind, m, w, args)
+        results["layer" if kind == "layer" else "network"][f"{m}@{w}"] = r
+        print(f"{'layer' if kind == 'layer' else 'wrn22'}  width {w:2d} {m:7s} {r}", flush=True)
+        meta["load_average"] = [round(v, 2) for v in os.getloadavg()]
+        write_report(stem, meta, results)
+    print(Path(f"{stem}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -60,3 +60,18 @@ def test_rko_is_one_lipschitz_but_not_orthogonal():
     assert torch.allclose(sv.sort(descending=True).values, dense, atol=1e-10)
     assert float(sv.max()) <= 1 + 1e-12
     assert float((sv - 1).abs().max()) > 0.1
+
+
+def test_rko_caches_its_kernel_in_eval_mode_only():
+    torch.manual_seed(0)
+    layer = RKOConv2d(3, 5, 3)
+    x = torch.randn(2, 3, 6, 6)
+    train_out = layer(x)
+    layer.eval()
+    assert torch.allclose(layer(x), train_out, atol=1e-6)
+    cached = layer._cache
+    layer(x)
+    assert layer._cache is cached
+    with torch.no_grad():
+        layer.weight.add_(0.1)
+    assert not torch.allclose(layer(x), train_out, atol=1e-3)  # a parameter change invalidates the cache

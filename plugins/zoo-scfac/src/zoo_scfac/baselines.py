@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_scfac.layers import _EvalCache
+
 
 def generalized_cayley(w: Tensor) -> Tensor:
     """Column-orthogonal ``(..., m, k)`` matrix from any ``(..., m, k)`` ``w`` (``m >= k``; else row-orthogonal).
@@ -104,8 +106,11 @@ def bjorck(w: Tensor, iters: int = 20, beta: float = 0.5) -> Tensor:
     return w
 
 
-class RKOConv2d(nn.Module):
-    """Reshaped-kernel-orthogonalised convolution (Bjorck), scaled by ``1 / K`` (1-Lipschitz), circular padding."""
+class RKOConv2d(_EvalCache):
+    """Reshaped-kernel-orthogonalised convolution (Bjorck), scaled by ``1 / K`` (1-Lipschitz), circular padding.
+
+    As LConvNet's "streamlined" evaluation, the kernel is computed once in ``eval()`` mode and cached.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__()
@@ -123,4 +128,4 @@ class RKOConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         p = self.kernel_size // 2
-        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), self.kernel(), self.bias)
+        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), self._cached(self.kernel), self.bias)

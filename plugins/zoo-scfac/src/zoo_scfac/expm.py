@@ -11,6 +11,7 @@ training. This is the map geotorch's ``SO`` applies to skew-symmetric matrices (
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -38,18 +39,23 @@ def taylor(x: Tensor) -> Tensor:
     x2 = x @ x
     powers = torch.stack((eye, x, x2, x2 @ x))  # (BLOCK, b, n, n)
     step = x2 @ x2
-    blocks = torch.tensordot(_block_coefficients(x), powers, dims=1)  # block j: sum_i x^i / (BLOCK j + i)!
+    blocks = torch.tensordot(_block_coefficients(x), powers, dims=1).unbind(0)  # sum_i x^i / (BLOCK j + i)!
     out = blocks[-1]
-    for j in range(blocks.shape[0] - 2, -1, -1):
-        out = torch.baddbmm(blocks[j], out, step)
+    for block in reversed(blocks[:-1]):
+        out = torch.baddbmm(block, out, step)
     return out
 
 
 def _block_coefficients(like: Tensor) -> Tensor:
     """``(ceil((DEGREE + 1) / BLOCK), BLOCK)`` Taylor coefficients ``1 / (BLOCK j + i)!`` (0 beyond ``DEGREE``)."""
+    return _coefficients_on(like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=None)
+def _coefficients_on(dtype: torch.dtype, device: torch.device) -> Tensor:
     rows = -(-(DEGREE + 1) // BLOCK)
     coeffs = [[_COEFFS[BLOCK * j + i] if BLOCK * j + i <= DEGREE else 0.0 for i in range(BLOCK)] for j in range(rows)]
-    return torch.tensor(coeffs, dtype=like.dtype, device=like.device)
+    return torch.tensor(coeffs, dtype=dtype, device=device)
 
 
 def expm(a: Tensor) -> Tensor:
