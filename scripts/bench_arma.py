@@ -2,19 +2,26 @@
 """Forward+backward time and activation memory: ARMAConv2d vs nn.Conv2d (3x3, 5x5) vs a non-local block.
 
 Every row times the four layers on the same input in the same run, interleaved, and reports ratios to the
-3x3 convolution. Memory is the bytes autograd saves for backward (``saved_tensors_hooks``), which is what
+3x3 convolution. On the CPU with one thread the clock is the thread's CPU time (``time.thread_time``: autograd
+runs CPU graphs on the calling thread), so that other processes on a shared machine do not count; the wall
+clock is recorded beside it, with the load average before and after. On CUDA it is the wall clock around a
+synchronised call. Memory is the bytes autograd saves for backward (``saved_tensors_hooks``), which is what
 the layer adds to training memory on any device; on CUDA the peak allocated memory is also recorded.
 
-    python scripts/bench_arma.py --quick          # CPU: 32/64 channels x 32/64/128 px, batch 1
-    python scripts/bench_arma.py                  # 32-256 channels x 32-224 px, batch 8 (use a GPU)
+    python scripts/bench_arma.py --quick          # CPU: 32/64 channels x 32/64/128 px, batch 1, 3 reps
+    python scripts/bench_arma.py --device cuda    # 32-256 channels x 32-224 px, batch 8, 10 reps
+                                                  # (about a minute on one H100; the non-local block is
+                                                  # skipped above 128x128 px, where its (HW)^2 attention
+                                                  # matrix alone takes 8 B x 4 bytes x (HW)^2)
 
-Writes benchmarks/arma.json and benchmarks/arma.md (``--out`` changes the stem).
+Writes benchmarks/arma.json and benchmarks/arma.md (``--out STEM`` changes the stem).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -46,23 +53,25 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return total[0]
 
 
-def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int) -> Dict[str, float]:
-    """Median seconds of one forward + backward per layer; the layers take turns inside each repetition so a
-    change of machine load hits all of them alike (the first round warms up and is dropped)."""
+def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int, clock: Callable[[], float]) -> Dict[str, Dict[str, float]]:
+    """Median ``clock`` and wall seconds of one forward + backward per layer; the layers take turns inside each
+    repetition so a change of machine load hits all of them alike (the first round warms up and is dropped)."""
     times: Dict[str, List[float]] = {k: [] for k in layers}
+    walls: Dict[str, List[float]] = {k: [] for k in layers}
     for rep in range(reps + 1):
         for name, layer in layers.items():
             x.grad = None
             layer.zero_grad(set_to_none=True)
             if x.is_cuda:
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, w0 = clock(), time.perf_counter()
             layer(x).sum().backward()
             if x.is_cuda:
                 torch.cuda.synchronize()
             if rep:
-                times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+                times[name].append(clock() - t0)
+                walls[name].append(time.perf_counter() - w0)
+    return {k: {"time": statistics.median(times[k]), "wall": statistics.median(walls[k])} for k in layers}
 
 
 def make_layers(c: int, device: torch.device) -> Dict[str, nn.Module]:
@@ -80,7 +89,7 @@ def main() -> None:
     p.add_argument("--channels", type=int, nargs="+")
     p.add_argument("--sizes", type=int, nargs="+")
     p.add_argument("--batch", type=int)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, help="timed repetitions per layer and row (default 3 on the CPU, 10 on CUDA)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-nonlocal-pixels", type=int, default=128 * 128,
                    help="skip the non-local block above this many pixels (its attention matrix is (HW)^2)")
@@ -92,6 +101,12 @@ def main() -> None:
     sizes = args.sizes or ([32, 64, 128] if args.quick else [32, 64, 128, 224])
     batch = args.batch or (1 if args.quick else 8)
     device = torch.device(args.device)
+    reps = args.reps or (10 if device.type == "cuda" else 3)
+    cpu_time = device.type == "cpu" and args.threads == 1
+    clock = time.thread_time if cpu_time else time.perf_counter
+    clock_name = "thread CPU time" if cpu_time else "wall clock"
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    print(f"load average {load_before}; timing by {clock_name}", flush=True)
 
     rows: List[Dict] = []
     for c in channels:
@@ -101,18 +116,29 @@ def main() -> None:
             x = torch.randn(batch, c, s, s, device=device, requires_grad=True)
             row: Dict = {"channels": c, "size": s, "batch": batch}
             active = {k: v for k, v in layers.items() if not (k == "nonlocal" and s * s > args.max_nonlocal_pixels)}
-            for name, sec in time_interleaved(active, x, args.reps).items():
-                row[f"{name}_ms"] = round(1e3 * sec, 3)
+            try:
+                timed = time_interleaved(active, x, reps, clock)
+            except torch.cuda.OutOfMemoryError:  # only the non-local block can run out; time the rest
+                torch.cuda.empty_cache()
+                active.pop("nonlocal")
+                timed = time_interleaved(active, x, reps, clock)
+            for name, sec in timed.items():
+                row[f"{name}_ms"] = round(1e3 * sec["time"], 3)
+                row[f"{name}_wall_ms"] = round(1e3 * sec["wall"], 3)
             for name, layer in layers.items():
                 if name not in active:
-                    row[f"{name}_ms"] = row[f"{name}_saved_mb"] = None
+                    row[f"{name}_ms"] = row[f"{name}_wall_ms"] = row[f"{name}_saved_mb"] = None
                     continue
                 if device.type == "cuda":
+                    torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
                 row[f"{name}_saved_mb"] = round(saved_bytes(lambda: layer(x).sum()) / 2**20, 3)
                 if device.type == "cuda":
-                    layer(x).sum().backward()
-                    row[f"{name}_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                    try:
+                        layer(x).sum().backward()
+                        row[f"{name}_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                    except torch.cuda.OutOfMemoryError:  # the non-local block's (HW)^2 attention at large C
+                        row[f"{name}_peak_mb"] = None
             base = row["conv3x3_ms"]
             for name in ("conv5x5", "arma3x3", "nonlocal"):
                 row[f"{name}_vs_conv3x3"] = None if row[f"{name}_ms"] is None else round(row[f"{name}_ms"] / base, 2)
@@ -130,11 +156,16 @@ def main() -> None:
         "arma_cheaper_than_nonlocal_at_64px_and_above": all(r["arma_vs_nonlocal"] is None or r["arma_vs_nonlocal"] < 1 for r in big) if big else None,
         "nonlocal_rows_skipped": sum(r["nonlocal_ms"] is None for r in rows),
     }
+    load_after = [round(v, 2) for v in os.getloadavg()]
+    command = "python scripts/bench_arma.py" + (" --quick" if args.quick else "") + (
+        f" --device {device.type}" if device.type == "cuda" else f" --threads {args.threads}")
     report = {
-        "command": "python scripts/bench_arma.py" + (" --quick" if args.quick else "") + f" --threads {args.threads}",
+        "command": command,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {args.threads} thread(s)",
         "torch": torch.__version__,
-        "grid": {"channels": channels, "sizes": sizes, "batch": batch, "reps": args.reps},
+        "clock": clock_name,
+        "load_average_1_5_15min": {"before": load_before, "after": load_after},
+        "grid": {"channels": channels, "sizes": sizes, "batch": batch, "reps": reps},
         "layers": {"conv3x3": "nn.Conv2d 3x3", "conv5x5": "nn.Conv2d 5x5", "arma3x3": "ARMAConv2d MA 3x3 + AR 3x3 (FFT solve)",
                    "nonlocal": "embedded-Gaussian non-local block, C/2 inner channels"},
         "goals": goals,
@@ -145,13 +176,14 @@ def main() -> None:
     fmt = lambda v, suffix="": "-" if v is None else f"{v}{suffix}"
     lines = [
         "# ARMAConv2d vs convolutions vs non-local block (forward + backward)", "",
-        f"`{report['command']}` on {report['device']}, torch {torch.__version__}; batch {batch}, median of {args.reps} runs. "
-        "Ratios are to the 3x3 convolution measured in the same run; memory = bytes saved for backward.", "",
-        "| C | px | conv3x3 ms | conv5x5 | ARMA 3x3 | non-local | ARMA / non-local | saved MB conv3 / ARMA / NL |",
+        f"`{report['command']}` on {report['device']}, torch {torch.__version__}; batch {batch}, median of {reps} runs by "
+        f"{clock_name} (load average {load_before} before, {load_after} after). Ratios are to the 3x3 convolution "
+        "measured in the same run; memory = bytes saved for backward.", "",
+        "| C | px | conv3x3 ms (wall) | conv5x5 | ARMA 3x3 | non-local | ARMA / non-local | saved MB conv3 / ARMA / NL |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['channels']} | {r['size']} | {r['conv3x3_ms']} | x{r['conv5x5_vs_conv3x3']} | x{r['arma3x3_vs_conv3x3']} | "
+        lines.append(f"| {r['channels']} | {r['size']} | {r['conv3x3_ms']} ({r['conv3x3_wall_ms']}) | x{r['conv5x5_vs_conv3x3']} | x{r['arma3x3_vs_conv3x3']} | "
                      f"{fmt(r['nonlocal_vs_conv3x3'], '')} | {fmt(r['arma_vs_nonlocal'])} | "
                      f"{r['conv3x3_saved_mb']} / {r['arma3x3_saved_mb']} / {fmt(r['nonlocal_saved_mb'])} |")
     lines += ["", "Goals (Table 6.1's claim, measured):",

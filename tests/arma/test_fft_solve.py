@@ -101,3 +101,22 @@ def test_factor_coordinates_are_the_rotated_taps():
     torch.testing.assert_close(sd, 0.95 * torch.tanh(params))
     with pytest.raises(ValueError, match="margin"):
         factor_coordinates(params, 0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_cuda_matches_the_cpu_reference(dtype, tol):
+    torch.manual_seed(3)
+    for b, pad in [(1, 0), (3, 2)]:
+        t = torch.randn(b, 4, 12, 9, dtype=torch.float64, requires_grad=True)
+        params = torch.randn(4, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+        ref = reference_solve(t, params, pad)
+        grad_y = torch.randn_like(ref)
+        want = torch.autograd.grad(ref, (t, params), grad_y)
+        tc = t.detach().to("cuda", dtype).requires_grad_()
+        pc = params.detach().to("cuda", dtype).requires_grad_()
+        y = ar_solve(tc, pc, padding=pad)
+        got = torch.autograd.grad(y, (tc, pc), grad_y.to("cuda", dtype))
+        torch.testing.assert_close(y.double().cpu(), ref.detach(), rtol=tol, atol=tol)
+        for g_got, g_want in zip(got, want):
+            torch.testing.assert_close(g_got.double().cpu(), g_want, rtol=tol, atol=tol)

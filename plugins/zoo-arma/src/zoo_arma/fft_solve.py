@@ -33,6 +33,19 @@ def _grid(size: Tuple[int, int], dtype: torch.dtype, device: torch.device) -> Tu
         return torch.cos(w).to(device, dtype), torch.sin(w).to(device, dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _column_weight(size: Tuple[int, int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(W'//2+1,)`` weights of ``dL/dm`` on the rfft grid, ``c / (H' W')``: interior columns stand for two
+    bins (``c = 2``), the DC and (even ``W'``) Nyquist columns for one. Cached like :func:`_grid`."""
+    hp, wp = size
+    with torch.inference_mode(False), torch.no_grad():
+        weight = torch.full((wp // 2 + 1,), 2.0 / (hp * wp), dtype=torch.float64)
+        weight[0] = 1.0 / (hp * wp)
+        if wp % 2 == 0:
+            weight[-1] = 1.0 / (hp * wp)
+        return weight.to(device, dtype)
+
+
 def _inverse_factors(sd: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """``1 / F_q(w)`` with ``F_q = 1 + s_q cos w + i d_q sin w`` for both axes at once: ``sd`` ``(T, 2, Q, 2)``
     -> complex ``(T, 2, Q, n)``. ``|F_q| >= 1 - rho > 0`` by the re-parameterization."""
@@ -87,11 +100,7 @@ class _SeparableSolve(torch.autograd.Function):
             t_hat_conj, inv_f = ctx.saved_tensors[1:]
             prod = g_hat * t_hat_conj  # (B, T, H', W'//2+1)
             grad_m = prod.sum(0) if prod.shape[0] > 1 else prod[0]
-            # dL/dm on the rfft grid weighs interior columns twice (each stands for two bins), DC/Nyquist once.
-            weight = torch.full((wp // 2 + 1,), 2.0 / (hp * wp), dtype=g.dtype, device=g.device)
-            weight[0] = 1.0 / (hp * wp)
-            if wp % 2 == 0:
-                weight[-1] = 1.0 / (hp * wp)
+            weight = _column_weight(ctx.size, g.dtype, g.device)
             # dL/dR = sum_w dL/dm conj(C), dL/dC = sum_h dL/dm conj(R), as (1 x n) @ (n x n') products.
             grad_resp = torch.zeros_like(resp)
             grad_resp[:, 0, :hp] = torch.bmm((c.conj() * weight)[:, None, :], grad_m.transpose(1, 2))[:, 0]
