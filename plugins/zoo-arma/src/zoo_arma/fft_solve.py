@@ -22,15 +22,15 @@ __all__ = ["separable_ar_solve"]
 
 
 @functools.lru_cache(maxsize=64)
-def _grid(size: Tuple[int, int], dtype: torch.dtype, device: torch.device) -> Tuple[Tensor, Tensor]:
-    """``cos w``, ``sin w`` ``(2, 1, n)`` at ``w = 2 pi k / H'`` (row 0) and ``2 pi k / W'`` (row 1), ``k < n``,
+def _grid(size: Tuple[int, int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(cos w, sin w)`` as ``(2, 1, n, 2)`` at ``w = 2 pi k / H'`` (row 0) and ``2 pi k / W'`` (row 1), ``k < n``,
     ``n = max(H', W'//2+1)``: the full DFT grid of the rows and the rfft grid of the columns, plus an unused
     tail. Cached per size, dtype and device (built outside inference mode so that any later call may use it)."""
     hp, wp = size
     with torch.inference_mode(False), torch.no_grad():
         k = torch.arange(max(hp, wp // 2 + 1), dtype=torch.float64)
         w = torch.stack([k * (2.0 * math.pi / hp), k * (2.0 * math.pi / wp)])[:, None, :]
-        return torch.cos(w).to(device, dtype), torch.sin(w).to(device, dtype)
+        return torch.stack([torch.cos(w), torch.sin(w)], dim=-1).to(device, dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -46,10 +46,10 @@ def _column_weight(size: Tuple[int, int], dtype: torch.dtype, device: torch.devi
         return weight.to(device, dtype)
 
 
-def _inverse_factors(sd: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def _inverse_factors(sd: Tensor, cs: Tensor) -> Tensor:
     """``1 / F_q(w)`` with ``F_q = 1 + s_q cos w + i d_q sin w`` for both axes at once: ``sd`` ``(T, 2, Q, 2)``
-    -> complex ``(T, 2, Q, n)``. ``|F_q| >= 1 - rho > 0`` by the re-parameterization."""
-    return torch.complex((sd[..., 0, None] * cos).add_(1.0), sd[..., 1, None] * sin).reciprocal()
+    and ``cs = _grid(...)`` -> complex ``(T, 2, Q, n)``. ``|F_q| >= 1 - rho > 0`` by the re-parameterization."""
+    return torch.view_as_complex(sd[..., None, :] * cs).add_(1.0).reciprocal_()
 
 
 def _multiplier(r: Tensor, c: Tensor) -> Tensor:
@@ -67,8 +67,7 @@ class _SeparableSolve(torch.autograd.Function):
     def forward(ctx, t: Tensor, sd: Tensor, size: Tuple[int, int]) -> Tensor:  # type: ignore[override]
         h, w = t.shape[-2:]
         hp, wp = size
-        cos, sin = _grid(size, sd.dtype, sd.device)
-        inv_f = _inverse_factors(sd, cos, sin)  # (T, 2, Q, n)
+        inv_f = _inverse_factors(sd, _grid(size, sd.dtype, sd.device))  # (T, 2, Q, n)
         resp = inv_f.prod(dim=2)  # (T, 2, n): R on row 0 (first H'), C on row 1 (first W'//2+1)
         r, c = resp[:, 0, :hp], resp[:, 1, : wp // 2 + 1]
         t_hat = torch.fft.rfft2(t, s=size)
@@ -105,10 +104,10 @@ class _SeparableSolve(torch.autograd.Function):
             grad_resp = torch.zeros_like(resp)
             grad_resp[:, 0, :hp] = torch.bmm((c.conj() * weight)[:, None, :], grad_m.transpose(1, 2))[:, 0]
             grad_resp[:, 1, : wp // 2 + 1] = torch.bmm(r.conj()[:, None, :], grad_m)[:, 0] * weight
-            # R = prod_q 1/F_q: dR/ds_q = -R cos / F_q, dR/dd_q = -i R sin / F_q; dL/dp = Re(sum_w g conj(dR/dp)).
+            # R = prod_q 1/F_q: dR/ds_q = -R cos / F_q, dR/dd_q = -i R sin / F_q; dL/dp = Re(sum_w g conj(dR/dp)),
+            # i.e. dL/ds_q = -sum_w Re(v) cos w and dL/dd_q = -sum_w Im(v) sin w with v = g conj(R / F_q).
             v = grad_resp[:, :, None, :] * (resp[:, :, None, :] * inv_f).conj()
-            cos, sin = _grid(ctx.size, g.dtype, g.device)
-            grad_sd = torch.stack([-(v.real * cos).sum(-1), -(v.imag * sin).sum(-1)], dim=-1)
+            grad_sd = (torch.view_as_real(v) * _grid(ctx.size, g.dtype, g.device)).sum(-2).neg_()
         if ctx.needs_input_grad[0]:
             gt = torch.fft.irfft2(g_hat.mul_(_multiplier(r.conj(), c.conj())), s=ctx.size)
             grad_t = gt.add_(g) if (hp, wp) == (h, w) else gt[..., :h, :w] + g
