@@ -11,12 +11,8 @@ import argparse
 import json
 import sys
 
-from torch.utils.data import DataLoader
-
 import zoo
-from zoo.metrics import evaluate
-from zoo.recipes import build_data, load_recipe
-from zoo.training.trainer import FinetuneConfig, entry_of
+from zoo.recipes import held_out_metrics, load_recipe, not_reproduced
 
 
 def main() -> int:
@@ -30,17 +26,14 @@ def main() -> int:
     args = parser.parse_args()
     model = zoo.create(args.name, pretrained=True)
     recipe = load_recipe(args.recipe or model.pretrained_cfg["architecture"])
-    _, held, description = build_data(recipe, model.pretrained_cfg)
-    batch_size = args.batch_size or FinetuneConfig(**recipe.finetune).batch_size
-    metrics = evaluate(model, DataLoader(held, batch_size=batch_size), entry_of(model))  # PGD needs gradients
+    metrics, description = held_out_metrics(model, recipe, args.batch_size)
     entry = zoo.model_info(args.name) if not args.name.startswith(("local-dir:", "hf-hub:")) else None
     recorded = dict(entry.weights.metrics) if entry is not None and entry.weights is not None else {}
     reference = dict(entry.reference.metrics) if entry is not None and entry.reference is not None else {}
     print(json.dumps({"model": args.name, "data": description, "measured": metrics, "recorded": recorded,
                       "dissertation": reference}, indent=2))
     if args.check:
-        bad = {k: (v, metrics.get(k)) for k, v in recorded.items()
-               if k not in metrics or abs(metrics[k] - v) > args.tolerance * max(1.0, abs(v))}
+        bad = not_reproduced(recorded, metrics, args.tolerance)
         if bad:
             print(f"not reproduced (recorded, measured): {bad}", file=sys.stderr)
             return 1

@@ -15,6 +15,7 @@ so ``scripts/evaluate.py NAME --check`` re-measures them.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import os
 from pathlib import Path
@@ -41,13 +42,14 @@ class DataSpec(BaseModel):
     limit: Optional[int] = Field(None, gt=0, description="use only this many training examples")
     train: Optional[str] = Field(None, description="folder source: training data path ($VARS expanded)")
     val: Optional[str] = Field(None, description="folder source: held-out data path ($VARS expanded)")
-    options: Dict[str, Any] = Field(default_factory=dict, description="extra arguments of a python: source")
+    options: Dict[str, Any] = Field(default_factory=dict,
+                                    description="extra arguments of a python: source (string $VARS expanded)")
 
     @model_validator(mode="after")
     def _complete(self) -> "DataSpec":
         if self.source == "folder" and (self.train is None or self.val is None):
             raise ValueError("a folder source needs both train and val paths")
-        if self.source != "folder" and self.holdout is None:
+        if self.source in ("mnist", "cifar10", "isic") and self.holdout is None:
             raise ValueError(f"source {self.source!r} needs holdout (the size of the held-out split)")
         return self
 
@@ -71,11 +73,24 @@ class Recipe(BaseModel):
 
 
 def load_recipe(name_or_path: str, folder: Path = RECIPES) -> Recipe:
-    """The recipe of a model name (``folder/NAME.yaml``) or of a YAML file path."""
-    path = Path(name_or_path) if name_or_path.endswith((".yaml", ".yml")) else folder / f"{name_or_path}.yaml"
+    """The recipe of a model name (``folder/NAME.yaml``, else the recipe whose ``model`` is an fnmatch pattern
+    matching NAME, e.g. ``resnet50-*``, with ``model`` set to NAME) or of a YAML file path."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        return _parse(Path(name_or_path))
+    path = folder / f"{name_or_path}.yaml"
+    if path.is_file():
+        return _parse(path)
+    recipes = [_parse(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
+    for recipe in recipes:
+        if any(c in recipe.model for c in "*?[") and fnmatch.fnmatchcase(name_or_path, recipe.model):
+            return recipe.model_copy(update={"model": name_or_path})
+    known = ", ".join(r.model for r in recipes) or "none"
+    raise ZooError(f"no recipe {path} and no recipe pattern matches {name_or_path!r}; recipes exist for: {known}")
+
+
+def _parse(path: Path) -> Recipe:
     if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        raise ZooError(f"no recipe {path}; recipes exist for: {', '.join(known) or 'none'}")
+        raise ZooError(f"no recipe {path}")
     try:
         return Recipe(**(yaml.safe_load(path.read_text()) or {}))
     except ValidationError as err:
@@ -145,5 +160,31 @@ def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset
             factory = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as exc:
             raise ZooError(f"recipe data source {spec.source!r} cannot be imported: {exc}") from None
-        return factory(cfg=cfg, holdout=spec.holdout, seed=spec.seed, limit=spec.limit, **spec.options)
+        options = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in spec.options.items()}
+        unset = sorted({v for v in options.values() if isinstance(v, str) and "$" in v})
+        if unset:
+            raise ZooError(f"recipe data options {unset} name environment variables that are not set")
+        return factory(cfg=cfg, holdout=spec.holdout, seed=spec.seed, limit=spec.limit, **options)
     raise ZooError(f"unknown recipe data source {spec.source!r} (mnist, cifar10, isic, folder or python:module:function)")
+
+
+def held_out_metrics(model: torch.nn.Module, recipe: Recipe,
+                     batch_size: Optional[int] = None) -> Tuple[Dict[str, float], str]:
+    """``model``'s metrics on the held-out split of ``recipe`` (the family's ``evaluate``, else the task's default),
+    in batches of ``batch_size`` (default: the recipe's, as ``scripts/train.py`` measures), and the data description."""
+    from torch.utils.data import DataLoader
+
+    from zoo.metrics import evaluate
+    from zoo.training.trainer import FinetuneConfig, entry_of
+
+    _, held, description = build_data(recipe, model.pretrained_cfg)
+    size = batch_size or FinetuneConfig(**recipe.finetune).batch_size
+    return evaluate(model, DataLoader(held, batch_size=size), entry_of(model)), description
+
+
+def not_reproduced(recorded: Mapping[str, float], measured: Mapping[str, float],
+                   tolerance: float = 1e-3) -> Dict[str, Tuple[float, Optional[float]]]:
+    """{metric: (recorded, measured)} of the recorded metrics that are missing from ``measured`` or differ by more
+    than ``tolerance`` relative to ``max(1, |recorded|)``."""
+    return {k: (v, measured.get(k)) for k, v in recorded.items()
+            if k not in measured or abs(measured[k] - v) > tolerance * max(1.0, abs(v))}

@@ -1,0 +1,69 @@
+"""Every bundled model re-measured as ``scripts/evaluate.py NAME --check`` does: its recipe's held-out split of the
+shared real data, its family's evaluate hook, and the metrics recorded in the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+import zoo
+from zoo.recipes import held_out_metrics, load_recipe, not_reproduced
+
+BUNDLED = sorted(n for n in zoo.list_models(pretrained=True) if zoo.model_info(n).weights.bundled)
+# The sc-fac evaluate hook estimates a flow's bits/dim with the model's own 2 exact log-det terms and one roulette
+# draw per loader batch; scripts/demo_resflow_mnist.py recorded 8 exact terms, batches of 100, seed 1, plus the
+# standard error and count. Until that hook measures the demo's estimator, the flow's check cannot pass.
+NOT_YET = {"sc-fac-resflow-mnist-small"}
+
+
+def test_the_bundled_models_are_the_ones_the_demos_and_recipes_wrote():
+    assert set(BUNDLED) >= {"bqn-mlp-mnist", "bqn-cnn-mnist", "unet-isic-small", "armaunet-isic-small",
+                            "convttlstm-mnist-small", "convlstm-mnist-small", "lenet5", "lenet5-mcp-5pct",
+                            "lenet5-mcp-10pct", "sc-fac-wrn10-1-cifar10-small", "sc-fac-resflow-mnist-small"}
+
+
+@pytest.mark.parametrize("name", [n for n in BUNDLED if n not in NOT_YET])
+def test_bundled_weights_reproduce_their_recorded_metrics(name, shared_data):
+    recipe = load_recipe(name)  # every bundled model has a recipe naming its held-out split
+    recorded = zoo.model_info(name).weights.metrics
+    measured, description = held_out_metrics(zoo.create(name, pretrained=True), recipe)
+    assert recorded and not not_reproduced(recorded, measured), (description, recorded, measured)
+
+
+def test_demo_recipes_name_their_producer_and_train_py_refuses_them(capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    recipe = load_recipe("bqn-cnn-mnist")
+    assert recipe.produced_by == "python scripts/demo_bqn_mnist.py" and not recipe.finetune
+    old, sys.argv = sys.argv, ["train.py", "bqn-cnn-mnist", "--publish"]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "train.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+    assert stop.value.code == 2
+    assert "produced by `python scripts/demo_bqn_mnist.py`" in capsys.readouterr().err
+
+
+def test_a_recipe_cannot_name_both_a_producer_and_a_schedule(tmp_path):
+    from zoo.errors import ZooError
+
+    path = tmp_path / "lenet5.yaml"
+    path.write_text("model: lenet5\ndata: {source: mnist, holdout: 2000}\nproduced_by: python scripts/x.py\n"
+                    "finetune: {epochs: 1}\n")
+    with pytest.raises(ZooError, match=r"weights come from .python scripts/x.py. has no finetune schedule"):
+        load_recipe(str(path))
+
+
+def test_not_reproduced_names_missing_and_differing_metrics():
+    recorded = {"top1": 97.9, "nll": 0.07, "ece": 0.2}
+    assert not_reproduced(recorded, {"top1": 97.95, "nll": 0.0705, "ece": 0.2, "extra": 1.0}) == {}
+    assert not_reproduced(recorded, {"top1": 97.7, "nll": 0.07}) == {"top1": (97.9, 97.7), "ece": (0.2, None)}
+
+
+def test_the_arma_split_must_be_the_demos(shared_data):
+    from zoo_arma.isic import recipe_data
+
+    with pytest.raises(ValueError, match=r"holdout must be 19 .* got 20"):
+        recipe_data(cfg={}, holdout=20)
