@@ -113,8 +113,31 @@ def test_every_shipped_recipe_validates_and_names_a_registry_model():
     assert recipes
     for path in recipes:
         recipe = load_recipe(str(path))
-        assert recipe.model == path.stem and zoo.model_info(recipe.model).name == recipe.model
+        if "*" in recipe.model:  # a pattern recipe covers registry models that have no recipe of their own
+            names = zoo.list_models(recipe.model)
+            assert names and all(load_recipe(n).model == n for n in names), path
+        else:
+            assert recipe.model == path.stem and zoo.model_info(recipe.model).name == recipe.model
         FinetuneConfig(**recipe.finetune)  # every option is a real trainer option
+
+
+@pytest.mark.parametrize("name,needs", [("resnet50-mtt-1pct", "IMAGENET_DIR"), ("convttlstm-kth", "KTH_DIR"), ("convlstm-kth", "KTH_DIR"),
+                                        ("armaunet-isic", "ISIC2018_DIR"), ("sc-fac-wrn22", "CIFAR10_DIR")])
+def test_out_of_reach_models_have_a_recipe_and_say_how_to_get_weights(name, needs, monkeypatch):
+    from zoo.errors import WeightsError
+    from zoo.recipes import build_data
+
+    recipe = load_recipe(name)
+    assert recipe.model == name and recipe.finetune["epochs"] >= 50 and recipe.produced_by is None
+    assert zoo.model_info(name).weights is None
+    with pytest.raises(WeightsError) as err:
+        zoo.create(name, pretrained=True)
+    message = str(err.value)
+    assert f"has no published weights. Train them with `python scripts/train.py {name}`" in message
+    assert "zoo.create('local-dir:OUT/best', pretrained=True)" in message and "checkpoint_path=" in message
+    monkeypatch.delenv(needs, raising=False)
+    with pytest.raises(ZooError, match=needs):
+        build_data(recipe, {})  # the missing data is reported before the model's input settings are read
 
 
 def test_folder_recipe_says_which_variable_to_set(tmp_path, monkeypatch):

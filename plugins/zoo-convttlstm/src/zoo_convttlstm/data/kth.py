@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple, Union
 
 from .frames import FrameSequenceFolder
 
@@ -62,3 +62,23 @@ class KTHClips(FrameSequenceFolder):
         super().__init__(folders, input_frames, future_frames, size=size, channels=1,
                          random_clips=(split == "train") if random_clips is None else random_clips, seed=seed)
         self.split = split
+
+
+def recipe_data(cfg: Mapping[str, Any], holdout: Optional[int] = None, seed: int = 0, limit: Optional[int] = None,
+                root: str = "", input_frames: int = 10, train_future: int = 10, test_future: int = 40):
+    """Recipe data source (``python:zoo_convttlstm.data.kth:recipe_data``, option ``root``): random 10 -> 10 clips
+    of persons 1-16 for training, the first 10 -> ``test_future`` clip of each sequence of persons 17-25 held out.
+    ``holdout`` and ``limit`` (numbers of sequences) cut the two parts."""
+    from torch.utils.data import Subset
+
+    side = tuple(cfg["input"]["shape"][-2:])
+    train = KTHClips(root, "train", input_frames, train_future, size=side, seed=seed)
+    test = KTHClips(root, "test", input_frames, test_future, size=side, random_clips=False)
+    if limit is not None:
+        train = Subset(train, range(min(limit, len(train))))
+    if holdout is not None:
+        test = Subset(test, range(min(holdout, len(test))))
+    text = (f"KTH actions under {root}, grayscale {side[0]}x{side[1]}: random {input_frames} -> {train_future} clips "
+            f"of {len(train)} sequences of persons 1-16 for training, the first {input_frames} -> {test_future} "
+            f"clip of {len(test)} sequences of persons 17-25 held out (Sec. 4.7.4)")
+    return train, test, text
