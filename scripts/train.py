@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 import zoo
 from zoo.hub.files import write_text_atomic
-from zoo.hub.pretrained import WEIGHTS_NAME
+from zoo.hub.pretrained import WEIGHTS_NAME, push_folder_to_hub
 from zoo.metrics import evaluate
 from zoo.publish import record_weights
 from zoo.recipes import RECIPES, build_data, load_recipe
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the recipes")
     parser.add_argument("--output", default="runs", help="parent folder of the run folder")
     parser.add_argument("--publish", action="store_true", help="record the weights in the registry fragment")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID",
+                        help="upload the measured Hub-ready folder (and record REPO_ID as the weights' hf_hub_id)")
     parser.add_argument("--report-dir", type=Path, default=BENCHMARKS, help="where NAME.json goes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -57,11 +59,15 @@ def main() -> None:
               "folder": str(result.best_dir)}
     write_text_atomic(args.report_dir / f"{recipe.model}.json", json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("model", "metrics", "data", "folder")}, indent=2))
+    if args.push_to_hub:
+        print(push_folder_to_hub(result.best_dir, args.push_to_hub,
+                                 commit_message=f"{recipe.model} from scripts/train.py {args.name}"))
     if args.publish:
         weights = result.best_dir / WEIGHTS_NAME
         size_mb = weights.stat().st_size / 2**20
         bundle = size_mb <= recipe.max_bundle_mb
-        registry = record_weights(zoo.model_info(recipe.model), weights, metrics, description, bundle=bundle)
+        registry = record_weights(zoo.model_info(recipe.model), weights, metrics, description, bundle=bundle,
+                                  hf_hub_id=args.push_to_hub)
         print(f"recorded in {registry} ({size_mb:.2f} MB, {'bundled' if bundle else 'Hub only'})")
 
 

@@ -112,14 +112,25 @@ def _fmt(value: Any) -> str:
 def push_to_hub(model: nn.Module, repo_id: str, *, private: bool = False, commit_message: str = "Upload model",
                 metrics: Optional[Mapping[str, float]] = None, data: Optional[str] = None,
                 token: Optional[str] = None) -> str:
-    """``save_pretrained`` into a temporary folder, then ``HfApi.upload_folder``; returns the commit URL."""
+    """``save_pretrained`` into a temporary folder, then :func:`push_folder_to_hub`; returns the commit URL."""
     import tempfile
 
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp, metrics=metrics, data=data)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+        return push_folder_to_hub(tmp, repo_id, private=private, commit_message=commit_message, token=token)
+
+
+def push_folder_to_hub(folder: str | Path, repo_id: str, *, private: bool = False,
+                       commit_message: str = "Upload model", token: Optional[str] = None) -> str:
+    """Upload a folder written by ``save_pretrained`` (e.g. a training run's ``best/``) with ``HfApi``, creating
+    the repository if needed; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
+        raise ZooError(f"{folder} has no {WEIGHTS_NAME} + {CONFIG_NAME}; expected a folder written by "
+                       f"zoo.save_pretrained")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
     return str(getattr(info, "commit_url", info))

@@ -43,9 +43,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = finetune(args.name, args.data, args.val_data, num_classes=args.num_classes,
                       pretrained=not args.no_pretrained, config=FinetuneConfig(**options))
     if args.push_to_hub and result.best_dir is not None:
-        from zoo.hub.pretrained import push_to_hub
+        from zoo.hub.pretrained import push_folder_to_hub
 
-        print(push_to_hub(result.model, args.push_to_hub))
+        print(push_folder_to_hub(result.best_dir, args.push_to_hub))  # the best epoch, with its metrics in the card
     last = result.history[-1] if result.history else {}
     if args.json:
         print(json.dumps({"history": result.history, "best_dir": str(result.best_dir),
