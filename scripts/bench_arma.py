@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -157,8 +158,10 @@ def main() -> None:
         "nonlocal_rows_skipped": sum(r["nonlocal_ms"] is None for r in rows),
     }
     load_after = [round(v, 2) for v in os.getloadavg()]
-    command = "python scripts/bench_arma.py" + (" --quick" if args.quick else "") + (
-        f" --device {device.type}" if device.type == "cuda" else f" --threads {args.threads}")
+    argv = sys.argv[1:]  # the command as run, less --out
+    flags = [a for i, a in enumerate(argv) if a != "--out" and not a.startswith("--out=") and (i == 0 or argv[i - 1] != "--out")]
+    malloc_env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]  # glibc tuning, if any
+    command = " ".join(malloc_env + ["python scripts/bench_arma.py"] + flags)
     report = {
         "command": command,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {args.threads} thread(s)",
