@@ -12,7 +12,10 @@ Algorithm 2) and concatenates the groups. With circular padding the layer is
 Dilation up-samples the kernel (``H(z^D)``, Table 7.1) and keeps these properties. Zero padding
 truncates the circular operator, so it is only 1-Lipschitz. In ``eval()`` mode the dense kernel is
 built once, cached and reused until a parameter or buffer changes (inference costs one convolution;
-parameters receive no gradient in eval mode). ``factor_dtype`` (default float64) is the precision in which
+parameters receive no gradient in eval mode). In training, a stride-1 2-D layer whose separable form is
+cheaper (``K (T + S) C < K^2 T S`` multiply-adds per pixel and group) applies ``H(z1, z2) = H1(z1) H2(z2)``
+as a ``1 x K`` then a ``K x 1`` convolution (:meth:`separable_forward`, the same operator) and never builds
+the dense kernel. ``factor_dtype`` (default float64) is the precision in which
 the orthogonal factors and their cascade are computed before the kernel is cast to the parameters' dtype:
 float32 matrix exponentials of trained (large-norm) skew matrices and a cascade of ``2 K'`` factors lose
 orthogonality at the 1e-5 level, float64 keeps a float32 layer within ~1e-6. ``None`` computes natively.
@@ -202,8 +205,31 @@ class _OrthoConvNd(_EvalCache):
         if x.dim() != self.ndim + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, {'N, ' * self.ndim}...) with {self.ndim} spatial dims, "
                              f"got shape {tuple(x.shape)}")
+        if self.training and self.separable:
+            return self.separable_forward(x)
         conv = F.conv2d if self.ndim == 2 else F.conv1d
         return conv(self.pad(x), self.kernel(), self.bias, self.stride, 0, self.dilation, self.groups)
+
+    @property
+    def separable(self) -> bool:
+        """Whether training applies the two 1-D systems (stride-1 2-D layers where that costs fewer flops)."""
+        k = self.kernel_size
+        return self.ndim == 2 and self.stride == 1 and k * (self.rows + self.cols) * self.width < k * k * self.rows * self.cols
+
+    def separable_forward(self, x: Tensor) -> Tensor:
+        """Stride-1 2-D layer as a width (``1 x K``, ``H2``) then a height (``K x 1``, ``H1``) convolution.
+
+        ``x``: ``(B, S, H, W)`` -> ``(B, T, H, W)``; the intermediate has ``G C`` channels.
+        """
+        if self.ndim != 2 or self.stride != 1:
+            raise ValueError(f"the separable form needs a stride-1 2-D layer, got ndim={self.ndim}, stride={self.stride}")
+        h = self._systems().to(self.q.parametrizations.weight.original.dtype)  # (G, 2, K, C, C)
+        g, k, c = self.groups, self.kernel_size, self.width
+        width_kernel = h[:, 1, :, :, : self.cols].permute(0, 2, 3, 1).reshape(g * c, self.cols, 1, k)
+        height_kernel = h[:, 0, :, : self.rows, :].permute(0, 2, 3, 1).reshape(self.out_channels, c, k, 1)
+        mode = "circular" if self.padding_mode == "circular" else "constant"
+        z = F.conv2d(F.pad(x, self._pad + (0, 0), mode=mode), width_kernel, None, 1, 0, (1, self.dilation), g)
+        return F.conv2d(F.pad(z, (0, 0) + self._pad, mode=mode), height_kernel, self.bias, 1, 0, (self.dilation, 1), g)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
