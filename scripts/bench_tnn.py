@@ -149,21 +149,28 @@ def worker(config: str, batch: int, size: int, steps: int, warmup: int, threads:
     before = _rss_kb("VmRSS")
     times = []
     counter = MacCounter(model) if kind == "zoo" else None
+    cpu_times = []
     for i in range(warmup + steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t)
+            cpu_times.append(time.process_time() - c)
         if counter is not None:  # the layers' paths are chosen on the first call: count that step only
             macs, counter = counter.close(), None
         if not torch.isfinite(loss):
             raise RuntimeError(f"{config}: non-finite loss")
     peak = _rss_kb("VmHWM")
-    step = sorted(times)[len(times) // 2]
-    return {"config": config, "params": params, "step_s": step, "samples_per_s": batch / step,
+    wall = sorted(times)[len(times) // 2]
+    cpu = sorted(cpu_times)[len(cpu_times) // 2]
+    # with one thread the process CPU time is the step's compute, unaffected by other processes waiting for
+    # the same cores (the wall time is not); with more threads only the wall time means "step time"
+    step = cpu if threads == 1 else wall
+    return {"config": config, "params": params, "step_s": step, "wall_s": wall, "cpu_s": cpu,
+            "clock": "process CPU time" if threads == 1 else "wall", "samples_per_s": batch / step,
             "peak_rss_mb": peak / 1024, "step_mem_mb": (peak - before) / 1024, "times_s": times,
             "rank1_layers": rank1 or 0, **(macs if kind == "zoo" else {})}
 
@@ -242,7 +249,9 @@ def main() -> None:
     (BENCH / "tnn.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
     lines = ["# Tensorial ResNet-50: training-step throughput and memory (CPU)", "",
              f"Command: `{setup['command']}`: batch {args.batch} at {args.size} px, median of {args.steps} timed steps "
-             f"after {args.warmup} warm-up, {args.threads} torch thread(s), {setup['cores']} shared cores "
+             f"after {args.warmup} warm-up, {args.threads} torch thread(s) timed by "
+             f"{'process CPU time (robust to other processes on the shared cores)' if args.threads == 1 else 'wall clock'}, "
+             f"{setup['cores']} shared cores "
              f"(load average at the end {setup['load_avg_at_end'][0]:.1f}); one subprocess per row. "
              "Step = zero_grad + forward + cross-entropy + backward + SGD. Step memory = peak RSS - RSS before the "
              "first step.", "",
