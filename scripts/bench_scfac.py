@@ -3,9 +3,11 @@
 Per width factor ``w`` (channels 16w/32w/64w, kernel 5, average-pool down-sampling):
 
 * network level (WRN22-w, every stride-1 convolution swapped for the method's layer; ``plain`` = nn.Conv2d
-  with circular padding): training-step time (hinge loss, backward, Adam step), peak extra memory of training
-  (CPU: each case in a fresh subprocess, ``ru_maxrss`` after the steps minus RSS before them; CUDA:
-  ``max_memory_allocated`` during the steps minus the allocation before them), and eval inference time;
+  with circular padding): training-step time (hinge loss, backward, Adam step; wall and process CPU time, the
+  methods interleaved step by step in one process), eval inference time (interleaved likewise), and the peak
+  extra memory of the first two training steps of the built model (gradients, Adam state, activations, kernel
+  construction; CPU: a fresh subprocess per case, peak RSS ``VmHWM`` minus the RSS before; CUDA:
+  ``max_memory_allocated`` minus the allocation before);
 * layer level (the widest layer, 64w -> 64w on 8 x 8): orthogonality error ``max |sigma - 1|`` over the exact
   spectrum of the circular operator (FFT, Sedghi et al.; singular values from the float64 Gram matrices) of
   the layer built in float32 and in float64, and eval inference time vs a plain ``nn.Conv2d`` of the same
@@ -31,13 +33,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("scfac", "cayley", "rko")
+NET_METHODS = ("plain",) + METHODS
 
 
 def _rss_mb() -> float:
@@ -45,8 +48,19 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux ``clear_refs``: 5), so imports do not count."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """Peak resident memory (MB) since the last :func:`_reset_peak_rss` (``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM line in /proc/self/status")
 
 
 def make_layer(method: str, c_in: int, c_out: int, k: int) -> nn.Module:
@@ -99,8 +113,8 @@ def _time(fn: Callable[[], object], repeat: int, device: torch.device, budget_s:
     return out
 
 
-def case_network(method: str, width: int, batch: int, steps: int, device: torch.device) -> Dict[str, float]:
-    """Training-step time / peak extra memory / eval time of WRN22-``width`` (on CPU: run in a fresh process)."""
+def _training(method: str, width: int, batch: int, device: torch.device) -> Tuple[nn.Module, Callable[[], None], Tensor]:
+    """WRN22-``width`` of ``method`` on ``device`` with its Adam training step and a fixed input batch."""
     from zoo_scfac.robust import multiclass_hinge_loss
 
     torch.manual_seed(0)
@@ -115,23 +129,60 @@ def case_network(method: str, width: int, batch: int, steps: int, device: torch.
         loss.backward()
         opt.step()
 
+    return net, step, x
+
+
+def case_memory(method: str, width: int, batch: int, device: torch.device) -> Dict[str, float]:
+    """Peak extra memory (MB) of two training steps of a built WRN22-``width`` (on CPU: run in a fresh process)."""
+    _, step, _ = _training(method, width, batch, device)
     if device.type == "cuda":
+        _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
+        _reset_peak_rss()
         base = _rss_mb()
-    step()  # warm-up (allocates Adam state)
-    train = _time(step, steps, device, budget_s=20.0)
+    step()  # allocates gradients and Adam state
+    step()
     if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    else:
-        peak = _peak_mb() - base
-    net.eval()
+        _sync(device)
+        return {"peak_extra_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
+    return {"peak_extra_mb": _peak_mb() - base}
+
+
+def case_timing(width: int, batch: int, steps: int, device: torch.device) -> Dict[str, Dict[str, float]]:
+    """Training-step and eval times of WRN22-``width`` for every method, interleaved (minimum over ``steps``)."""
+    runs: Dict[str, Tuple[nn.Module, Callable[[], None], Tensor]] = {}
+    out: Dict[str, Dict[str, float]] = {}
+    for m in NET_METHODS:
+        try:
+            runs[m] = _training(m, width, batch, device)
+            runs[m][1]()  # warm-up
+        except torch.cuda.OutOfMemoryError:
+            runs.pop(m, None)
+            out[m] = {"error": "CUDA out of memory"}
+            gc.collect()
+            torch.cuda.empty_cache()
+    wall: Dict[str, List[float]] = {m: [] for m in runs}
+    cpu: Dict[str, List[float]] = {m: [] for m in runs}
+    evals: Dict[str, List[float]] = {m: [] for m in runs}
+    for _ in range(steps):
+        for m, (_, step, _) in runs.items():
+            c = time.process_time()
+            wall[m] += _time(step, 1, device)
+            cpu[m].append(time.process_time() - c)
+    for net, _, _ in runs.values():
+        net.eval()
     with torch.no_grad():
-        net(x)
-        infer = _time(lambda: net(x), steps, device)
-    return {"train_step_s": min(train), "train_step_s_median": statistics.median(train), "timed_steps": len(train),
-            "peak_extra_mb": peak, "eval_s": min(infer)}
+        for net, _, x in runs.values():
+            net(x)
+        for _ in range(steps):
+            for m, (net, _, x) in runs.items():
+                evals[m] += _time(lambda: net(x), 1, device)
+    for m in runs:
+        out[m] = {"train_step_s": min(wall[m]), "train_step_cpu_s": min(cpu[m]), "eval_s": min(evals[m]),
+                  "timed_steps": len(wall[m])}
+    return out
 
 
 def max_sigma_error(mats: Tensor) -> float:
@@ -194,12 +245,12 @@ def case_layer(method: str, width: int, batch: int, repeat: int, device: torch.d
 
 
 def run_case(kind: str, method: str, width: int, args: argparse.Namespace) -> Dict[str, float]:
-    """One case: on CPU in a fresh interpreter (clean peak-RSS accounting), on CUDA in this process."""
+    """One layer or memory case: on CPU in a fresh interpreter (clean peak-RSS accounting), on CUDA in this process."""
     device = torch.device(args.device)
     if device.type == "cuda":
         try:
-            if kind == "net":
-                return case_network(method, width, args.batch, args.steps, device)
+            if kind == "mem":
+                return case_memory(method, width, args.batch, device)
             return case_layer(method, width, args.batch, args.repeat, device)
         except torch.cuda.OutOfMemoryError:
             return {"error": "CUDA out of memory"}
@@ -252,19 +303,21 @@ def write_report(stem: Path, meta: Dict[str, object], results: Dict[str, Dict]) 
             continue
         lines.append(f"| {w} | {m} | {r['orth_err_float32']:.2e} | {r['orth_err_float64']:.2e} | "
                      f"{r['layer_train_step_s']:.3f} | {1e3 * r['layer_eval_s']:.2f} | {r['eval_vs_plain']:.3f} |")
-    lines += ["", "## WRN22-w network: training step, peak extra memory, eval\n",
-              "| width | method | train step (s) | x SC-Fac | peak extra memory (MB) | x SC-Fac | eval (s) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## WRN22-w network: training step (interleaved), peak extra memory (one process per case), eval\n",
+              "| width | method | train step (s) | train step CPU (s) | x SC-Fac (CPU s) | peak extra memory (MB) | x SC-Fac "
+              "| eval (s) |",
+              "|---|---|---|---|---|---|---|---|"]
     for key, r in results["network"].items():
         m, w = key.split("@")
         if "error" in r:
-            lines.append(f"| {w} | {m} | error: {r['error']} | | | | |")
+            lines.append(f"| {w} | {m} | error: {r['error']} | | | | | |")
             continue
         base = results["network"].get(f"scfac@{w}", {})
-        t_ratio = r["train_step_s"] / base["train_step_s"] if "train_step_s" in base else None
+        t_ratio = r["train_step_cpu_s"] / base["train_step_cpu_s"] if "train_step_cpu_s" in base else None
         m_ratio = r["peak_extra_mb"] / base["peak_extra_mb"] if base.get("peak_extra_mb") else None
-        lines.append(f"| {w} | {m} | {r['train_step_s']:.3f} | {_fmt(t_ratio, '.2f')} | {r['peak_extra_mb']:.0f} | "
-                     f"{_fmt(m_ratio, '.2f')} | {r['eval_s']:.3f} |")
+        mem = r.get("peak_extra_mb")
+        lines.append(f"| {w} | {m} | {r['train_step_s']:.3f} | {r['train_step_cpu_s']:.3f} | {_fmt(t_ratio, '.2f')} | "
+                     f"{_fmt(mem, '.0f')} | {_fmt(m_ratio, '.2f')} | {r['eval_s']:.3f} |")
     Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -291,8 +344,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.case:
         kind, method, width = args.case.split(",")
-        if kind == "net":
-            res = case_network(method, int(width), args.batch, args.steps, device)
+        if kind == "mem":
+            res = case_memory(method, int(width), args.batch, device)
         else:
             res = case_layer(method, int(width), args.batch, args.repeat, device)
         print(json.dumps(res))
@@ -303,12 +356,23 @@ def main() -> None:
     meta = _meta(args, layer_widths, net_widths)
     print(f"device {args.device}, load average {meta['load_average']}", flush=True)
     results: Dict[str, Dict] = {"layer": {}, "network": {}}
-    cases = [("layer", m, w) for w in layer_widths for m in METHODS]
-    cases += [("net", m, w) for w in net_widths for m in ("plain",) + METHODS]
-    for kind, m, w in cases:
-        r = run_case(kind, m, w, args)
-        results["layer" if kind == "layer" else "network"][f"{m}@{w}"] = r
-        print(f"{'layer' if kind == 'layer' else 'wrn22'}  width {w:2d} {m:7s} {r}", flush=True)
+    for w in layer_widths:
+        for m in METHODS:
+            results["layer"][f"{m}@{w}"] = r = run_case("layer", m, w, args)
+            print(f"layer  width {w:2d} {m:7s} {r}", flush=True)
+            write_report(stem, meta, results)
+    for w in net_widths:
+        timing = case_timing(w, args.batch, args.steps, torch.device(args.device))
+        gc.collect()
+        if torch.device(args.device).type == "cuda":
+            torch.cuda.empty_cache()
+        for m in NET_METHODS:
+            r = dict(timing[m])
+            if "error" not in r:
+                mem = run_case("mem", m, w, args)
+                r.update(mem if "error" not in mem else {"memory_error": mem["error"]})
+            results["network"][f"{m}@{w}"] = r
+            print(f"wrn22  width {w:2d} {m:7s} {r}", flush=True)
         meta["load_average"] = [round(v, 2) for v in os.getloadavg()]
         write_report(stem, meta, results)
     print(Path(f"{stem}.md").read_text())
