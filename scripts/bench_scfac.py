@@ -6,8 +6,8 @@ Per width factor ``w`` (channels 16w/32w/64w, kernel 5, average-pool down-sampli
   with circular padding): training-step time (hinge loss, backward, Adam step; wall and process CPU time, the
   methods interleaved step by step in one process), eval inference time (interleaved likewise), and the peak
   extra memory of the first two training steps of the built model (gradients, Adam state, activations, kernel
-  construction; CPU: a fresh subprocess per case, peak RSS ``VmHWM`` minus the RSS before; CUDA:
-  ``max_memory_allocated`` minus the allocation before);
+  construction; CPU: a fresh subprocess per case, peak RSS ``VmHWM`` minus the RSS before; CUDA: in the
+  timing process, ``max_memory_allocated`` minus the allocation before);
 * layer level (the widest layer, 64w -> 64w on 8 x 8): orthogonality error ``max |sigma - 1|`` over the exact
   spectrum of the circular operator (FFT, Sedghi et al.; singular values from the float64 Gram matrices) of
   the layer built in float32 and in float64, and eval inference time vs a plain ``nn.Conv2d`` of the same
@@ -132,32 +132,35 @@ def _training(method: str, width: int, batch: int, device: torch.device) -> Tupl
     return net, step, x
 
 
-def case_memory(method: str, width: int, batch: int, device: torch.device) -> Dict[str, float]:
-    """Peak extra memory (MB) of two training steps of a built WRN22-``width`` (on CPU: run in a fresh process)."""
-    _, step, _ = _training(method, width, batch, device)
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        _reset_peak_rss()
-        base = _rss_mb()
+def case_memory(method: str, width: int, batch: int) -> Dict[str, float]:
+    """Peak extra resident memory (MB) of two CPU training steps of a built WRN22-``width`` (run in a fresh process)."""
+    _, step, _ = _training(method, width, batch, torch.device("cpu"))
+    _reset_peak_rss()
+    base = _rss_mb()
     step()  # allocates gradients and Adam state
     step()
-    if device.type == "cuda":
-        _sync(device)
-        return {"peak_extra_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
     return {"peak_extra_mb": _peak_mb() - base}
 
 
 def case_timing(width: int, batch: int, steps: int, device: torch.device) -> Dict[str, Dict[str, float]]:
-    """Training-step and eval times of WRN22-``width`` for every method, interleaved (minimum over ``steps``)."""
+    """Training-step and eval times of WRN22-``width`` for every method, interleaved (minimum over ``steps``).
+
+    On CUDA also the peak extra memory of each model's two warm-up steps (CPU: :func:`case_memory`).
+    """
     runs: Dict[str, Tuple[nn.Module, Callable[[], None], Tensor]] = {}
     out: Dict[str, Dict[str, float]] = {}
     for m in NET_METHODS:
         try:
             runs[m] = _training(m, width, batch, device)
-            runs[m][1]()  # warm-up
+            if device.type == "cuda":  # the other models sit idle: their memory is in the baseline
+                _sync(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            runs[m][1]()  # warm-up: two steps (gradients, Adam state)
+            runs[m][1]()
+            if device.type == "cuda":
+                _sync(device)
+                out[m] = {"peak_extra_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
         except torch.cuda.OutOfMemoryError:
             runs.pop(m, None)
             out[m] = {"error": "CUDA out of memory"}
@@ -180,8 +183,8 @@ def case_timing(width: int, batch: int, steps: int, device: torch.device) -> Dic
             for m, (net, _, x) in runs.items():
                 evals[m] += _time(lambda: net(x), 1, device)
     for m in runs:
-        out[m] = {"train_step_s": min(wall[m]), "train_step_cpu_s": min(cpu[m]), "eval_s": min(evals[m]),
-                  "timed_steps": len(wall[m])}
+        out.setdefault(m, {}).update(train_step_s=min(wall[m]), train_step_cpu_s=min(cpu[m]), eval_s=min(evals[m]),
+                                     timed_steps=len(wall[m]))
     return out
 
 
@@ -245,12 +248,10 @@ def case_layer(method: str, width: int, batch: int, repeat: int, device: torch.d
 
 
 def run_case(kind: str, method: str, width: int, args: argparse.Namespace) -> Dict[str, float]:
-    """One layer or memory case: on CPU in a fresh interpreter (clean peak-RSS accounting), on CUDA in this process."""
+    """One layer case, or a CPU memory case: on CPU in a fresh interpreter (clean peak RSS), on CUDA in this process."""
     device = torch.device(args.device)
     if device.type == "cuda":
         try:
-            if kind == "mem":
-                return case_memory(method, width, args.batch, device)
             return case_layer(method, width, args.batch, args.repeat, device)
         except torch.cuda.OutOfMemoryError:
             return {"error": "CUDA out of memory"}
@@ -303,9 +304,11 @@ def write_report(stem: Path, meta: Dict[str, object], results: Dict[str, Dict]) 
             continue
         lines.append(f"| {w} | {m} | {r['orth_err_float32']:.2e} | {r['orth_err_float64']:.2e} | "
                      f"{r['layer_train_step_s']:.3f} | {1e3 * r['layer_eval_s']:.2f} | {r['eval_vs_plain']:.3f} |")
-    lines += ["", "## WRN22-w network: training step (interleaved), peak extra memory (one process per case), eval\n",
-              "| width | method | train step (s) | train step CPU (s) | x SC-Fac (CPU s) | peak extra memory (MB) | x SC-Fac "
-              "| eval (s) |",
+    cpu = meta["device"] == "cpu"
+    step_key = "train_step_cpu_s" if cpu else "train_step_s"  # CPU: process time is robust to other jobs
+    lines += ["", "## WRN22-w network: training step (interleaved), peak extra memory, eval\n",
+              f"| width | method | train step (s) | train step CPU (s) | x SC-Fac ({'CPU' if cpu else 'wall'} s) "
+              "| peak extra memory (MB) | x SC-Fac | eval (s) |",
               "|---|---|---|---|---|---|---|---|"]
     for key, r in results["network"].items():
         m, w = key.split("@")
@@ -313,9 +316,9 @@ def write_report(stem: Path, meta: Dict[str, object], results: Dict[str, Dict]) 
             lines.append(f"| {w} | {m} | error: {r['error']} | | | | | |")
             continue
         base = results["network"].get(f"scfac@{w}", {})
-        t_ratio = r["train_step_cpu_s"] / base["train_step_cpu_s"] if "train_step_cpu_s" in base else None
-        m_ratio = r["peak_extra_mb"] / base["peak_extra_mb"] if base.get("peak_extra_mb") else None
+        t_ratio = r[step_key] / base[step_key] if step_key in base else None
         mem = r.get("peak_extra_mb")
+        m_ratio = mem / base["peak_extra_mb"] if mem is not None and base.get("peak_extra_mb") else None
         lines.append(f"| {w} | {m} | {r['train_step_s']:.3f} | {r['train_step_cpu_s']:.3f} | {_fmt(t_ratio, '.2f')} | "
                      f"{_fmt(mem, '.0f')} | {_fmt(m_ratio, '.2f')} | {r['eval_s']:.3f} |")
     Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
@@ -345,7 +348,7 @@ def main() -> None:
     if args.case:
         kind, method, width = args.case.split(",")
         if kind == "mem":
-            res = case_memory(method, int(width), args.batch, device)
+            res = case_memory(method, int(width), args.batch)
         else:
             res = case_layer(method, int(width), args.batch, args.repeat, device)
         print(json.dumps(res))
@@ -368,7 +371,7 @@ def main() -> None:
             torch.cuda.empty_cache()
         for m in NET_METHODS:
             r = dict(timing[m])
-            if "error" not in r:
+            if "error" not in r and "peak_extra_mb" not in r:  # CPU: peak RSS needs a fresh process
                 mem = run_case("mem", m, w, args)
                 r.update(mem if "error" not in mem else {"memory_error": mem["error"]})
             results["network"][f"{m}@{w}"] = r
