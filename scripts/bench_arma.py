@@ -8,11 +8,14 @@ clock is recorded beside it, with the load average before and after. On CUDA it 
 synchronised call. Memory is the bytes autograd saves for backward (``saved_tensors_hooks``), which is what
 the layer adds to training memory on any device; on CUDA the peak allocated memory is also recorded.
 
-    python scripts/bench_arma.py --quick          # CPU: 32/64 channels x 32/64/128 px, batch 1, 3 reps
-    python scripts/bench_arma.py --device cuda    # 32-256 channels x 32-224 px, batch 8, 10 reps
-                                                  # (about a minute on one H100; the non-local block is
-                                                  # skipped above 128x128 px, where its (HW)^2 attention
-                                                  # matrix alone takes 8 B x 4 bytes x (HW)^2)
+    python scripts/bench_arma.py --quick          # CPU: 32/64 channels x 32/64/128 px, batch 1
+    python scripts/bench_arma.py --device cuda    # 32-256 channels x 32-224 px, batch 8 (under a minute
+                                                  # on one H100; the non-local block is skipped above
+                                                  # 128x128 px, where its (HW)^2 attention matrix alone
+                                                  # takes 8 B x 4 bytes x (HW)^2)
+
+Each row runs at least ``--reps`` timed rounds (3 on the CPU, 10 on CUDA) and more, up to 50, until they take
+``--min-seconds`` (2 s on the CPU, 0.5 s on CUDA).
 
 Writes benchmarks/arma.json and benchmarks/arma.md (``--out STEM`` changes the stem).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -54,12 +58,17 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return total[0]
 
 
-def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int, clock: Callable[[], float]) -> Dict[str, Dict[str, float]]:
+def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int, min_seconds: float,
+                     clock: Callable[[], float]) -> Dict[str, Dict[str, float]]:
     """Median ``clock`` and wall seconds of one forward + backward per layer; the layers take turns inside each
-    repetition so a change of machine load hits all of them alike (the first round warms up and is dropped)."""
+    repetition so a change of machine load hits all of them alike. The first round warms up and is dropped; it
+    also sets the number of timed rounds: ``reps``, or more (up to 50) until they take ``min_seconds``."""
     times: Dict[str, List[float]] = {k: [] for k in layers}
     walls: Dict[str, List[float]] = {k: [] for k in layers}
-    for rep in range(reps + 1):
+    rounds, rep = reps, -1
+    while rep < rounds:
+        rep += 1
+        round_start = time.perf_counter()
         for name, layer in layers.items():
             x.grad = None
             layer.zero_grad(set_to_none=True)
@@ -72,7 +81,9 @@ def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int, c
             if rep:
                 times[name].append(clock() - t0)
                 walls[name].append(time.perf_counter() - w0)
-    return {k: {"time": statistics.median(times[k]), "wall": statistics.median(walls[k])} for k in layers}
+        if rep == 0:
+            rounds = max(reps, min(50, math.ceil(min_seconds / max(time.perf_counter() - round_start, 1e-9))))
+    return {k: {"time": statistics.median(times[k]), "wall": statistics.median(walls[k]), "rounds": rounds} for k in layers}
 
 
 def make_layers(c: int, device: torch.device) -> Dict[str, nn.Module]:
@@ -90,7 +101,9 @@ def main() -> None:
     p.add_argument("--channels", type=int, nargs="+")
     p.add_argument("--sizes", type=int, nargs="+")
     p.add_argument("--batch", type=int)
-    p.add_argument("--reps", type=int, help="timed repetitions per layer and row (default 3 on the CPU, 10 on CUDA)")
+    p.add_argument("--reps", type=int, help="least timed repetitions per layer and row (default 3 on the CPU, 10 on CUDA)")
+    p.add_argument("--min-seconds", type=float, help="repeat a row (up to 50 rounds) until its timed rounds take this "
+                   "long (default 2 on the CPU, 0.5 on CUDA), so that fast rows get more samples")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-nonlocal-pixels", type=int, default=128 * 128,
                    help="skip the non-local block above this many pixels (its attention matrix is (HW)^2)")
@@ -103,6 +116,7 @@ def main() -> None:
     batch = args.batch or (1 if args.quick else 8)
     device = torch.device(args.device)
     reps = args.reps or (10 if device.type == "cuda" else 3)
+    min_seconds = args.min_seconds if args.min_seconds is not None else (0.5 if device.type == "cuda" else 2.0)
     cpu_time = device.type == "cpu" and args.threads == 1
     clock = time.thread_time if cpu_time else time.perf_counter
     clock_name = "thread CPU time" if cpu_time else "wall clock"
@@ -118,14 +132,15 @@ def main() -> None:
             row: Dict = {"channels": c, "size": s, "batch": batch}
             active = {k: v for k, v in layers.items() if not (k == "nonlocal" and s * s > args.max_nonlocal_pixels)}
             try:
-                timed = time_interleaved(active, x, reps, clock)
+                timed = time_interleaved(active, x, reps, min_seconds, clock)
             except torch.cuda.OutOfMemoryError:  # only the non-local block can run out; time the rest
                 torch.cuda.empty_cache()
                 active.pop("nonlocal")
-                timed = time_interleaved(active, x, reps, clock)
+                timed = time_interleaved(active, x, reps, min_seconds, clock)
             for name, sec in timed.items():
                 row[f"{name}_ms"] = round(1e3 * sec["time"], 3)
                 row[f"{name}_wall_ms"] = round(1e3 * sec["wall"], 3)
+                row["rounds"] = sec["rounds"]
             for name, layer in layers.items():
                 if name not in active:
                     row[f"{name}_ms"] = row[f"{name}_wall_ms"] = row[f"{name}_saved_mb"] = None
@@ -168,7 +183,7 @@ def main() -> None:
         "torch": torch.__version__,
         "clock": clock_name,
         "load_average_1_5_15min": {"before": load_before, "after": load_after},
-        "grid": {"channels": channels, "sizes": sizes, "batch": batch, "reps": reps},
+        "grid": {"channels": channels, "sizes": sizes, "batch": batch, "reps": reps, "min_seconds": min_seconds},
         "layers": {"conv3x3": "nn.Conv2d 3x3", "conv5x5": "nn.Conv2d 5x5", "arma3x3": "ARMAConv2d MA 3x3 + AR 3x3 (FFT solve)",
                    "nonlocal": "embedded-Gaussian non-local block, C/2 inner channels"},
         "goals": goals,
@@ -179,14 +194,15 @@ def main() -> None:
     fmt = lambda v, suffix="": "-" if v is None else f"{v}{suffix}"
     lines = [
         "# ARMAConv2d vs convolutions vs non-local block (forward + backward)", "",
-        f"`{report['command']}` on {report['device']}, torch {torch.__version__}; batch {batch}, median of {reps} runs by "
+        f"`{report['command']}` on {report['device']}, torch {torch.__version__}; batch {batch}, median of {reps} to 50 runs "
+        f"(rounds column; at least {min_seconds} s of timed rounds per row) by "
         f"{clock_name} (load average {load_before} before, {load_after} after). Ratios are to the 3x3 convolution "
         "measured in the same run; memory = bytes saved for backward.", "",
-        "| C | px | conv3x3 ms (wall) | conv5x5 | ARMA 3x3 | non-local | ARMA / non-local | saved MB conv3 / ARMA / NL |",
-        "|---|---|---|---|---|---|---|---|",
+        "| C | px | rounds | conv3x3 ms (wall) | conv5x5 | ARMA 3x3 | non-local | ARMA / non-local | saved MB conv3 / ARMA / NL |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['channels']} | {r['size']} | {r['conv3x3_ms']} ({r['conv3x3_wall_ms']}) | x{r['conv5x5_vs_conv3x3']} | x{r['arma3x3_vs_conv3x3']} | "
+        lines.append(f"| {r['channels']} | {r['size']} | {r['rounds']} | {r['conv3x3_ms']} ({r['conv3x3_wall_ms']}) | x{r['conv5x5_vs_conv3x3']} | x{r['arma3x3_vs_conv3x3']} | "
                      f"{fmt(r['nonlocal_vs_conv3x3'], '')} | {fmt(r['arma_vs_nonlocal'])} | "
                      f"{r['conv3x3_saved_mb']} / {r['arma3x3_saved_mb']} / {fmt(r['nonlocal_saved_mb'])} |")
     lines += ["", "Goals (Table 6.1's claim, measured):",
