@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Tuple, Union
+from typing import Callable, Sequence, Tuple, Union
 
 import torch
 
@@ -91,19 +91,18 @@ def small_matmul(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _expect(probs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """sum_d probs[..., d] * values[d] (..., V) -> (...): a few full-size multiply-adds, no reduction over a tiny
-    innermost dimension."""
+def expect(probs: torch.Tensor, values: Sequence[float]) -> torch.Tensor:
+    """sum_d probs[..., d] * values[d] for probs (..., V) -> (...): V full-size multiply-adds with Python scalars
+    (no reduction over a tiny innermost dimension, no host-to-device copy of the values)."""
     out = probs[..., 0] * values[0]
-    for d in range(1, values.numel()):
+    for d in range(1, len(values)):
         out = out + probs[..., d] * values[d]
     return out
 
 
-def _categorical_moments(probs: torch.Tensor, levels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(E[h], E[h^2]) of categorical units ``probs`` (..., V) over ``levels`` (V,)."""
-    v = levels.to(device=probs.device, dtype=probs.dtype)
-    return _expect(probs, v), _expect(probs, v * v)
+def categorical_moments(probs: torch.Tensor, levels: Sequence[float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(E[h], E[h^2]) of categorical units ``probs`` (..., V) over ``levels`` (V values)."""
+    return expect(probs, levels), expect(probs, [v * v for v in levels])
 
 
 def moments(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +112,7 @@ def moments(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
     if isinstance(x, Gaussian):
         return x.mean, x.var + x.mean * x.mean
     if isinstance(x, Categorical):
-        return _categorical_moments(x.probs, x.levels)
+        return categorical_moments(x.probs, x.levels.tolist())
     if isinstance(x, CategoricalMean):
         m, v = mean_var(x)
         return m, v + m * m

@@ -15,7 +15,7 @@ from torch import nn
 
 from zoo_bqn import quantized as q
 from zoo_bqn.contraction import clt_moments, direct_contraction, gaussian_quantize, mean_pmf
-from zoo_bqn.dist import Categorical, CategoricalMean, Dist, Gaussian, mean_var, moments, reshape
+from zoo_bqn.dist import Categorical, CategoricalMean, Dist, Gaussian, categorical_moments, mean_var, moments, reshape
 from zoo_bqn.levels import LevelSpec, make_levels, require_uniform
 
 Realisation = Dict[nn.Module, torch.Tensor]
@@ -44,9 +44,7 @@ class BayesWeighted(nn.Module):
 
     def weight_moments(self) -> tuple:
         """(E[w], E[w^2]) each of the weight shape."""
-        p = self.probs()
-        v = self.levels.to(device=p.device, dtype=p.dtype)
-        return (p * v).sum(-1), (p * (v * v)).sum(-1)
+        return categorical_moments(self.probs(), self.level_values)
 
     def map_indices(self) -> torch.Tensor:
         """argmax_d Q(w = Q_d) (weight shape, int64)."""
