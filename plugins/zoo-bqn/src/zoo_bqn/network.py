@@ -94,7 +94,7 @@ class BQNClassifier(nn.Module):
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Log-probabilities (B, K) of the predictive distribution under ``mode`` (default ``self.mode``).
 
-        With an identity head the feature means (ai) or the averaged QNN features (mc/map) are returned.
+        With an identity head the feature means (ai, ai-norm) or the averaged QNN features (mc/map) are returned.
         """
         mode = mode or self.mode
         if mode not in MODES:
