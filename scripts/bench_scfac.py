@@ -171,9 +171,9 @@ def case_timing(width: int, batch: int, steps: int, device: torch.device) -> Dic
     evals: Dict[str, List[float]] = {m: [] for m in runs}
     for _ in range(steps):
         for m, (_, step, _) in runs.items():
-            c = time.process_time()
+            t0 = time.process_time()
             wall[m] += _time(step, 1, device)
-            cpu[m].append(time.process_time() - c)
+            cpu[m].append(time.process_time() - t0)
     for net, _, _ in runs.values():
         net.eval()
     with torch.no_grad():
@@ -239,9 +239,9 @@ def case_layer(method: str, width: int, batch: int, repeat: int, device: torch.d
         layer(x), plain(x)
         for _ in range(repeat):  # interleaved, min over repeats: robust to other processes on the machine
             for name, module in (("layer", layer), ("plain", plain)):
-                c = time.process_time()
+                t0 = time.process_time()
                 times[name] += _time(lambda: module(x), 1, device)
-                times[f"{name}_cpu"].append(time.process_time() - c)
+                times[f"{name}_cpu"].append(time.process_time() - t0)
     best = {name: min(v) for name, v in times.items()}
     ratio = best["layer_cpu"] / best["plain_cpu"] if device.type == "cpu" else best["layer"] / best["plain"]
     res = {"layer_train_step_s": min(train), "layer_eval_s": best["layer"], "plain_eval_s": best["plain"],
@@ -362,12 +362,7 @@ def main() -> None:
     stem = Path(args.out) if Path(args.out).parent != Path(".") else ROOT / "benchmarks" / args.out
     meta = _meta(args, layer_widths, net_widths)
     print(f"device {args.device}, load average {meta['load_average']}", flush=True)
-    results: Dict[str, Dict] = {"layer": {}, "network": {}}
-    for w in layer_widths:
-        for m in METHODS:
-            results["layer"][f"{m}@{w}"] = r = run_case("layer", m, w, args)
-            print(f"layer  width {w:2d} {m:7s} {r}", flush=True)
-            write_report(stem, meta, results)
+    results: Dict[str, Dict] = {"layer": {}, "network": {}}  # network cases first: the headline numbers
     for w in net_widths:
         timing = case_timing(w, args.batch, args.steps, torch.device(args.device))
         gc.collect()
@@ -382,6 +377,11 @@ def main() -> None:
             print(f"wrn22  width {w:2d} {m:7s} {r}", flush=True)
         meta["load_average"] = [round(v, 2) for v in os.getloadavg()]
         write_report(stem, meta, results)
+    for w in layer_widths:
+        for m in METHODS:
+            results["layer"][f"{m}@{w}"] = r = run_case("layer", m, w, args)
+            print(f"layer  width {w:2d} {m:7s} {r}", flush=True)
+            write_report(stem, meta, results)
     print(Path(f"{stem}.md").read_text())
 
 
