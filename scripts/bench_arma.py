@@ -14,8 +14,8 @@ the layer adds to training memory on any device; on CUDA the peak allocated memo
                                                   # 128x128 px, where its (HW)^2 attention matrix alone
                                                   # takes 8 B x 4 bytes x (HW)^2)
 
-Each row runs at least ``--reps`` timed rounds (3 on the CPU, 10 on CUDA) and more, up to 50, until they take
-``--min-seconds`` (2 s on the CPU, 0.5 s on CUDA).
+Each layer runs at least ``--reps`` timed rounds (3 on the CPU, 10 on CUDA) and more, up to 50, until they take
+``--min-seconds`` (2 s on the CPU, 0.5 s on CUDA); layers of similar cost share one count (see time_interleaved).
 
 Writes benchmarks/arma.json and benchmarks/arma.md (``--out STEM`` changes the stem).
 """
@@ -61,15 +61,18 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
 def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int, min_seconds: float,
                      clock: Callable[[], float]) -> Dict[str, Dict[str, float]]:
     """Median ``clock`` and wall seconds of one forward + backward per layer; the layers take turns inside each
-    repetition so a change of machine load hits all of them alike. The first round warms up and is dropped; it
-    also sets the number of timed rounds: ``reps``, or more (up to 50) until they take ``min_seconds``."""
+    round so a change of machine load hits all of them alike. The first round warms up and is dropped; it also
+    sets how many timed rounds a layer gets: ``reps``, or more (up to 50) until they take ``min_seconds``, with
+    the layers within 4x of the fastest sharing the largest count, so that they stay interleaved to the end."""
     times: Dict[str, List[float]] = {k: [] for k in layers}
     walls: Dict[str, List[float]] = {k: [] for k in layers}
-    rounds, rep = reps, -1
-    while rep < rounds:
+    rounds = dict.fromkeys(layers, reps)
+    rep = -1
+    while rep < max(rounds.values()):
         rep += 1
-        round_start = time.perf_counter()
         for name, layer in layers.items():
+            if rep > rounds[name]:
+                continue
             x.grad = None
             layer.zero_grad(set_to_none=True)
             if x.is_cuda:
@@ -80,10 +83,14 @@ def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int, m
                 torch.cuda.synchronize()
             if rep:
                 times[name].append(clock() - t0)
-                walls[name].append(time.perf_counter() - w0)
+            walls[name].append(time.perf_counter() - w0)
         if rep == 0:
-            rounds = max(reps, min(50, math.ceil(min_seconds / max(time.perf_counter() - round_start, 1e-9))))
-    return {k: {"time": statistics.median(times[k]), "wall": statistics.median(walls[k]), "rounds": rounds} for k in layers}
+            warm = {k: max(v.pop(), 1e-9) for k, v in walls.items()}
+            fast = [k for k in layers if warm[k] <= 4 * min(warm.values())]
+            rounds = {k: max(reps, min(50, math.ceil(min_seconds / warm[k]))) for k in layers}
+            shared = max(rounds[k] for k in fast)
+            rounds.update(dict.fromkeys(fast, shared))
+    return {k: {"time": statistics.median(times[k]), "wall": statistics.median(walls[k]), "rounds": rounds[k]} for k in layers}
 
 
 def make_layers(c: int, device: torch.device) -> Dict[str, nn.Module]:
@@ -102,8 +109,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+")
     p.add_argument("--batch", type=int)
     p.add_argument("--reps", type=int, help="least timed repetitions per layer and row (default 3 on the CPU, 10 on CUDA)")
-    p.add_argument("--min-seconds", type=float, help="repeat a row (up to 50 rounds) until its timed rounds take this "
-                   "long (default 2 on the CPU, 0.5 on CUDA), so that fast rows get more samples")
+    p.add_argument("--min-seconds", type=float, help="repeat a layer (up to 50 rounds) until its timed rounds take this "
+                   "long (default 2 on the CPU, 0.5 on CUDA), so that fast layers get more samples")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-nonlocal-pixels", type=int, default=128 * 128,
                    help="skip the non-local block above this many pixels (its attention matrix is (HW)^2)")
@@ -140,7 +147,7 @@ def main() -> None:
             for name, sec in timed.items():
                 row[f"{name}_ms"] = round(1e3 * sec["time"], 3)
                 row[f"{name}_wall_ms"] = round(1e3 * sec["wall"], 3)
-                row["rounds"] = sec["rounds"]
+                row[f"{name}_rounds"] = sec["rounds"]
             for name, layer in layers.items():
                 if name not in active:
                     row[f"{name}_ms"] = row[f"{name}_wall_ms"] = row[f"{name}_saved_mb"] = None
@@ -195,14 +202,14 @@ def main() -> None:
     lines = [
         "# ARMAConv2d vs convolutions vs non-local block (forward + backward)", "",
         f"`{report['command']}` on {report['device']}, torch {torch.__version__}; batch {batch}, median of {reps} to 50 runs "
-        f"(rounds column; at least {min_seconds} s of timed rounds per row) by "
+        f"(rounds column: the convolutions' and ARMA's; at least {min_seconds} s of timed runs per layer) by "
         f"{clock_name} (load average {load_before} before, {load_after} after). Ratios are to the 3x3 convolution "
         "measured in the same run; memory = bytes saved for backward.", "",
         "| C | px | rounds | conv3x3 ms (wall) | conv5x5 | ARMA 3x3 | non-local | ARMA / non-local | saved MB conv3 / ARMA / NL |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['channels']} | {r['size']} | {r['rounds']} | {r['conv3x3_ms']} ({r['conv3x3_wall_ms']}) | x{r['conv5x5_vs_conv3x3']} | x{r['arma3x3_vs_conv3x3']} | "
+        lines.append(f"| {r['channels']} | {r['size']} | {r['conv3x3_rounds']} | {r['conv3x3_ms']} ({r['conv3x3_wall_ms']}) | x{r['conv5x5_vs_conv3x3']} | x{r['arma3x3_vs_conv3x3']} | "
                      f"{fmt(r['nonlocal_vs_conv3x3'], '')} | {fmt(r['arma_vs_nonlocal'])} | "
                      f"{r['conv3x3_saved_mb']} / {r['arma3x3_saved_mb']} / {fmt(r['nonlocal_saved_mb'])} |")
     lines += ["", "Goals (Table 6.1's claim, measured):",
