@@ -4,7 +4,7 @@
 #   OUT=results WHEELS=.whl ZOO_SHARED_DATA=/path/to/shared/data bash scripts/device_checks.sh [SECONDS]
 #
 # WHEELS (optional): a folder of wheels for what that python lacks (pydantic, geotorch, tensorly, ...).
-# SECONDS (default 540) is the whole budget; each step gets a slice and is killed when it runs over, so
+# TESTS overrides the test paths. SECONDS (default 540) is the whole budget; each step gets a slice and is killed when it runs over, so
 # later steps still run. Everything lands in $OUT/device_checks.tgz (logs, benchmark JSON/Markdown) and the
 # step summary is printed last.
 set -uo pipefail
@@ -44,7 +44,7 @@ $PY -c "import torch, zoo; print('torch', torch.__version__, 'cuda', torch.cuda.
 
 # Correctness on CUDA: every family fp32-vs-fp64 and one bf16 channels-last epoch, conv_einsum layers on the
 # GPU; tests/training's fine-tuning runs default to CUDA when it is present.
-step tests 150 $PY -m pytest -q -p no:cacheprovider tests/devices tests/training tests/conv_einsum
+step tests 150 $PY -m pytest -q -p no:cacheprovider ${TESTS:-tests/devices tests/training tests/conv_einsum}
 # DDP through torchrun on NCCL (one GPU: one rank), bf16 autocast and channels-last by default on CUDA.
 $PY scripts/make_image_folder.py /tmp/zoo-folder --classes cat dog ship --per-class 32 --val 8 >/dev/null
 step ddp_nccl 90 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m zoo train resnet18-mtt-10pct \
@@ -53,9 +53,9 @@ step ddp_nccl 90 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m
 # GPU benchmarks (each writes JSON + Markdown).
 step bench_scfac 150 $PY scripts/bench_scfac.py --device cuda --widths 1 3 6 10 --out "$RESULTS/scfac_cuda"
 step bench_arma 120 $PY scripts/bench_arma.py --device cuda --out "$RESULTS/arma_cuda"
-step bench_bqn 90 $PY scripts/bench_bqn.py --device cuda --out "$RESULTS/bqn_cuda"
 step bench_conv_einsum 150 $PY scripts/bench_conv_einsum.py --device cuda --repeats 5 \
     --out "$RESULTS/conv_einsum_cuda"
+step bench_bqn 90 $PY scripts/bench_bqn.py --device cuda --out "$RESULTS/bqn_cuda"
 
 mkdir -p "$OUT"
 tar -czf "$OUT/device_checks.tgz" -C "$RESULTS" .
