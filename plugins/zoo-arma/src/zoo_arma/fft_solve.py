@@ -4,9 +4,10 @@ With ``A_hat(w1, w2) = prod_q F_q(w1) * prod_q G_q(w2)`` (see :mod:`zoo_arma.ar`
 ``1 / A_hat = R(w1) C(w2)`` with ``R = prod_q 1 / F_q`` on the ``H`` DFT frequencies and ``C = prod_q 1 / G_q`` on
 the ``W//2+1`` rfft ones, built from ``(T, 2, Q, max(H, W//2+1))`` numbers per call; the only
 ``(T, H, W//2+1)`` tensor is the multiplier ``m = R C - 1`` (no 2-D transfer function, no 2-D division).
-The solve is ``y = t + irfft2(rfft2(t) m)``: an identity filter (``m = 0``) returns ``t`` bit for bit. The backward is Theorem 6.4 in the frequency domain: ``dL/dt`` is the transposed solve
-(multiplier ``conj(m)``) and the gradient of ``R`` and ``C`` is a contraction of ``rfft2(dL/dy) conj(rfft2(t))``
-reduced to ``(T, H)`` and ``(T, W//2+1)``, mapped to the factor taps in closed form. Four FFTs in all.
+The solve is ``y = t + irfft2(rfft2(t) m)``: an identity filter (``m = 0``) returns ``t`` bit for bit.
+The backward is Theorem 6.4 in the frequency domain: ``dL/dt`` is the transposed solve (multiplier
+``conj(m)``) and the gradient of ``R`` and ``C`` is a contraction of ``rfft2(dL/dy) conj(rfft2(t))`` reduced to
+``(T, H)`` and ``(T, W//2+1)``, mapped to the factor taps in closed form. Four FFTs in all.
 """
 
 from __future__ import annotations
