@@ -16,7 +16,8 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 def test_two_gloo_ranks_match_single_process(rgb_toy, colour_data, tmp_path):
     train, _ = colour_data  # 48 images: 6 global batches of 8, 4 per rank
     site = Path(sys.path[0])  # the toy family's site folder, put first on sys.path by the fixture
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(WORKER.parents[2])]),
+    path = [str(site), str(WORKER.parents[2])] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path),
            "OMP_NUM_THREADS": "1"}
     run = lambda *cmd: subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
     single = run(sys.executable, str(WORKER), str(train), str(tmp_path))

@@ -20,7 +20,8 @@ def test_scfac_stays_orthogonal_after_hinge_finetuning():
     before = {n: m.kernel().detach().clone() for n, m in model.named_modules() if isinstance(m, OrthoConv2d)}
     zoo.finetune(model, data, epochs=1, lr=0.05, batch_size=32, progress=False, scheduler="none")
     convs = {n: m for n, m in model.named_modules() if isinstance(m, OrthoConv2d)}
-    assert convs and any(not torch.allclose(convs[n].kernel(), before[n]) for n in convs)  # it did train
+    # (the trainer moves the model to CUDA when there is one: compare on the CPU)
+    assert convs and any(not torch.allclose(convs[n].kernel().cpu(), before[n]) for n in convs)  # it did train
     checked = 0
     for name, conv in convs.items():
         kernel = conv.kernel().detach().double()
@@ -45,7 +46,7 @@ def test_arma_stays_stable_after_aggressive_finetuning():
     for layer in layers:
         response = layer.ar_transfer((32, 32)).abs()
         assert torch.isfinite(response).all() and response.min() > 1e-3
-    out = model(torch.randn(2, 3, 32, 32) * 100)
+    out = model(torch.randn(2, 3, 32, 32, device=layers[0].weight.device) * 100)
     assert torch.isfinite(out).all()
 
 
@@ -70,6 +71,6 @@ def test_flow_finetunes_by_bits_per_dim_and_stays_invertible():
     result = zoo.finetune(model, data, data, epochs=1, lr=1e-3, batch_size=8, progress=False, scheduler="none")
     assert 0.0 < result.history[0]["train_loss"] < 20.0  # bits per dimension of 8-bit images
     model.eval()
-    x = data.x[:2]
+    x = data.x[:2].to(next(model.parameters()).device)
     z, _ = model(x)
     torch.testing.assert_close(model.inverse(z), x, atol=1e-4, rtol=0)

@@ -399,7 +399,7 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])  # map_location may have moved them
 
 
 def _plot_curves(history: List[Dict[str, float]], path: Path) -> None:

@@ -283,5 +283,5 @@ class ResidualFlow(nn.Module):
 
 def dequantize(pixels: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
     """``(pixels + u) / 256`` with ``u ~ U[0, 1)``: 8-bit values (any shape) -> floats in [0, 1)."""
-    u = torch.rand(pixels.shape, generator=generator)
-    return (pixels.to(u.dtype) + u) / 256.0
+    u = torch.rand(pixels.shape, generator=generator, device=generator.device if generator else pixels.device)
+    return (pixels.to(u.dtype) + u.to(pixels.device)) / 256.0
