@@ -10,6 +10,8 @@ from zoo_arma.ar import ar_apply, ar_solve, factor_coordinates, transfer_functio
 from zoo_arma.fft_solve import separable_ar_solve
 from zoo_arma.layer import ARMAConv2d
 
+from ..devices import DEVICES
+
 
 def reference_solve(t: torch.Tensor, params: torch.Tensor, padding: int = 0) -> torch.Tensor:
     """``y = crop(irfft2(rfft2(pad(t)) / A_hat))`` with zeros on every side, differentiated by autograd."""
@@ -103,9 +105,9 @@ def test_factor_coordinates_are_the_rotated_taps():
         factor_coordinates(params, 0.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-def test_cuda_matches_the_cpu_reference(dtype, tol):
+def test_every_device_matches_the_float64_cpu_reference(device, dtype, tol):
     torch.manual_seed(3)
     for b, pad in [(1, 0), (3, 2)]:
         t = torch.randn(b, 4, 12, 9, dtype=torch.float64, requires_grad=True)
@@ -113,10 +115,10 @@ def test_cuda_matches_the_cpu_reference(dtype, tol):
         ref = reference_solve(t, params, pad)
         grad_y = torch.randn_like(ref)
         want = torch.autograd.grad(ref, (t, params), grad_y)
-        tc = t.detach().to("cuda", dtype).requires_grad_()
-        pc = params.detach().to("cuda", dtype).requires_grad_()
+        tc = t.detach().to(device, dtype).requires_grad_()
+        pc = params.detach().to(device, dtype).requires_grad_()
         y = ar_solve(tc, pc, padding=pad)
-        got = torch.autograd.grad(y, (tc, pc), grad_y.to("cuda", dtype))
+        got = torch.autograd.grad(y, (tc, pc), grad_y.to(device, dtype))
         torch.testing.assert_close(y.double().cpu(), ref.detach(), rtol=tol, atol=tol)
         for g_got, g_want in zip(got, want):
             torch.testing.assert_close(g_got.double().cpu(), g_want, rtol=tol, atol=tol)

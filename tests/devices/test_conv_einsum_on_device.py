@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..conv_einsum.ce_paths import some_paths
 from ..conv_einsum.test_ce_layers import LAYER_NAMES, _layers
-from .test_families_on_device import DEVICES
+from . import DEVICES
 from zoo.conv_einsum import conv_einsum
 
 

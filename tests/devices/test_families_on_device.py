@@ -22,7 +22,7 @@ import zoo
 from zoo import datasets
 from zoo.recipes import TensorImages
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from . import DEVICES
 
 
 @pytest.fixture(autouse=True)
