@@ -6,8 +6,10 @@ digit images, test sequences the other (disjoint). Each model trains for --budge
 one thread) with Adam 1e-3, L1 + L2 loss, gradient clipping 1, learning-rate decay 0.98 per epoch and
 scheduled sampling that starts when the validation loss stops improving (Sec. 4.7.3); checkpoints every
 epoch (--resume continues). Then 10 -> 10 and 10 -> 30 MSE/PSNR/SSIM on held-out sequences, next to the
-copy-last-frame baseline, are written to benchmarks/convttlstm_mnist_demo.{json,md}, the weights to the
-plugin's weights/ folder and their `weights:` block into its registry.yaml, and a Fig. 4.3-style strip PNG.
+copy-last-frame baseline, are written to benchmarks/convttlstm_mnist_demo.{json,md} with a Fig. 4.3-style strip PNG.
+
+The bundled *-mnist-small weights are not this script's: ``python scripts/train.py NAME --publish`` trains them
+from their recipes (a fixed number of steps, reproducible from the seed) on the same sequences.
 
     python scripts/demo_convttlstm_mnist.py --budget 360
 """
@@ -15,7 +17,6 @@ plugin's weights/ folder and their `weights:` block into its registry.yaml, and 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,8 +24,6 @@ from typing import Dict
 
 import numpy as np
 import torch
-import yaml
-from safetensors.torch import save_file
 
 import zoo
 from zoo.paths import cache_dir
@@ -35,7 +34,6 @@ from zoo_convttlstm.training import (ScheduledSampling, load_checkpoint, make_op
                                      save_checkpoint, training_step)
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ROOT / "plugins" / "zoo-convttlstm" / "src" / "zoo_convttlstm"
 MODELS = ("convttlstm-mnist-small", "convlstm-mnist-small")
 
 
@@ -94,20 +92,6 @@ def summarize(pred: torch.Tensor, truth: torch.Tensor) -> Dict[str, object]:
     return m
 
 
-def write_weights(name: str, model, metrics: Dict[str, float], data_note: str) -> Dict[str, object]:
-    path = PLUGIN / "weights" / f"{name}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    reg_path = PLUGIN / "registry.yaml"
-    reg = yaml.safe_load(reg_path.read_text())
-    block = {"hf_hub_id": f"spectral-zoo/{name}", "revision": "main", "filename": "model.safetensors", "sha256": sha,
-             "bundled": f"weights/{name}.safetensors", "metrics": metrics, "data": data_note}
-    reg["models"][name]["weights"] = block
-    reg_path.write_text(yaml.safe_dump(reg, sort_keys=False, width=120))
-    return {"file": str(path.relative_to(ROOT)), "bytes": path.stat().st_size, "sha256": sha}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=360.0, help="training CPU-seconds per model")
@@ -118,7 +102,7 @@ def main() -> None:
     ap.add_argument("--iters-per-epoch", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--no-write", action="store_true", help="do not touch weights/, registry or benchmarks/")
+    ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = demo_sequences(args.train, args.val, args.test, args.seed)
@@ -143,11 +127,6 @@ def main() -> None:
         entry = {"params": sum(p.numel() for p in model.parameters()), "training": info, "10to10": r10,
                  "10to30": r30, "eval_seconds_10to30": round(eval_s, 1)}
         results["models"][name] = entry
-        metrics = {"mse_x1e3_10to10": round(r10["mse_x1e3"], 3), "ssim_10to10": round(r10["ssim"], 4),
-                   "psnr_10to10": round(r10["psnr"], 3), "mse_x1e3_10to30": round(r30["mse_x1e3"], 3),
-                   "ssim_10to30": round(r30["ssim"], 4), "psnr_10to30": round(r30["psnr"], 3)}
-        if not args.no_write:
-            entry["weights"] = write_weights(name, model, metrics, note)
     if args.no_write:
         print(json.dumps({k: {h: v.get(h, {}).get("mse_x1e3") for h in ("10to10", "10to30")}
                           for k, v in results["models"].items()}, indent=1))

@@ -57,6 +57,6 @@ def recipe_data(cfg: Mapping[str, Any], holdout: int, seed: int = 0, limit: Opti
     train = data["train"][:limit] if limit is not None else data["train"]
     text = (f"Moving-MNIST-2 built from the MNIST t10k digits: {len(train)} train sequences (20 frames, generator "
             f"seed {seed}) from one half of the digits, {holdout} test sequences (40 frames, seed {seed + 2}) from "
-            f"the other half (disjoint; split seed {seed}); metrics 10 -> 10 and 10 -> 30 on the test sequences, "
+            f"the other half (disjoint; split seed {seed}); metrics 10 -> 10, 20 and 30 on the test sequences, "
             f"frames in [0, 1]")
     return ClipPairs(train), ClipPairs(data["test"]), text
