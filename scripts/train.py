@@ -37,11 +37,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.list or not args.name:
-        print("\n".join(sorted(p.stem for p in RECIPES.glob("*.yaml"))))
+        print("\n".join(sorted(load_recipe(str(p)).model for p in RECIPES.glob("*.yaml"))))  # patterns as such
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.name)
+    if any(c in recipe.model for c in "*?["):
+        parser.error(f"{args.name} is the recipe of every model matching {recipe.model!r}: name one of them")
     if recipe.produced_by is not None:
         parser.error(f"the weights of {recipe.model} are produced by `{recipe.produced_by}`; its recipe only defines "
                      f"the held-out split (scripts/evaluate.py {recipe.model} --check)")

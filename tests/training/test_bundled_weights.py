@@ -29,21 +29,21 @@ def test_bundled_weights_reproduce_their_recorded_metrics(name, shared_data):
     assert recorded and not not_reproduced(recorded, measured), (description, recorded, measured)
 
 
-def test_demo_recipes_name_their_producer_and_train_py_refuses_them(capsys):
+@pytest.mark.parametrize("name,says", [
+    ("bqn-cnn-mnist", "the weights of bqn-cnn-mnist are produced by `python scripts/demo_bqn_mnist.py`"),
+    ("resnet50-imagenet", "resnet50-imagenet is the recipe of every model matching 'resnet50-*': name one of them")])
+def test_train_py_refuses_demo_recipes_and_pattern_files(name, says, capsys):
     import runpy
     import sys
     from pathlib import Path
 
-    recipe = load_recipe("bqn-cnn-mnist")
-    assert recipe.produced_by == "python scripts/demo_bqn_mnist.py" and not recipe.finetune
-    old, sys.argv = sys.argv, ["train.py", "bqn-cnn-mnist", "--publish"]
+    old, sys.argv = sys.argv, ["train.py", name, "--publish"]
     try:
         with pytest.raises(SystemExit) as stop:
             runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "train.py"), run_name="__main__")
     finally:
         sys.argv = old
-    assert stop.value.code == 2
-    assert "produced by `python scripts/demo_bqn_mnist.py`" in capsys.readouterr().err
+    assert stop.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_a_recipe_cannot_name_both_a_producer_and_a_schedule(tmp_path):
