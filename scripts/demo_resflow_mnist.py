@@ -19,7 +19,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Dict
 
 import torch
 from PIL import Image
@@ -28,27 +27,11 @@ from safetensors.torch import save_file
 import zoo
 from zoo.datasets import mnist, split
 from zoo.publish import record_weights
-from zoo_scfac.flow import ResidualBlock, ResidualFlow, dequantize
+from zoo_scfac.flow import held_out_bits_per_dim
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "sc-fac-resflow-mnist-small"
 SPLIT = "MNIST t10k (official test images) split with seed 0 into 8,000 train / 2,000 held-out, disjoint"
-
-
-def held_out_bpd(model: ResidualFlow, pixels: torch.Tensor, batch: int, n_exact: int, seed: int) -> Dict[str, float]:
-    """Mean bits/dim over ``pixels (N, 1, 28, 28)`` uint8 and the standard error of that mean (dequantization + probes)."""
-    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
-    saved = [b.n_exact for b in blocks]
-    for b in blocks:
-        b.n_exact = n_exact
-    g = torch.Generator().manual_seed(seed)
-    model.eval()
-    with torch.no_grad():
-        bpd = torch.cat([model.bits_per_dim(pixels[i: i + batch], g) for i in range(0, len(pixels), batch)])
-    for b, n in zip(blocks, saved):
-        b.n_exact = n
-    return {"bits_per_dim": bpd.mean().item(), "bits_per_dim_se": (bpd.std() / math.sqrt(len(bpd))).item(),
-            "n": float(len(bpd))}
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8, scale: int = 2) -> None:
@@ -110,7 +93,7 @@ def main() -> None:
     train_seconds = time.perf_counter() - start
 
     t = time.perf_counter()
-    metrics = held_out_bpd(model, xte, 100, args.eval_exact, seed=args.seed + 1)
+    metrics = held_out_bits_per_dim(model, xte, 100, args.eval_exact, seed=args.seed + 1)
     eval_seconds = time.perf_counter() - t
     print("held-out", metrics, flush=True)
 
@@ -127,8 +110,8 @@ def main() -> None:
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(checkpoint),
               metadata={"model": NAME})
     reloaded = zoo.create(NAME, checkpoint_path=checkpoint).eval()
-    check = held_out_bpd(reloaded, xte[:200], 100, args.eval_exact, seed=args.seed + 1)["bits_per_dim"]
-    if abs(check - held_out_bpd(model, xte[:200], 100, args.eval_exact, seed=args.seed + 1)["bits_per_dim"]) > 1e-4:
+    check = held_out_bits_per_dim(reloaded, xte[:200], 100, args.eval_exact, seed=args.seed + 1)["bits_per_dim"]
+    if abs(check - held_out_bits_per_dim(model, xte[:200], 100, args.eval_exact, seed=args.seed + 1)["bits_per_dim"]) > 1e-4:
         raise RuntimeError("the saved checkpoint does not reproduce the trained model's bits/dim")
     if args.publish:
         record_weights(entry, checkpoint, metrics, data)

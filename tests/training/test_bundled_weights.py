@@ -9,10 +9,6 @@ import zoo
 from zoo.recipes import held_out_metrics, load_recipe, not_reproduced
 
 BUNDLED = sorted(n for n in zoo.list_models(pretrained=True) if zoo.model_info(n).weights.bundled)
-# The sc-fac evaluate hook estimates a flow's bits/dim with the model's own 2 exact log-det terms and one roulette
-# draw per loader batch; scripts/demo_resflow_mnist.py recorded 8 exact terms, batches of 100, seed 1, plus the
-# standard error and count. Until that hook measures the demo's estimator, the flow's check cannot pass.
-NOT_YET = {"sc-fac-resflow-mnist-small"}
 
 
 def test_the_bundled_models_are_the_ones_the_demos_and_recipes_wrote():
@@ -21,7 +17,7 @@ def test_the_bundled_models_are_the_ones_the_demos_and_recipes_wrote():
                             "lenet5-mcp-10pct", "sc-fac-wrn10-1-cifar10-small", "sc-fac-resflow-mnist-small"}
 
 
-@pytest.mark.parametrize("name", [n for n in BUNDLED if n not in NOT_YET])
+@pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_weights_reproduce_their_recorded_metrics(name, shared_data):
     recipe = load_recipe(name)  # every bundled model has a recipe naming its held-out split
     recorded = zoo.model_info(name).weights.metrics
