@@ -270,3 +270,25 @@ def test_input_size_not_divisible_by_stride_raises():
 def _tail(sv: torch.Tensor, rank: int) -> float:
     """Largest singular value beyond the expected rank (0 when there is none)."""
     return float(sv[rank:].abs().max()) if sv.numel() > rank else 0.0
+
+
+def test_eval_cache_sees_assigned_state_dicts_dtype_changes_and_copies():
+    import copy
+
+    torch.manual_seed(0)
+    layer = OrthoConv2d(4, 4, 3, init="uniform").eval()
+    x = torch.randn(2, 4, 8, 8)
+    first = layer(x)
+    other = OrthoConv2d(4, 4, 3, init="uniform")
+    layer.load_state_dict(other.state_dict(), assign=True)  # new Parameter objects, not an in-place copy
+    torch.testing.assert_close(layer(x), other.eval()(x))
+    assert not torch.allclose(layer(x), first)
+    layer.double()
+    assert layer.kernel().dtype == torch.float64
+    torch.testing.assert_close(layer(x.double()), other.double()(x.double()))
+    twin = copy.deepcopy(layer)
+    with torch.no_grad():
+        orig = twin.q.parametrizations.weight.original
+        orig.add_(0.1 * torch.randn_like(orig))
+    assert not torch.allclose(twin.kernel(), layer.kernel())  # the copy keys on its own tensors
+    torch.testing.assert_close(twin.kernel(), twin.build_kernel())

@@ -23,7 +23,7 @@ orthogonality at the 1e-5 level, float64 keeps a float32 layer within ~1e-6. ``N
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import geotorch
 import torch
@@ -67,15 +67,35 @@ def orthogonal_values(tensors: Sequence[_OrthogonalTensor], dtype: Optional[torc
 
 
 class _EvalCache(nn.Module):
-    """Caches a derived weight in eval mode; the cache key is every parameter's and buffer's storage and version."""
+    """Caches a derived weight in eval mode; the cache key is every parameter's and buffer's storage and version.
+
+    The list of those tensors is collected once (walking the submodules costs more than a small convolution on a
+    GPU) and collected again after ``load_state_dict``, ``to()`` / ``cuda()`` / ``half()`` and any attribute
+    assignment on this module; replacing a Parameter object of a submodule directly is not seen.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._cache: Optional[Tensor] = None
         self._cache_key: Optional[Tuple] = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_tensors())
+
+    def _forget_tensors(self) -> None:
+        self.__dict__.pop("_key_tensors", None)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__.pop("_key_tensors", None)
+        super().__setattr__(name, value)
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> "_EvalCache":
+        self._forget_tensors()
+        return super()._apply(fn, recurse)
 
     def _state_key(self) -> Tuple:
-        tensors = list(self.parameters()) + list(self.buffers())
+        tensors = self.__dict__.get("_key_tensors")
+        if tensors is None:
+            tensors = list(self.parameters()) + list(self.buffers())
+            self.__dict__["_key_tensors"] = tensors
         return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
     def _cached(self, build: Callable[[], Tensor]) -> Tensor:
