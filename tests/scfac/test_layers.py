@@ -276,13 +276,15 @@ def test_eval_cache_sees_assigned_state_dicts_dtype_changes_and_copies():
     import copy
 
     torch.manual_seed(0)
-    layer = OrthoConv2d(4, 4, 3, init="uniform").eval()
+    layer = OrthoConv2d(4, 4, 3, init="uniform", bias=False).eval()  # no own parameter that assign= would set
     x = torch.randn(2, 4, 8, 8)
     first = layer(x)
-    other = OrthoConv2d(4, 4, 3, init="uniform")
+    assert layer(x) is not None and "_key_tensors" in layer.__dict__  # the key's tensor list is now cached
+    other = OrthoConv2d(4, 4, 3, init="uniform", bias=False)
     layer.load_state_dict(other.state_dict(), assign=True)  # new Parameter objects, not an in-place copy
     torch.testing.assert_close(layer(x), other.eval()(x))
     assert not torch.allclose(layer(x), first)
+    layer(x)
     layer.double()
     assert layer.kernel().dtype == torch.float64
     torch.testing.assert_close(layer(x.double()), other.double()(x.double()))

@@ -84,7 +84,8 @@ class _EvalCache(nn.Module):
         self.__dict__.pop("_key_tensors", None)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self.__dict__.pop("_key_tensors", None)
+        if name not in ("_cache", "_cache_key"):
+            self.__dict__.pop("_key_tensors", None)
         super().__setattr__(name, value)
 
     def _apply(self, fn: Callable, recurse: bool = True) -> "_EvalCache":
