@@ -26,7 +26,7 @@ def test_bundled_weights_reproduce_their_recorded_metrics(name, shared_data):
 
 
 @pytest.mark.parametrize("name,says", [
-    ("bqn-cnn-mnist", "the weights of bqn-cnn-mnist are produced by `python scripts/demo_bqn_mnist.py`"),
+    ("bqn-cnn-mnist", "the weights of bqn-cnn-mnist are produced by `python scripts/demo_bqn_mnist.py --publish`"),
     ("resnet50-imagenet", "resnet50-imagenet is the recipe of every model matching 'resnet50-*': name one of them")])
 def test_train_py_refuses_demo_recipes_and_pattern_files(name, says, capsys):
     import runpy
