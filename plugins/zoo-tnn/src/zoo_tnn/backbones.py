@@ -60,8 +60,8 @@ class LeNet5(_Classifier, nn.Module):
         return self.fc3(x)
 
 
-class _BasicBlockA(nn.Module):
-    """CIFAR ResNet basic block with the parameter-free option-A shortcut (He et al. 2016, Sec. 4.2)."""
+class _BasicBlock(nn.Module):
+    """CIFAR ResNet basic block: conv3x3-BN-ReLU-conv3x3-BN, plus ``self.shortcut(x)``, then ReLU."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -69,6 +69,18 @@ class _BasicBlockA(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class _BasicBlockA(_BasicBlock):
+    """Basic block with the parameter-free option-A shortcut (He et al. 2016, Sec. 4.2)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__(cin, cout, stride)
         self.stride, self.pad = stride, cout - cin
 
     def shortcut(self, x: Tensor) -> Tensor:
@@ -77,11 +89,6 @@ class _BasicBlockA(nn.Module):
         if self.pad:
             x = F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
         return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class CifarResNet(_Classifier, nn.Module):
@@ -173,22 +180,13 @@ class WideResNet(_Classifier, nn.Module):
         return self.fc(self.forward_features(x).mean((2, 3)))
 
 
-class _BasicBlockB(nn.Module):
+class _BasicBlockB(_BasicBlock):
     """Basic block with a 1x1 projection shortcut (batch-normalised) when the shape changes (option B)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        super().__init__(cin, cout, stride)
         self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                          if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class CifarResNet34(_Classifier, nn.Module):
