@@ -10,6 +10,13 @@ from zoo_bqn.levels import make_levels
 from zoo_bqn.models import bqn_cnn
 
 
+@pytest.fixture(autouse=True)
+def no_grad():
+    """Moment checks need no gradients (and ``float()`` of a tensor in a graph warns)."""
+    with torch.no_grad():
+        yield
+
+
 def _randomise(layer, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -24,8 +31,7 @@ def test_linear_moments_exact(w_levels, h_levels):
     hl = make_levels(h_levels)
     g = torch.Generator().manual_seed(2)
     h_probs = torch.softmax(torch.randn(1, 3, hl.numel(), generator=g, dtype=torch.float64), -1)
-    with torch.no_grad():
-        out = layer(Categorical(h_probs, hl))
+    out = layer(Categorical(h_probs, hl))
     w_probs = layer.probs().detach()
     wl = layer.levels.tolist()
     for j in range(2):
