@@ -219,3 +219,17 @@ def test_path_costs_report_both_candidates_and_the_one_the_layer_runs() -> None:
     assert costs["factorized"] == auto.opt_cost
     cheaper = costs["factorized"] < layer.path_ratio * costs["reconstruct"]
     assert costs["chosen"] == ("factorized" if cheaper else "reconstruct")
+
+
+def test_path_ratio_comes_from_the_decomposition_and_can_be_set_per_layer() -> None:
+    mcp = TensorialConv2d(12, 8, 3, padding=1, decomposition="mcp", rate=0.3)
+    mtt = TensorialConv2d(12, 8, 3, padding=1, decomposition="mtt", rate=0.3)
+    assert (mcp.path_ratio, mtt.path_ratio) == (0.2, 0.5)
+    x = torch.randn(2, 12, 9, 9)
+    mtt(x)
+    mtt.path_ratio = 0.0  # never factorised: the cached choice is dropped and made again
+    assert not mtt.path_costs
+    y = mtt(x)
+    ((_, costs),) = mtt.path_costs.items()
+    assert costs["chosen"] == "reconstruct"
+    torch.testing.assert_close(y, F.conv2d(x, mtt.weight, mtt.bias, padding=1), rtol=1e-4, atol=1e-5)

@@ -104,10 +104,18 @@ class _Tensorial(nn.Module):
                                         "chosen": "factorized" if factorized else "reconstruct"}
         return cache[x_shape]
 
-    path_ratio: float = 0.2
-    """Measured on ResNet-50 at batch 16, 224 px, one CPU thread (benchmarks/tnn.md): with 0.2 instead of 0.5,
-    mCP / mTR / mTT at 1 % train 1.3x / 1.4x / 1.08x faster (strided reshaped layers were taking factorised
-    paths with a quarter of the multiply-adds that ran 8-10x slower than reconstruct-first)."""
+    @property
+    def path_ratio(self) -> float:
+        """Keep the factorised path only below this fraction of reconstruct-first's multiply-adds: the
+        decomposition's ``path_ratio`` (0.5; 0.2 for mCP and mTR, measured in benchmarks/tnn.md), unless set on
+        the layer."""
+        return self.__dict__.get("_path_ratio", get_decomposition(self.decomposition).path_ratio)
+
+    @path_ratio.setter
+    def path_ratio(self, value: float) -> None:
+        self.__dict__["_path_ratio"] = float(value)
+        self.__dict__.pop("_paths", None)
+        self.__dict__.pop("_path_costs", None)
 
     @property
     def path_costs(self) -> Dict[Tuple[int, ...], Dict[str, Any]]:

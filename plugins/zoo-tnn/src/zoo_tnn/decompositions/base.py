@@ -90,6 +90,9 @@ class Decomposition:
         name: short name used in model names (``resnet50-{name}-10pct``).
         reshaped: whether channels are split into ``m`` modes (mCP, mTT, ...); ``m`` defaults to 3.
         supports_groups: whether grouped/depthwise convolutions can be factorised (built-ins: no).
+        path_ratio: a tensorial layer runs its FLOP-optimal factorised path only when that needs under
+            ``path_ratio`` times the multiply-adds of reconstruct-first (a dense convolution runs several times
+            more efficiently per multiply-add than a chain of small contractions).
     """
 
     name: ClassVar[str] = ""
@@ -97,6 +100,7 @@ class Decomposition:
     reshaped: ClassVar[bool] = False
     default_m: ClassVar[int] = 3
     supports_groups: ClassVar[bool] = False
+    path_ratio: ClassVar[float] = 0.5
 
     def factors(self, layout: Layout, rank: int) -> List[Factor]:
         """The factors of a rank-``rank`` network on ``layout``."""

@@ -118,6 +118,7 @@ class MCP(_Reshaped):
     name = "mcp"
     description = "CP of the kernel reshaped to m (S_i, T_i) modes + (H, W) (TNN-mCP)"
     structure = "cp"
+    path_ratio = 0.2  # its large ranks make depthwise conv steps over many channels: see benchmarks/tnn.md
 
 
 class MTK(_Reshaped):
@@ -136,6 +137,7 @@ class MTR(_Reshaped):
     name = "mtr"
     description = "tensor ring over the reshaped (S_i, T_i) modes and (H, W) (TNN-mTR)"
     structure = "ring"
+    path_ratio = 0.2  # as mCP
 
 
 BUILTINS = {cls.name: cls() for cls in (CP, TK, TT, TR, SVD, MCP, MTK, MTT, MTR)}
