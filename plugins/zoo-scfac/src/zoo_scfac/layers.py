@@ -213,13 +213,17 @@ class _OrthoConvNd(_EvalCache):
         """The kernel used by :meth:`forward`: rebuilt in training mode, cached in eval mode."""
         return self._cached(self.build_kernel)
 
+    @property
+    def _pad_mode(self) -> str:
+        """``padding_mode`` as ``F.pad`` names it."""
+        return "circular" if self.padding_mode == "circular" else "constant"
+
     def pad(self, x: Tensor) -> Tensor:
         """Pad ``x`` so the output has size ``input / stride`` (circular wraps around, zeros pads zeros)."""
         sizes = x.shape[-self.ndim:]
         if any(s % self.stride for s in sizes):
             raise ValueError(f"spatial size {tuple(sizes)} must be divisible by stride {self.stride}")
-        mode = "circular" if self.padding_mode == "circular" else "constant"
-        return F.pad(x, self._pad * self.ndim, mode=mode)
+        return F.pad(x, self._pad * self.ndim, mode=self._pad_mode)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(B, in, *spatial)`` -> ``(B, out, *spatial / stride)``."""
@@ -248,9 +252,9 @@ class _OrthoConvNd(_EvalCache):
         g, k, c = self.groups, self.kernel_size, self.width
         width_kernel = h[:, 1, :, :, : self.cols].permute(0, 2, 3, 1).reshape(g * c, self.cols, 1, k)
         height_kernel = h[:, 0, :, : self.rows, :].permute(0, 2, 3, 1).reshape(self.out_channels, c, k, 1)
-        mode = "circular" if self.padding_mode == "circular" else "constant"
-        z = F.conv2d(F.pad(x, self._pad + (0, 0), mode=mode), width_kernel, None, 1, 0, (1, self.dilation), g)
-        return F.conv2d(F.pad(z, (0, 0) + self._pad, mode=mode), height_kernel, self.bias, 1, 0, (self.dilation, 1), g)
+        z = F.conv2d(F.pad(x, self._pad + (0, 0), mode=self._pad_mode), width_kernel, None, 1, 0, (1, self.dilation), g)
+        return F.conv2d(F.pad(z, (0, 0) + self._pad, mode=self._pad_mode), height_kernel, self.bias, 1, 0,
+                        (self.dilation, 1), g)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
