@@ -1,5 +1,6 @@
 """Train a registry model from its recipe (scripts/recipes/NAME.yaml), measure it on the held-out split,
-write a Hub-ready folder and benchmarks/trained/NAME.json (metrics, data, recipe, per-epoch history), and with --publish record the weights (sha256, metrics, data) in the registry.
+write a Hub-ready folder and benchmarks/trained/NAME.json (metrics, data, recipe, per-epoch history), and with
+--publish record the weights (sha256, metrics, data) in the registry.
 
     python scripts/train.py sc-fac-wrn10-1-cifar10-small --publish
     python scripts/train.py --list
@@ -42,7 +43,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.name)
-    if any(c in recipe.model for c in "*?["):
+    if recipe.is_pattern:
         parser.error(f"{args.name} is the recipe of every model matching {recipe.model!r}: name one of them")
     if recipe.produced_by is not None:
         parser.error(f"the weights of {recipe.model} are produced by `{recipe.produced_by}`; its recipe only defines "

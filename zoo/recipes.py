@@ -65,6 +65,11 @@ class Recipe(BaseModel):
     produced_by: Optional[str] = Field(None, description="the command that writes the published weights when it is "
                                                          "not scripts/train.py (then there is no finetune schedule)")
 
+    @property
+    def is_pattern(self) -> bool:
+        """Whether ``model`` is an fnmatch pattern (``resnet50-*``): the recipe of every matching model."""
+        return any(c in self.model for c in "*?[")
+
     @model_validator(mode="after")
     def _one_producer(self) -> "Recipe":
         if self.produced_by is not None and self.finetune:
@@ -82,7 +87,7 @@ def load_recipe(name_or_path: str, folder: Path = RECIPES) -> Recipe:
         return _parse(path)
     recipes = [_parse(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
     for recipe in recipes:
-        if any(c in recipe.model for c in "*?[") and fnmatch.fnmatchcase(name_or_path, recipe.model):
+        if recipe.is_pattern and fnmatch.fnmatchcase(name_or_path, recipe.model):
             return recipe.model_copy(update={"model": name_or_path})
     known = ", ".join(r.model for r in recipes) or "none"
     raise ZooError(f"no recipe {path} and no recipe pattern matches {name_or_path!r}; recipes exist for: {known}")
