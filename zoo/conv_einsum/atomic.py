@@ -34,7 +34,7 @@ from .parse import ConvEinsumError
 from .sequencer import Network
 
 FOLD_MAX_CHANNELS = 8
-BROADCAST_MAX_RATIO = 4  # matmul steps broadcast the small operand up to this many times the large one's size
+BROADCAST_MAX_RATIO = 4  # matmul steps broadcast the small operand up to this many times the size of x or the result
 _CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -227,9 +227,10 @@ def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: st
     pre = tuple(xs(c) if c in batch else 1 for c in lead)
     spread = math.prod(xs(c) for c in lead if c not in batch)  # w is broadcast (and its gradient summed) this often
     folded = not x_left and not lead_w  # torch.matmul folds x's lead into the rows of one mm: no broadcast
-    if not folded and spread > 1 and spread * math.prod(pre) * n * k > BROADCAST_MAX_RATIO * math.prod(map(xs, x)):
-        return None  # the broadcast w and its per-index gradients would outgrow x: a permuted copy of x is cheaper
     t = math.prod(xs(c) for c in trail)
+    if not folded and spread > 1 and spread * math.prod(pre) * n * k > BROADCAST_MAX_RATIO * max(
+            math.prod(map(xs, x)), math.prod(pre) * spread * n * t):
+        return None  # the broadcast w and its gradient would outgrow both x and the result: permuting x is cheaper
     if n * t == 1:
         return None  # a batch of dot products: nothing to gain over torch.einsum
     if x_left:
