@@ -78,3 +78,21 @@ def test_auto_avoids_huge_memory_bound_intermediates() -> None:
     _, auto = conv_einsum_path(eq, *shapes, padding=1)
     assert auto.largest_intermediate < optimal.largest_intermediate
     assert optimal.opt_cost <= auto.opt_cost  # "optimal" still minimises multiply-adds exactly
+
+
+def test_batched_rank_to_channel_contraction_writes_the_output_in_place() -> None:
+    """CP at batch 16: the last step maps (B, R, H, W) to (B, T, H, W) with the small (R, T) factor broadcast
+    over the batch (a bmm on views), not through a permuted copy of the large operand and of the result."""
+    eq = "bshw,rs,rh,rw,rt->bthw|hw"
+    _, info = conv_einsum_path(eq, (16, 1024, 14, 14), (46, 1024), (46, 3), (46, 3), (46, 1024), padding=1)
+    last = info.steps[-1]
+    assert last.kernel == "matmul" and last.equation.endswith("->bthw")
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(3, 6, 5, 5), (4, 6), (4, 3), (4, 3), (4, 40)]  # result 60x larger than the rank-4 operand
+    ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    _, small = conv_einsum_path(eq, *ops, padding=1)
+    assert small.steps[-1].kernel == "matmul" and small.steps[-1].equation.endswith("->bthw")
+    got = _grads(lambda *t: conv_einsum(eq, *t, padding=1), ops)
+    ref = _grads(lambda *t: conv_einsum(eq, *t, padding=1, optimize="naive"), ops)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
