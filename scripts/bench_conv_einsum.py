@@ -12,6 +12,7 @@ Writes benchmarks/conv_einsum.json and benchmarks/conv_einsum.md.
 Usage:  python scripts/bench_conv_einsum.py --quick      (2-core CPU: batch 1, channels / 4)
         python scripts/bench_conv_einsum.py              (full grid: batch 16, 256..2048 channels)
         python scripts/bench_conv_einsum.py --resnet-only  (ResNet-18 part only, merged into the files)
+        python scripts/bench_conv_einsum.py --merge a.json b.json --out STEM  (join runs of parts of the grid)
 """
 
 from __future__ import annotations
@@ -266,6 +267,23 @@ def resnet_times(repeats: int, batch: int = 32, px: int = 64) -> dict:
     return out
 
 
+def merge_runs(runs: list[dict], command: str) -> dict:
+    """One result from several runs of the same setting (batch, threads, repeats, device): rows in run order,
+    stages and rates joined, and every run's command kept in front of the merging one."""
+    keys = ("batch", "threads", "repeats", "device", "torch")
+    first = runs[0]["meta"]
+    for run in runs[1:]:
+        differ = [k for k in keys if run["meta"].get(k) != first.get(k)]
+        if differ:
+            raise SystemExit(f"cannot merge runs with different {', '.join(differ)}: "
+                             f"{[run['meta'].get(k) for k in differ]} vs {[first.get(k) for k in differ]}")
+    meta = dict(first)
+    meta["command"] = " && ".join([r["meta"]["command"] for r in runs] + [command])
+    meta["stages"] = [s for r in runs for s in r["meta"]["stages"]]
+    meta["rates"] = sorted({x for r in runs for x in r["meta"]["rates"]})
+    return {"meta": meta, "rows": [row for r in runs for row in r["rows"]]}
+
+
 def markdown(rows: list[dict], meta: dict, resnet: dict | None) -> str:
     out = [
         "# conv_einsum benchmark", "",
@@ -366,6 +384,8 @@ def main() -> None:
     ap.add_argument("--resnet-only", action="store_true",
                     help="only the ResNet-18 part, merged into the existing --out files")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "conv_einsum"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="no timing: join the rows of earlier runs' JSON files (e.g. stages run in parallel) into --out")
     args = ap.parse_args()
     batch = args.batch or (1 if args.quick else 16)
     div = args.channel_divisor or (4 if args.quick else 1)
@@ -376,7 +396,10 @@ def main() -> None:
 
     command = "python " + " ".join(["scripts/bench_conv_einsum.py", *sys.argv[1:]])
     out = Path(args.out)
-    if args.resnet_only:
+    if args.merge:
+        data = merge_runs([json.loads(Path(p).read_text()) for p in args.merge], command)
+        meta, rows = data["meta"], data["rows"]
+    elif args.resnet_only:
         data = json.loads(out.with_suffix(".json").read_text())
         meta, rows = data["meta"], data["rows"]
     else:
