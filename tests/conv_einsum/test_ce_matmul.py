@@ -9,6 +9,10 @@ import torch
 from torch.autograd import gradcheck
 
 from zoo.conv_einsum import conv_einsum, conv_einsum_path
+from zoo.conv_einsum.atomic import MatmulStep
+from zoo.conv_einsum.plan import make_plan
+
+from .ce_reference import reference_conv_einsum
 
 # (equation, shapes): channel contractions of NCHW data (w @ x and x @ w), batch letters, outer products
 CASES = [
@@ -81,18 +85,27 @@ def test_auto_avoids_huge_memory_bound_intermediates() -> None:
 
 
 def test_batched_rank_to_channel_contraction_writes_the_output_in_place() -> None:
-    """CP at batch 16: the last step maps (B, R, H, W) to (B, T, H, W) with the small (R, T) factor broadcast
-    over the batch (a bmm on views), not through a permuted copy of the large operand and of the result."""
+    """CP at batch 16: the last step maps (B, R, H, W) to (B, T, H, W) with the small (R, T) factor shared by the
+    whole batch (a bmm on views, or one 1x1 convolution on the CPU for narrow images), not through a permuted
+    copy of the large operand and of the result; the first step likewise. Values and gradients match the
+    independent reference."""
     eq = "bshw,rs,rh,rw,rt->bthw|hw"
-    _, info = conv_einsum_path(eq, (16, 1024, 14, 14), (46, 1024), (46, 3), (46, 3), (46, 1024), padding=1)
-    last = info.steps[-1]
-    assert last.kernel == "matmul" and last.equation.endswith("->bthw")
+    for shapes in ([(16, 1024, 14, 14), (46, 1024), (46, 3), (46, 3), (46, 1024)],
+                   [(16, 2048, 7, 7), (92, 2048), (92, 3), (92, 3), (92, 2048)]):
+        _, info = conv_einsum_path(eq, *shapes, padding=1)
+        assert info.steps[0].kernel == "matmul" and info.steps[0].equation.endswith("->brhw")
+        assert info.steps[-1].kernel == "matmul" and info.steps[-1].equation.endswith("->bthw")
+        plan = make_plan(eq, shapes, padding=1)
+        assert plan.final_perm is None
+        assert all(step.out_perm is None for _, _, step in plan.steps if isinstance(step, MatmulStep))
+        # 49 columns per image at 7 px: one 1x1 convolution on the CPU; 196 at 14 px: a bmm
+        assert plan.steps[-1][2].conv_on_cpu == (shapes[0][-1] == 7)
     gen = torch.Generator().manual_seed(2)
     shapes = [(3, 6, 5, 5), (4, 6), (4, 3), (4, 3), (4, 40)]  # result 60x larger than the rank-4 operand
     ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
-    _, small = conv_einsum_path(eq, *ops, padding=1)
-    assert small.steps[-1].kernel == "matmul" and small.steps[-1].equation.endswith("->bthw")
+    plan = make_plan(eq, shapes, padding=1)
+    assert [plan.steps[k][2].conv_on_cpu for k in (0, -1)] == [True, True]
     got = _grads(lambda *t: conv_einsum(eq, *t, padding=1), ops)
-    ref = _grads(lambda *t: conv_einsum(eq, *t, padding=1, optimize="naive"), ops)
+    ref = _grads(lambda *t: reference_conv_einsum(eq, *t, padding=1), ops)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b)

@@ -34,6 +34,7 @@ from .parse import ConvEinsumError
 from .sequencer import Network
 
 FOLD_MAX_CHANNELS = 8
+CONV1X1_MAX_COLUMNS = 128  # CPU: w @ x over a batch of x with fewer columns than this runs as one 1x1 convolution
 BROADCAST_MAX_RATIO = 4  # matmul steps broadcast the small operand up to this many times the size of x or the result
 _CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -93,12 +94,16 @@ class MatmulStep:
     w_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     out_perm: tuple[int, ...] | None = None  # a requested letter order: one contiguous permuted copy at the end
+    conv_on_cpu: bool = False  # w @ x with one w for a batch of narrow x: one 1x1 convolution on the CPU
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         x, w = (b, a) if self.swap else (a, b)
         x = x.reshape(self.x_shape)
         w = w.permute(self.w_perm).reshape(self.w_shape)
-        if not self.x_left:  # torch.matmul folds x's batch into the rows of one mm when w broadcasts
+        if self.conv_on_cpu and x.device.type == "cpu":  # oneDNN's 1x1 convolution: one GEMM over batch x columns
+            *_, k, t = self.x_shape
+            y = F.conv1d(x.reshape(-1, k, t), w.reshape(self.w_shape[-2:]).unsqueeze(-1))
+        elif not self.x_left:  # torch.matmul folds x's batch into the rows of one mm when w broadcasts
             y = torch.matmul(x, w)
         else:  # w @ x: an explicit bmm over x's lead dims (torch.matmul would fold by copying a transposed x)
             *lead, k, t = self.x_shape
@@ -240,7 +245,20 @@ def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: st
         x_shape, w_src, w_shape = (*map(xs, lead), t, k), lead_w + contract + outer_w, (*pre, k, n)
         out = lead + trail + "".join(outer_w)
     out_shape = tuple(problem.size(c, net.members(mx | mw)) for c in out)
-    return MatmulStep(swap, x_left, x_shape, tuple(w.index(c) for c in w_src), w_shape, out_shape), out
+    # a 1x1 convolution needs one w for all of x's lead dims; it beats a bmm of narrow (t-column) products
+    conv = x_left and not lead_w and spread > 1 and t < CONV1X1_MAX_COLUMNS
+    return MatmulStep(swap, x_left, x_shape, tuple(w.index(c) for c in w_src), w_shape, out_shape,
+                      conv_on_cpu=conv), out
+
+
+def _copied_elements(step: MatmulStep, out: str, order: str) -> int:
+    """Elements a matmul step copies for layout: ``w`` when its permutation is not the identity, the result
+    when it is permuted at the end of the step or its letters are out of ``order`` (a later copy)."""
+    copied = math.prod(step.w_shape) if list(step.w_perm) != sorted(step.w_perm) else 0
+    in_order = [c for c in order if c in out]
+    if step.out_perm is not None or [c for c in out if c in order] != in_order:
+        copied += math.prod(step.out_shape)
+    return copied
 
 
 def _out_order(a: str, b: str, kept: frozenset[str], conv: str) -> str:
@@ -281,13 +299,16 @@ def plan_pair(problem: Problem, net: Network, ma: int, a: str, mb: int, b: str,
     shared_conv = [c for c in a if c in conv and c in b]
     if not shared_conv:
         big_b = net.size(mb) > net.size(ma)
-        for swap in (big_b, not big_b):
-            got = _plan_matmul(problem, net, *((mb, b, ma, a) if swap else (ma, a, mb, b)), kept, swap,
-                               out_order or problem.equation.output)
+        order = out_order or problem.equation.output
+        options = []
+        for swap in (big_b, not big_b):  # view the larger operand first; keep the option that copies least
+            got = _plan_matmul(problem, net, *((mb, b, ma, a) if swap else (ma, a, mb, b)), kept, swap, order)
+            if got is not None and out_order not in (None, got[1]) and sorted(out_order) == sorted(got[1]):
+                got = replace(got[0], out_perm=tuple(got[1].index(c) for c in out_order)), out_order
             if got is not None and out_order in (None, got[1]):
-                return got
-            if got is not None and sorted(out_order) == sorted(got[1]):  # type: ignore[arg-type]
-                return replace(got[0], out_perm=tuple(got[1].index(c) for c in out_order)), out_order  # type: ignore[union-attr]
+                options.append((_copied_elements(got[0], got[1], order), len(options), got))
+        if options:
+            return min(options)[2]
         out = _out_order(a, b, kept, conv)
         if out_order is not None:
             if sorted(out_order) != sorted(out):
