@@ -160,6 +160,25 @@ def peak_bytes(fn: Callable[[], torch.Tensor], device: torch.device) -> int:
     return int(max(totals) - totals[0]) if totals else 0
 
 
+def saved_bytes(fn: Callable[[], torch.Tensor], operands: list[torch.Tensor]) -> int:
+    """Bytes autograd keeps for backward while running ``fn`` forward, beyond ``operands`` (which live anyway):
+    the intermediates held until backward, each storage counted once."""
+    seen = {(t.untyped_storage().data_ptr(), t.device) for t in operands}
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
 def rebuild_macs(lay: Layer, c: int) -> int:
     """Multiply-adds of (b), forward + both backward products: building the kernel from the factors (its
     einsum in opt_einsum's optimal order, 3x for forward and the factor gradients) plus the dense 3x3
@@ -202,7 +221,10 @@ def run_row(lay: Layer, c: int, rate: float, args: argparse.Namespace, gen: torc
         "measure": lambda: conv_einsum(lay.equation, x, *factors, padding=1, optimize="measure"),
         "naive": lambda: conv_einsum(lay.equation, x, *factors, padding=1, optimize="naive"),
         "dense": lambda: F.conv2d(xd, torch.einsum(lay.build, *factors).reshape(c, c, K, K), padding=1),
+        "checkpoint": lambda: conv_einsum(lay.equation, x, *factors, padding=1, checkpoint=True),
     }
+    row["saved_bytes"] = {k: saved_bytes(methods[k], [x, *factors])  # type: ignore[arg-type]
+                          for k in ("conv_einsum", "checkpoint")}
     if naive.largest_intermediate > args.max_elements:
         methods["naive"] = f"skipped: largest intermediate {naive.largest_intermediate:.3g} elements > --max-elements"
     if lay.name in TLTORCH:
@@ -298,11 +320,17 @@ def markdown(rows: list[dict], meta: dict, resnet: dict | None) -> str:
         "`choice` = the candidate \"measure\" kept; `dense/ce` = (b) time / conv_einsum time (goal >= 2 at "
         "<= 5 %); `MACs dense/ce` = the same ratio in multiply-adds, fwd+bwd (below 2, no evaluation order "
         "reaches the 2x goal by arithmetic alone); `inter ce/naive` = largest intermediate ratio (goal <= 1); `tune ms` = time of the first "
-        "(measuring) call.", "",
+        "(measuring) call; `kept MB` = the intermediates autograd holds from forward to backward, beyond the "
+        "operands, without / with `checkpoint=True`; `ckpt` = conv_einsum with `checkpoint=True` over without "
+        "(`-`: rows run before these columns existed).", "",
         "| layer | C | px | rate | rank | ce/best | meas/best | ok | choice | dense/ce | MACs dense/ce | naive/ce "
-        "| tltorch/ce | peak ce/dense | peak ce/naive | inter ce/naive | search ms | tune ms | cached us |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tltorch/ce | peak ce/dense | peak ce/naive | inter ce/naive | kept MB ce / ckpt | time ckpt/ce | peak ckpt/ce "
+        "| search ms | tune ms | cached us |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def mb(n: object) -> str:
+        return f"{n / 2**20:.3g}" if isinstance(n, int) else "-"
 
     def ratio(a: object, b: object) -> str:
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
@@ -310,7 +338,7 @@ def markdown(rows: list[dict], meta: dict, resnet: dict | None) -> str:
         return "skip" if isinstance(a, str) or isinstance(b, str) else "-"
 
     for r in rows:
-        t, p, li = r["time_s"], r["peak_bytes"], r["largest_intermediate"]
+        t, p, li, sb = r["time_s"], r["peak_bytes"], r["largest_intermediate"], r.get("saved_bytes", {})
         ok = "yes" if r["measure_vs_best_baseline"] <= 1.10 else "**no**"
         out.append(
             f"| {r['layer']} | {r['channels']} | {r['pixels']} | {r['rate']:.0%} | {r['rank']} | "
@@ -319,6 +347,8 @@ def markdown(rows: list[dict], meta: dict, resnet: dict | None) -> str:
             f"{ratio(t['naive'], t['conv_einsum'])} | "
             f"{ratio(t.get('tltorch'), t['conv_einsum'])} | {ratio(p['conv_einsum'], p['dense'])} | "
             f"{ratio(p['conv_einsum'], p['naive'])} | {li['conv_einsum'] / li['naive']:.2f} | "
+            f"{mb(sb.get('conv_einsum'))} / {mb(sb.get('checkpoint'))} | {ratio(t.get('checkpoint'), t['conv_einsum'])} | "
+            f"{ratio(p.get('checkpoint'), p['conv_einsum'])} | "
             f"{r['path_search_s'] * 1e3:.1f} | {r['measure_s'] * 1e3:.0f} | {r['cached_lookup_s'] * 1e6:.1f} |"
         )
     ok_speed = sum(r["vs_best_baseline"] <= 1.10 for r in rows)
@@ -339,6 +369,14 @@ def markdown(rows: list[dict], meta: dict, resnet: dict | None) -> str:
             f"{ok_reachable}/{len(reachable)} of the rows where conv_einsum's path needs at most half the "
             f"multiply-adds of (b) ({len(low) - len(reachable)} rows cannot reach 2x by arithmetic)",
             f"- largest intermediate <= naive's (auto): {ok_inter}/{len(rows)} rows"]
+    ckpt = [r for r in rows if "saved_bytes" in r]
+    if ckpt:
+        held = [r["saved_bytes"]["checkpoint"] for r in ckpt]
+        plain = [r["saved_bytes"]["conv_einsum"] / 2**20 for r in ckpt]
+        slower = [r["time_s"]["checkpoint"] / r["time_s"]["conv_einsum"] for r in ckpt]
+        out.append(f"- checkpoint=True ({len(ckpt)} rows): holds {max(held) / 2**20:.3g} MB of intermediates until "
+                   f"backward (without it: {min(plain):.3g}-{max(plain):.3g} MB per layer), at "
+                   f"{min(slower):.2f}-{max(slower):.2f}x the time (the forward runs twice)")
     if resnet:
         t = resnet["time_s"]
         out += ["", "## ResNet-18, whole network", "",
