@@ -400,8 +400,9 @@ def markdown(rows: list[dict], meta: dict, resnet: dict | None) -> str:
             "once per shape and keeps the fastest; it cannot beat tltorch's own evaluation (not one of its "
             "candidates). Rows under ~3 ms are dominated by per-call overhead and by background load on a "
             "shared CPU (the measuring call and the benchmark's timing can see different load).",
-            "- `--quick` runs batch 1 with channels / 4 on a shared 2-core CPU; the full grid "
-            "(`python scripts/bench_conv_einsum.py`, batch 16, 256..2048 channels) is for real hardware."]
+            "- `--quick` runs batch 1 with channels / 4; the full grid (`python scripts/bench_conv_einsum.py`, "
+            "batch 16, 256..2048 channels) takes about an hour per pair of rates on one CPU thread: run parts "
+            "(`--stages`, `--rates`) in parallel, one thread each, and join them with `--merge`."]
     return "\n".join(out) + "\n"
 
 
