@@ -121,15 +121,18 @@ class _MinimalSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         t_hat = torch.fft.rfft2(t)
-        ctx.save_for_backward(t_hat, m)
-        return torch.fft.irfft2(t_hat * m, s=t.shape[-2:])
+        y = torch.fft.irfft2(t_hat * m, s=t.shape[-2:])
+        ctx.save_for_backward(t_hat.conj_physical_(), m)  # conjugated in place, as ARMAConv2d's solve does
+        return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        t_hat, m = ctx.saved_tensors
+        t_hat_conj, m = ctx.saved_tensors
         g_hat = torch.fft.rfft2(g)
-        grad_m = (g_hat * t_hat.conj()).sum(0)
-        return torch.fft.irfft2(g_hat * m.conj(), s=g.shape[-2:]), grad_m
+        prod = g_hat * t_hat_conj
+        grad_m = prod.sum(0) if prod.shape[0] > 1 else prod[0]
+        return torch.fft.irfft2(g_hat.mul_(m.conj_physical()), s=g.shape[-2:]), grad_m
 
 
 class SolveFloor(nn.Module):
