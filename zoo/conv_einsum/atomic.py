@@ -34,7 +34,12 @@ from .parse import ConvEinsumError
 from .sequencer import Network
 
 FOLD_MAX_CHANNELS = 8
-CONV1X1_MAX_COLUMNS = 128  # CPU: w @ x over a batch of x with fewer columns than this runs as one 1x1 convolution
+# CPU: w @ x over a batch of x runs as one 1x1 convolution when x has fewer columns than CONV1X1_MAX_COLUMNS, or
+# fewer than CONV1X1_WIDE_COLUMNS and w has at least CONV1X1_WIDE_MIN_WEIGHT elements (measured: oneDNN's 1x1
+# convolution wins up to 2x on narrow images and on large weights, and loses up to 3x to bmm on wide images)
+CONV1X1_MAX_COLUMNS = 128
+CONV1X1_WIDE_COLUMNS = 512
+CONV1X1_WIDE_MIN_WEIGHT = 1 << 18
 BROADCAST_MAX_RATIO = 4  # matmul steps broadcast the small operand up to this many times the size of x or the result
 _CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -246,7 +251,8 @@ def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: st
         out = lead + trail + "".join(outer_w)
     out_shape = tuple(problem.size(c, net.members(mx | mw)) for c in out)
     # a 1x1 convolution needs one w for all of x's lead dims; it beats a bmm of narrow (t-column) products
-    conv = x_left and not lead_w and spread > 1 and t < CONV1X1_MAX_COLUMNS
+    conv = x_left and not lead_w and spread > 1 and (
+        t < CONV1X1_MAX_COLUMNS or (t < CONV1X1_WIDE_COLUMNS and n * k >= CONV1X1_WIDE_MIN_WEIGHT))
     return MatmulStep(swap, x_left, x_shape, tuple(w.index(c) for c in w_src), w_shape, out_shape,
                       conv_on_cpu=conv), out
 
