@@ -99,12 +99,29 @@ def test_batched_rank_to_channel_contraction_writes_the_output_in_place() -> Non
         assert plan.final_perm is None
         assert all(step.out_perm is None for _, _, step in plan.steps if isinstance(step, MatmulStep))
         # 49 columns per image at 7 px: one 1x1 convolution on the CPU; 196 at 14 px: a bmm
-        assert plan.steps[-1][2].conv_on_cpu == (shapes[0][-1] == 7)
+        assert plan.steps[-1][2].conv_1x1 == ("cpu" if shapes[0][-1] == 7 else "")
     gen = torch.Generator().manual_seed(2)
     shapes = [(3, 6, 5, 5), (4, 6), (4, 3), (4, 3), (4, 40)]  # result 60x larger than the rank-4 operand
     ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
     plan = make_plan(eq, shapes, padding=1)
-    assert [plan.steps[k][2].conv_on_cpu for k in (0, -1)] == [True, True]
+    assert [plan.steps[k][2].conv_1x1 for k in (0, -1)] == ["cpu", "cpu"]
+    got = _grads(lambda *t: conv_einsum(eq, *t, padding=1), ops)
+    ref = _grads(lambda *t: reference_conv_einsum(eq, *t, padding=1), ops)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_an_oversized_broadcast_becomes_a_1x1_convolution_on_every_device() -> None:
+    """Rank about the channel count, few pixels: broadcasting the (R, S) factor over the batch would outgrow the
+    data and the result, so the step runs as one 1x1 convolution (any device) instead of permuting the data."""
+    eq = "bshw,rs,rh,rw,rt->bthw|hw"
+    plan = make_plan(eq, [(16, 1024, 14, 14), (919, 1024), (919, 3), (919, 3), (919, 1024)], padding=1)
+    assert [plan.steps[k][2].conv_1x1 for k in (0, -1)] == ["any", "any"] and plan.final_perm is None
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(4, 8, 1, 1), (8, 8), (8, 3), (8, 3), (8, 8)]
+    ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    small = make_plan(eq, shapes, padding=1)
+    assert small.steps[0][2].conv_1x1 == "any"
     got = _grads(lambda *t: conv_einsum(eq, *t, padding=1), ops)
     ref = _grads(lambda *t: reference_conv_einsum(eq, *t, padding=1), ops)
     for a, b in zip(got, ref):

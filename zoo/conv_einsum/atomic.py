@@ -99,13 +99,13 @@ class MatmulStep:
     w_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     out_perm: tuple[int, ...] | None = None  # a requested letter order: one contiguous permuted copy at the end
-    conv_on_cpu: bool = False  # w @ x with one w for a batch of narrow x: one 1x1 convolution on the CPU
+    conv_1x1: str = ""  # w @ x with one w for a batch of x as one 1x1 convolution: "cpu" (there only) or "any"
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         x, w = (b, a) if self.swap else (a, b)
         x = x.reshape(self.x_shape)
         w = w.permute(self.w_perm).reshape(self.w_shape)
-        if self.conv_on_cpu and x.device.type == "cpu":  # oneDNN's 1x1 convolution: one GEMM over batch x columns
+        if self.conv_1x1 == "any" or (self.conv_1x1 == "cpu" and x.device.type == "cpu"):  # one GEMM, batch x columns
             *_, k, t = self.x_shape
             y = F.conv1d(x.reshape(-1, k, t), w.reshape(self.w_shape[-2:]).unsqueeze(-1))
         elif not self.x_left:  # torch.matmul folds x's batch into the rows of one mm when w broadcasts
@@ -238,9 +238,11 @@ def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: st
     spread = math.prod(xs(c) for c in lead if c not in batch)  # w is broadcast (and its gradient summed) this often
     folded = not x_left and not lead_w  # torch.matmul folds x's lead into the rows of one mm: no broadcast
     t = math.prod(xs(c) for c in trail)
-    if not folded and spread > 1 and spread * math.prod(pre) * n * k > BROADCAST_MAX_RATIO * max(
-            math.prod(map(xs, x)), math.prod(pre) * spread * n * t):
-        return None  # the broadcast w and its gradient would outgrow both x and the result: permuting x is cheaper
+    shared_w = x_left and not lead_w and spread > 1  # one w for all of x's lead dims: a 1x1 convolution can do it
+    too_big = not folded and spread > 1 and spread * math.prod(pre) * n * k > BROADCAST_MAX_RATIO * max(
+        math.prod(map(xs, x)), math.prod(pre) * spread * n * t)  # broadcast w and its gradient outgrow x and result
+    if too_big and not shared_w:
+        return None  # permuting x is cheaper
     if n * t == 1:
         return None  # a batch of dot products: nothing to gain over torch.einsum
     if x_left:
@@ -250,11 +252,11 @@ def _plan_matmul(problem: Problem, net: Network, mx: int, x: str, mw: int, w: st
         x_shape, w_src, w_shape = (*map(xs, lead), t, k), lead_w + contract + outer_w, (*pre, k, n)
         out = lead + trail + "".join(outer_w)
     out_shape = tuple(problem.size(c, net.members(mx | mw)) for c in out)
-    # a 1x1 convolution needs one w for all of x's lead dims; it beats a bmm of narrow (t-column) products
-    conv = x_left and not lead_w and spread > 1 and (
-        t < CONV1X1_MAX_COLUMNS or (t < CONV1X1_WIDE_COLUMNS and n * k >= CONV1X1_WIDE_MIN_WEIGHT))
+    # oneDNN's 1x1 convolution beats a bmm of narrow (t-column) products; it also avoids an oversized broadcast
+    narrow = t < CONV1X1_MAX_COLUMNS or (t < CONV1X1_WIDE_COLUMNS and n * k >= CONV1X1_WIDE_MIN_WEIGHT)
+    conv = "any" if too_big else "cpu" if shared_w and narrow else ""
     return MatmulStep(swap, x_left, x_shape, tuple(w.index(c) for c in w_src), w_shape, out_shape,
-                      conv_on_cpu=conv), out
+                      conv_1x1=conv), out
 
 
 def _copied_elements(step: MatmulStep, out: str, order: str) -> int:
