@@ -289,9 +289,10 @@ def resnet_times(repeats: int, batch: int = 32, px: int = 64) -> dict:
     return out
 
 
-def merge_runs(runs: list[dict], command: str) -> dict:
-    """One result from several runs of the same setting (batch, threads, repeats, device): rows in run order,
-    stages and rates joined, and every run's command kept in front of the merging one."""
+def merge_runs(runs: list[dict], command: str, keep: dict) -> dict:
+    """One result from several runs of the same setting (batch, threads, repeats, device): their rows in run
+    order whose (channels, pixels), rate and layer are in ``keep``, and every run's command in front of the
+    merging one."""
     keys = ("batch", "threads", "repeats", "device", "torch")
     first = runs[0]["meta"]
     for run in runs[1:]:
@@ -299,11 +300,14 @@ def merge_runs(runs: list[dict], command: str) -> dict:
         if differ:
             raise SystemExit(f"cannot merge runs with different {', '.join(differ)}: "
                              f"{[run['meta'].get(k) for k in differ]} vs {[first.get(k) for k in differ]}")
+    stages = [tuple(s) for s in keep["stages"]]
+    rows = [row for r in runs for row in r["rows"] if (row["channels"], row["pixels"]) in stages
+            and row["rate"] in keep["rates"] and row["layer"] in keep["layers"]]
     meta = dict(first)
     meta["command"] = " && ".join([r["meta"]["command"] for r in runs] + [command])
-    meta["stages"] = [s for r in runs for s in r["meta"]["stages"]]
-    meta["rates"] = sorted({x for r in runs for x in r["meta"]["rates"]})
-    return {"meta": meta, "rows": [row for r in runs for row in r["rows"]]}
+    meta["stages"] = sorted({(row["channels"], row["pixels"]) for row in rows})
+    meta["rates"] = sorted({row["rate"] for row in rows})
+    return {"meta": meta, "rows": rows}
 
 
 def markdown(rows: list[dict], meta: dict, resnet: dict | None) -> str:
@@ -424,7 +428,8 @@ def main() -> None:
                     help="only the ResNet-18 part, merged into the existing --out files")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "conv_einsum"))
     ap.add_argument("--merge", nargs="+", metavar="JSON",
-                    help="no timing: join the rows of earlier runs' JSON files (e.g. stages run in parallel) into --out")
+                    help="no timing: join the rows of earlier runs' JSON files (e.g. stages run in parallel) into --out, "
+                         "keeping the rows of the given --stages, --rates and --layers")
     args = ap.parse_args()
     batch = args.batch or (1 if args.quick else 16)
     div = args.channel_divisor or (4 if args.quick else 1)
@@ -436,7 +441,10 @@ def main() -> None:
     command = "python " + " ".join(["scripts/bench_conv_einsum.py", *sys.argv[1:]])
     out = Path(args.out)
     if args.merge:
-        data = merge_runs([json.loads(Path(p).read_text()) for p in args.merge], command)
+        div = args.channel_divisor or (4 if args.quick else 1)
+        keep = {"stages": [(STAGES[i][0] // div, STAGES[i][1]) for i in args.stages], "rates": args.rates,
+                "layers": args.layers}
+        data = merge_runs([json.loads(Path(p).read_text()) for p in args.merge], command, keep)
         meta, rows = data["meta"], data["rows"]
     elif args.resnet_only:
         data = json.loads(out.with_suffix(".json").read_text())
