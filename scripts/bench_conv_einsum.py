@@ -290,9 +290,9 @@ def resnet_times(repeats: int, batch: int = 32, px: int = 64) -> dict:
 
 
 def merge_runs(runs: list[dict], command: str, keep: dict) -> dict:
-    """One result from several runs of the same setting (batch, threads, repeats, device): their rows in run
-    order whose (channels, pixels), rate and layer are in ``keep``, and every run's command in front of the
-    merging one."""
+    """One result from several runs of the same setting (batch, threads, repeats, device): their rows whose
+    (channels, pixels), rate and layer are in ``keep``, in the grid's order, and every run's command in front of
+    the merging one."""
     keys = ("batch", "threads", "repeats", "device", "torch")
     first = runs[0]["meta"]
     for run in runs[1:]:
@@ -303,6 +303,7 @@ def merge_runs(runs: list[dict], command: str, keep: dict) -> dict:
     stages = [tuple(s) for s in keep["stages"]]
     rows = [row for r in runs for row in r["rows"] if (row["channels"], row["pixels"]) in stages
             and row["rate"] in keep["rates"] and row["layer"] in keep["layers"]]
+    rows.sort(key=lambda row: (row["channels"], row["rate"], LAYERS.index(row["layer"])))  # the grid's order
     meta = dict(first)
     meta["command"] = " && ".join([r["meta"]["command"] for r in runs] + [command])
     meta["stages"] = sorted({(row["channels"], row["pixels"]) for row in rows})
