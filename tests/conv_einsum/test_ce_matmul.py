@@ -100,11 +100,16 @@ def test_batched_rank_to_channel_contraction_writes_the_output_in_place() -> Non
         assert all(step.out_perm is None for _, _, step in plan.steps if isinstance(step, MatmulStep))
         # 49 columns per image at 7 px: one 1x1 convolution on the CPU; 196 at 14 px: a bmm
         assert plan.steps[-1][2].conv_1x1 == ("cpu" if shapes[0][-1] == 7 else "")
-    gen = torch.Generator().manual_seed(2)
-    shapes = [(3, 6, 5, 5), (4, 6), (4, 3), (4, 3), (4, 40)]  # result 60x larger than the rank-4 operand
+    # result 60x larger than the rank-4 operand
+    _check_cp_ends(eq, [(3, 6, 5, 5), (4, 6), (4, 3), (4, 3), (4, 40)], seed=2, conv_1x1="cpu")
+
+
+def _check_cp_ends(eq: str, shapes: list[tuple[int, ...]], seed: int, conv_1x1: str) -> None:
+    """The first and last steps of ``eq``'s plan use ``conv_1x1``; values and gradients match the reference."""
+    gen = torch.Generator().manual_seed(seed)
     ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
     plan = make_plan(eq, shapes, padding=1)
-    assert [plan.steps[k][2].conv_1x1 for k in (0, -1)] == ["cpu", "cpu"]
+    assert [plan.steps[k][2].conv_1x1 for k in (0, -1)] == [conv_1x1, conv_1x1]
     got = _grads(lambda *t: conv_einsum(eq, *t, padding=1), ops)
     ref = _grads(lambda *t: reference_conv_einsum(eq, *t, padding=1), ops)
     for a, b in zip(got, ref):
@@ -117,12 +122,4 @@ def test_an_oversized_broadcast_becomes_a_1x1_convolution_on_every_device() -> N
     eq = "bshw,rs,rh,rw,rt->bthw|hw"
     plan = make_plan(eq, [(16, 1024, 14, 14), (919, 1024), (919, 3), (919, 3), (919, 1024)], padding=1)
     assert [plan.steps[k][2].conv_1x1 for k in (0, -1)] == ["any", "any"] and plan.final_perm is None
-    gen = torch.Generator().manual_seed(4)
-    shapes = [(4, 40, 3, 3), (40, 40), (40, 3), (40, 3), (40, 40)]
-    ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
-    small = make_plan(eq, shapes, padding=1)
-    assert [small.steps[k][2].conv_1x1 for k in (0, -1)] == ["any", "any"]
-    got = _grads(lambda *t: conv_einsum(eq, *t, padding=1), ops)
-    ref = _grads(lambda *t: reference_conv_einsum(eq, *t, padding=1), ops)
-    for a, b in zip(got, ref):
-        torch.testing.assert_close(a, b)
+    _check_cp_ends(eq, [(4, 40, 3, 3), (40, 40), (40, 3), (40, 3), (40, 40)], seed=4, conv_1x1="any")
