@@ -36,26 +36,11 @@ from typing import Callable, Dict, List
 import torch
 from torch import nn
 
+from zoo.memory import saved_bytes
 from zoo_arma.layer import ARMAConv2d
 from zoo_arma.nonlocal_block import NonLocalBlock2d
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of tensors saved for backward while running ``fn`` (storage counted once)."""
-    seen, total = set(), [0]
-
-    def pack(t: torch.Tensor):
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total[0] += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total[0]
 
 
 def time_interleaved(layers: Dict[str, nn.Module], x: torch.Tensor, reps: int, min_seconds: float,
@@ -216,7 +201,7 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-                row[f"{name}_saved_mb"] = round(saved_bytes(lambda: layer(x).sum()) / 2**20, 3)
+                row[f"{name}_saved_mb"] = round(saved_bytes(lambda: layer(x).sum())[1] / 2**20, 3)
                 if device.type == "cuda":
                     try:
                         layer(x).sum().backward()

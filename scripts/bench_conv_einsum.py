@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.conv_einsum import clear_plan_cache, conv_einsum, conv_einsum_path, set_autotune
+from zoo.memory import saved_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = [(256, 56), (512, 28), (1024, 14), (2048, 7)]
@@ -160,25 +161,6 @@ def peak_bytes(fn: Callable[[], torch.Tensor], device: torch.device) -> int:
     return int(max(totals) - totals[0]) if totals else 0
 
 
-def saved_bytes(fn: Callable[[], torch.Tensor], operands: list[torch.Tensor]) -> int:
-    """Bytes autograd keeps for backward while running ``fn`` forward, beyond ``operands`` (which live anyway):
-    the intermediates held until backward, each storage counted once."""
-    seen = {(t.untyped_storage().data_ptr(), t.device) for t in operands}
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 def rebuild_macs(lay: Layer, c: int) -> int:
     """Multiply-adds of (b), forward + both backward products: building the kernel from the factors (its
     einsum in opt_einsum's optimal order, 3x for forward and the factor gradients) plus the dense 3x3
@@ -223,7 +205,7 @@ def run_row(lay: Layer, c: int, rate: float, args: argparse.Namespace, gen: torc
         "dense": lambda: F.conv2d(xd, torch.einsum(lay.build, *factors).reshape(c, c, K, K), padding=1),
         "checkpoint": lambda: conv_einsum(lay.equation, x, *factors, padding=1, checkpoint=True),
     }
-    row["saved_bytes"] = {k: saved_bytes(methods[k], [x, *factors])  # type: ignore[arg-type]
+    row["saved_bytes"] = {k: saved_bytes(methods[k], exclude=[x, *factors])[1]  # type: ignore[arg-type]
                           for k in ("conv_einsum", "checkpoint")}
     if naive.largest_intermediate > args.max_elements:
         methods["naive"] = f"skipped: largest intermediate {naive.largest_intermediate:.3g} elements > --max-elements"

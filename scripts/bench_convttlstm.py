@@ -24,25 +24,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
+from zoo.memory import saved_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("convlstm", "torch"), ("convttlstm", "torch"), ("convlstm", "conv_einsum"), ("convttlstm", "conv_einsum")]
 DISSERTATION = {"epoch_minutes_kth": {"convlstm": 28.9, "convttlstm": 74.8},
                 "epoch_minutes_mnist": {"convlstm": 14.8, "convttlstm": 29.6}}
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd saves for backward while running ``fn()`` (unique storages)."""
-    seen: Dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(seen.values())
 
 
 def measure(cell: str, backend: str, side: int, batch: int, steps: int, device: torch.device) -> Dict[str, float]:
