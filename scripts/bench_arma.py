@@ -92,7 +92,8 @@ class _FourTransforms(torch.autograd.Function):
 
 
 class FFTFloor(nn.Module):
-    """The transforms alone, no convolution: ARMA time >= conv3x3 + this, for any frequency-domain AR solve."""
+    """The transforms alone, no convolution: work every frequency-domain AR solve does (timed on its own, so
+    conv3x3 + this estimates, not bounds, what such a layer can reach)."""
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return _FourTransforms.apply(t)
@@ -121,8 +122,9 @@ class _MinimalSolve(torch.autograd.Function):
 
 
 class SolveFloor(nn.Module):
-    """:class:`_MinimalSolve` with one complex ``(C, H, W//2+1)`` multiplier per input size (a lower bound on
-    the AR part of ``ARMAConv2d``: its parameterisation maps ``O(C (H + W))`` numbers to that multiplier)."""
+    """:class:`_MinimalSolve` with one complex ``(C, H, W//2+1)`` multiplier per input size: the work of
+    ``ARMAConv2d``'s AR part without its parameterisation (which maps ``O(C (H + W))`` numbers to that
+    multiplier), timed on its own."""
 
     def __init__(self) -> None:
         super().__init__()
