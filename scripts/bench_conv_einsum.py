@@ -285,6 +285,8 @@ def merge_runs(runs: list[dict], command: str, keep: dict) -> dict:
     stages = [tuple(s) for s in keep["stages"]]
     rows = [row for r in runs for row in r["rows"] if (row["channels"], row["pixels"]) in stages
             and row["rate"] in keep["rates"] and row["layer"] in keep["layers"]]
+    if not rows:
+        raise SystemExit(f"no rows of stages {stages}, rates {keep['rates']} and layers {keep['layers']} in the merged runs")
     rows.sort(key=lambda row: (row["channels"], row["rate"], LAYERS.index(row["layer"])))  # the grid's order
     meta = dict(first)
     meta["command"] = " && ".join([r["meta"]["command"] for r in runs] + [command])
