@@ -36,6 +36,7 @@ from typing import Callable, Dict, List
 import torch
 from torch import nn
 
+from zoo.hub.files import write_text_atomic
 from zoo.memory import saved_bytes
 from zoo_arma.layer import ARMAConv2d
 from zoo_arma.nonlocal_block import NonLocalBlock2d
@@ -251,7 +252,7 @@ def main() -> None:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(args.out.with_suffix(".json"), json.dumps(report, indent=2))
     fmt = lambda v, suffix="": "-" if v is None else f"{v}{suffix}"
     lines = [
         "# ARMAConv2d vs convolutions vs non-local block (forward + backward)", "",
@@ -281,7 +282,7 @@ def main() -> None:
               f"{goals['rows_at_64px_and_above_where_conv3x3_plus_4_ffts_exceeds_1.5x']}/{goals['rows_at_64px_and_above']}; "
               f"where the convolution plus the solve floor does: "
               f"{goals['rows_at_64px_and_above_where_conv3x3_plus_solve_floor_exceeds_1.5x']}/{goals['rows_at_64px_and_above']}"]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

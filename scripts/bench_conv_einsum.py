@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.conv_einsum import clear_plan_cache, conv_einsum, conv_einsum_path, set_autotune
+from zoo.hub.files import write_text_atomic
 from zoo.memory import saved_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -450,7 +451,7 @@ def main() -> None:
                 for name in args.layers:
                     row = run_row(make_layer(name, c, batch, px, rate), c, rate, args, gen)
                     rows.append(row)
-                    out.with_suffix(".json").write_text(json.dumps(data, indent=1))  # partial results survive a kill
+                    write_text_atomic(out.with_suffix(".json"), json.dumps(data, indent=1))  # partial results survive a kill
                     t = row["time_s"]
                     print(f"{name:8s} C={c:5d} px={px:3d} rate={rate:4.0%} rank={row['rank']:4d} "
                           f"ce/best={row['vs_best_baseline']:.2f} meas/best={row['measure_vs_best_baseline']:.2f} "
@@ -461,9 +462,9 @@ def main() -> None:
         data["resnet"] = {"command": command, **resnet_times(min(args.repeats, 3))}
         print(json.dumps(data["resnet"], indent=1), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    write_text_atomic(out.with_suffix(".json"), json.dumps(data, indent=1))
     md = markdown(rows, meta, data.get("resnet"))
-    out.with_suffix(".md").write_text(md)
+    write_text_atomic(out.with_suffix(".md"), md)
     print(md)
 
 
