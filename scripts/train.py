@@ -3,6 +3,7 @@ write a Hub-ready folder and benchmarks/trained/NAME.json (metrics, data, recipe
 --publish record the weights (sha256, metrics, data) in the registry.
 
     python scripts/train.py sc-fac-wrn10-1-cifar10-small --publish
+    python scripts/train.py resnet32 --output checkpoints --resume   # continue a long run (Ctrl-C saves it)
     python scripts/train.py --list
 """
 
@@ -36,6 +37,8 @@ def main() -> None:
                         help="upload the measured Hub-ready folder (and record REPO_ID as the weights' hf_hub_id)")
     parser.add_argument("--report-dir", type=Path, default=BENCHMARKS, help="where NAME.json goes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in OUTPUT/NAME from its checkpoint.pt (exactly where it stopped)")
     args = parser.parse_args()
     if args.list or not args.name:
         print("\n".join(sorted(load_recipe(str(p)).model for p in RECIPES.glob("*.yaml"))))  # patterns as such
@@ -48,14 +51,16 @@ def main() -> None:
     if recipe.produced_by is not None:
         parser.error(f"the weights of {recipe.model} are produced by `{recipe.produced_by}`; its recipe only defines "
                      f"the held-out split (scripts/evaluate.py {recipe.model} --check)")
-    cfg = FinetuneConfig(**{**recipe.finetune, "output_dir": str(Path(args.output) / recipe.model)})
+    cfg = FinetuneConfig(**{**recipe.finetune, "output_dir": str(Path(args.output) / recipe.model),
+                            "resume": args.resume})
     torch.manual_seed(cfg.seed)
     model = zoo.create(recipe.model, **recipe.build)
-    train, held, description = build_data(recipe, model.pretrained_cfg)
-    result = zoo.finetune(model, train, held, config=cfg)
+    data = build_data(recipe, model.pretrained_cfg)
+    result = zoo.finetune(model, data.train, data.val, config=cfg)
     best = zoo.create(f"local-dir:{result.best_dir}", pretrained=True)
-    batches = DataLoader(held, batch_size=cfg.batch_size)
+    batches = DataLoader(data.test, batch_size=cfg.batch_size)
     metrics = evaluate(best, batches, entry_of(best))
+    description = data.description
     zoo.save_pretrained(best, result.best_dir, metrics=metrics, data=description)
     report = {"model": recipe.model, "command": f"python scripts/train.py {args.name}", "metrics": metrics,
               "data": description, "recipe": recipe.model_dump(), "history": result.history,

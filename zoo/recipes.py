@@ -3,8 +3,10 @@
 A recipe is everything ``scripts/train.py NAME`` needs to reproduce published weights from a seed::
 
     model: sc-fac-wrn10-1-cifar10-small
-    data: {source: cifar10, holdout: 2000, seed: 0}      # mnist | cifar10 | isic | folder | python:module:function
+    data: {source: cifar10, holdout: 2000, seed: 0}      # mnist | cifar10 | isic | folder | npz | python:module:function
     # folder: {source: folder, train: $IMAGENET_DIR/train, val: $IMAGENET_DIR/val}  (any zoo train data layout)
+    # npz: {source: npz, train: cifar10_train, holdout: 5000, test: cifar10_test}  (.npz folders held in memory;
+    #      relative paths are below the shared data folder; holdout splits the selection set off the training set)
     finetune: {epochs: 5, lr: 0.001, batch_size: 128}   # any zoo.training.FinetuneConfig field
     build: {}                                            # extra kwargs for zoo.create
 
@@ -19,7 +21,7 @@ import fnmatch
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,8 @@ class DataSpec(BaseModel):
     limit: Optional[int] = Field(None, gt=0, description="use only this many training examples")
     train: Optional[str] = Field(None, description="folder source: training data path ($VARS expanded)")
     val: Optional[str] = Field(None, description="folder source: held-out data path ($VARS expanded)")
+    test: Optional[str] = Field(None, description="npz source: the test set the published metrics are measured on "
+                                                  "(model selection uses the holdout split, never the test set)")
     options: Dict[str, Any] = Field(default_factory=dict,
                                     description="extra arguments of a python: source (string $VARS expanded)")
 
@@ -51,6 +55,10 @@ class DataSpec(BaseModel):
             raise ValueError("a folder source needs both train and val paths")
         if self.source in ("mnist", "cifar10", "isic") and self.holdout is None:
             raise ValueError(f"source {self.source!r} needs holdout (the size of the held-out split)")
+        if self.source == "npz" and (self.train is None or (self.holdout is None) == (self.val is None)):
+            raise ValueError("an npz source needs train and exactly one of holdout (split off train) or val")
+        if self.test is not None and self.source != "npz":
+            raise ValueError("test is an npz source option")
         return self
 
 
@@ -123,8 +131,63 @@ class TensorImages(Dataset):
         return self.x[i], self.y[i]
 
 
-def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset, str]:
-    """(train, held-out, description) data sets for a model whose ``pretrained_cfg`` is ``cfg``."""
+class RecipeData(NamedTuple):
+    """A recipe's data: ``train``; ``val``, the split that picks the best epoch; ``test``, the split the published
+    metrics are measured on (``val`` itself when the recipe has no separate test set); a description for cards."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    description: str
+
+
+def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> RecipeData:
+    """The :class:`RecipeData` of ``recipe`` for a model whose ``pretrained_cfg`` is ``cfg``."""
+    if recipe.data.source == "npz":
+        return _npz_data(recipe.data, cfg)
+    train, held, description = _build_train_held(recipe, cfg)
+    return RecipeData(train, held, held, description)
+
+
+def _npz_data(spec: DataSpec, cfg: Mapping[str, Any]) -> RecipeData:
+    """Train / selection / test sets of ``.npz`` folders (:mod:`zoo.training.tensor_data`); the selection set is
+    ``holdout`` training examples of a seeded split, or the ``val`` folder."""
+    from torch.utils.data import Subset
+
+    from zoo.paths import shared_data_dir
+    from zoo.training.tensor_data import npz_folder_data
+
+    def folder(path: str) -> Path:
+        resolved = Path(os.path.expandvars(path)).expanduser()
+        resolved = resolved if resolved.is_absolute() else shared_data_dir() / resolved
+        if not resolved.is_dir():
+            raise ZooError(f"recipe data {resolved} does not exist (relative paths are below the shared data "
+                           f"folder, $ZOO_SHARED_DATA; the recipe names {path})")
+        return resolved
+
+    train_dir = folder(spec.train)
+    augmented = npz_folder_data(train_dir, cfg["input"], train=True)
+    plain = augmented.without_augmentation()
+    if spec.holdout is not None:
+        train_idx, held_idx = datasets.split(len(augmented), spec.holdout, spec.seed)
+        if spec.limit is not None:
+            train_idx = train_idx[:spec.limit]
+        train, val = Subset(augmented, train_idx.tolist()), Subset(plain, held_idx.tolist())
+        text = (f"{len(train_idx):,} of the {len(augmented):,} images of {spec.train} for training (4-px padded "
+                f"random crops, horizontal flips); a disjoint {len(held_idx):,} of them (seeded split, seed "
+                f"{spec.seed}) to choose the best epoch")
+    else:
+        train, val = augmented, npz_folder_data(folder(spec.val), cfg["input"], train=False)
+        text = f"{spec.train} for training; {spec.val} to choose the best epoch"
+    if spec.test is None:
+        return RecipeData(train, val, val, text + "; metrics on that selection set")
+    test = npz_folder_data(folder(spec.test), cfg["input"], train=False)
+    return RecipeData(train, val, test, text + f"; metrics on all {len(test):,} images of {spec.test}, "
+                                               "never used for training or selection")
+
+
+def _build_train_held(recipe: Recipe, cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset, str]:
+    """(train, held-out, description) of the sources whose held-out split serves selection and metrics alike."""
     spec = recipe.data
     if spec.source in ("mnist", "cifar10"):
         images, labels = getattr(datasets, spec.source)()
@@ -170,7 +233,7 @@ def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset
         if unset:
             raise ZooError(f"recipe data options {unset} name environment variables that are not set")
         return factory(cfg=cfg, holdout=spec.holdout, seed=spec.seed, limit=spec.limit, **options)
-    raise ZooError(f"unknown recipe data source {spec.source!r} (mnist, cifar10, isic, folder or python:module:function)")
+    raise ZooError(f"unknown recipe data source {spec.source!r} (mnist, cifar10, isic, folder, npz or python:module:function)")
 
 
 def held_out_metrics(model: torch.nn.Module, recipe: Recipe,
@@ -182,9 +245,9 @@ def held_out_metrics(model: torch.nn.Module, recipe: Recipe,
     from zoo.metrics import evaluate
     from zoo.training.trainer import FinetuneConfig, entry_of
 
-    _, held, description = build_data(recipe, model.pretrained_cfg)
+    data = build_data(recipe, model.pretrained_cfg)
     size = batch_size or FinetuneConfig(**recipe.finetune).batch_size
-    return evaluate(model, DataLoader(held, batch_size=size), entry_of(model)), description
+    return evaluate(model, DataLoader(data.test, batch_size=size), entry_of(model)), data.description
 
 
 def not_reproduced(recorded: Mapping[str, float], measured: Mapping[str, float],

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from zoo.errors import ZooError
 from zoo.training.data import ImageClassificationData, SegmentationData, VideoSequenceData
+from zoo.training.tensor_data import is_npz_folder, npz_folder_data
 
 DataSource = Union[str, Path, Dataset]
 
@@ -17,13 +18,17 @@ def build_dataset(source: DataSource, cfg: Mapping[str, Any], train: bool, *, au
                   classes: Optional[list] = None, input_frames: int = 10, future_frames: int = 10,
                   input_size: Optional[int] = None) -> Dataset:
     """The Dataset for ``source`` following the model's ``pretrained_cfg`` (task, input size, mean/std);
-    ``input_size`` overrides the image height and width (square) of classification and segmentation data."""
+    ``input_size`` overrides the image height and width (square) of classification and segmentation data.
+    A folder of ``.npz`` files (``images``, ``labels``) is classification data held in memory
+    (:mod:`zoo.training.tensor_data`: whole-batch crop-and-flip augmentation)."""
     if isinstance(source, Dataset):
         return source
     source = Path(source)
     task, shape = cfg["task"], list(cfg["input"]["shape"])
     if input_size is not None and task in ("classification", "segmentation"):
         shape = [shape[0], input_size, input_size]
+    if task == "classification" and is_npz_folder(source):
+        return npz_folder_data(source, cfg["input"], train, augment=augment, input_size=input_size, classes=classes)
     if task == "classification":
         from timm.data import create_transform
 
