@@ -57,7 +57,7 @@ def mnist(root: Optional[Path] = None) -> Tuple[torch.Tensor, torch.Tensor]:
 def cifar10(root: Optional[Path] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 test images uint8 (10000, 3, 32, 32) and labels int64 (10000,)."""
     folder = Path(root) if root is not None else shared_data_dir() / "cifar10_test"
-    with np.load(_require(folder / "cifar10_test.npz")) as data:
+    with np.load(_require(folder / "cifar10_test.npz"), allow_pickle=False) as data:
         images = torch.from_numpy(np.ascontiguousarray(data["images"].transpose(0, 3, 1, 2)))
         labels = torch.from_numpy(data["labels"].astype(np.int64))
     return images, labels

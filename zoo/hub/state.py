@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -26,6 +26,37 @@ def read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def read_torch_checkpoint(path: Path, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """A training checkpoint (a dict of tensors and plain values) read with ``torch.load(weights_only=True)``.
+
+    Nothing else is ever unpickled: a file holding other Python objects (whose unpickling could run code) or
+    that is not a torch checkpoint at all is refused with a :class:`WeightsError` naming the file."""
+    import pickle
+
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(f"refusing to load checkpoint {path}: expected only tensors and plain values (numbers, "
+                           f"strings, lists, dicts), as zoo checkpoints hold; it holds something else "
+                           f"({_unpickler_reason(exc)}). Other objects are never unpickled: that could run code"
+                           ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"checkpoint {path} is not a readable torch checkpoint: {exc}") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict of tensors and values")
+    return state
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The one line of torch's weights-only error that says what was refused (not its advice to unpickle)."""
+    text = str(exc)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in rest.splitlines() if line.strip()] if found else []
+    return lines[0].split(" Please use")[0] if lines else text.splitlines()[0]
 
 
 def _prefixes(names: Optional[Sequence[str] | str]) -> List[str]:

@@ -186,7 +186,7 @@ class VideoSequenceData(Dataset):
     def __init__(self, source: Path, input_frames: int, future_frames: int, channels: int = 1):
         source = Path(source)
         if source.is_file() and source.suffix == ".npz":
-            with np.load(source) as data:
+            with np.load(source, allow_pickle=False) as data:
                 if "frames" not in data:
                     raise DataError(f"{source}: expected an array named 'frames', found {list(data.keys())}")
                 frames = data["frames"]

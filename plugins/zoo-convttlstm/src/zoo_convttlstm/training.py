@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,8 +111,11 @@ def optimizer_step(model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimi
 
 
 def save_checkpoint(path: Union[str, Path], **objects: Any) -> None:
-    """Save ``name=obj`` pairs (modules/optimizers/schedulers/ScheduledSampling via state_dict, others as is)."""
-    state = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in objects.items()}
+    """Save ``name=obj`` pairs (modules/optimizers/schedulers/ScheduledSampling via state_dict, others as is).
+
+    Only tensors and plain values (numbers, strings, booleans, None, lists, tuples, dicts) are stored, so that
+    :func:`load_checkpoint` can read the file with ``torch.load(weights_only=True)``, which never runs code."""
+    state = {k: _plain(v.state_dict() if hasattr(v, "state_dict") else v, k) for k, v in objects.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -119,9 +123,31 @@ def save_checkpoint(path: Union[str, Path], **objects: Any) -> None:
     tmp.replace(path)
 
 
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as tensors and plain Python values (NumPy scalars and arrays converted); raise on anything else."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    raise TypeError(f"checkpoint value {where} is a {type(value).__name__}; only tensors, numbers, strings, booleans, "
+                    f"None and lists/tuples/dicts of them are saved (convert it, e.g. str(path) or float(x))")
+
+
 def load_checkpoint(path: Union[str, Path], **objects: Any) -> Dict[str, Any]:
-    """Restore the objects saved by :func:`save_checkpoint`; returns the plain (non state_dict) values."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """Restore the objects saved by :func:`save_checkpoint`; returns the plain (non state_dict) values.
+
+    The file is read with ``torch.load(weights_only=True)``: a checkpoint holding any other Python object (which
+    unpickling would construct, possibly running code) is refused with a :class:`~zoo.errors.WeightsError`."""
+    from zoo.hub.state import read_torch_checkpoint
+
+    state = read_torch_checkpoint(Path(path))
     missing = [k for k in objects if k not in state]
     if missing:
         raise KeyError(f"checkpoint {path} lacks {missing}; it has {sorted(state)}")

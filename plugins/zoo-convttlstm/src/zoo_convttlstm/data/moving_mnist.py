@@ -105,7 +105,7 @@ def save_npz(path: Union[str, Path], data: Dict[str, np.ndarray], **meta: object
 
 def load_frames(path: Union[str, Path]) -> np.ndarray:
     """``frames`` (S, T, H, W) uint8 from a generator ``.npz``; raises ValueError when malformed."""
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         if "frames" not in data:
             raise ValueError(f"{path}: expected an array named 'frames', found {list(data.keys())}")
         frames = data["frames"]
