@@ -37,8 +37,7 @@ def reference_conv_einsum(equation: str, *ops: Tensor, stride=1, padding=0, dila
     extra_ops, extra_subs = [], []
     for ci, c in enumerate(conv):
         holders = [i for i, s in enumerate(ins) if c in s]
-        sizes = [ops[i].shape[ins[i].index(c)] for i in holders]
-        data = holders[max(range(len(holders)), key=lambda h: (sizes[h], -h))]
+        data = holders[0]  # the first operand carrying the letter is the data, whatever its size
         kern = [i for i in holders if i != data]
         n = ops[data].shape[ins[data].index(c)]
         ks = [ops[i].shape[ins[i].index(c)] for i in kern]

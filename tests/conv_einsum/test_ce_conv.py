@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from .ce_reference import torch_conv
-from zoo.conv_einsum import conv_einsum
+from zoo.conv_einsum import ConvEinsumError, conv_einsum
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -74,10 +74,12 @@ def test_grouped_and_depthwise() -> None:
     torch.testing.assert_close(got, torch_conv(xd, wd, 2, 1, 1, groups=5))
 
 
-def test_kernel_larger_dims_data_is_largest() -> None:
-    # the data operand is the one with the largest size along the letter, whatever its position
+def test_data_is_the_first_operand_not_the_longest() -> None:
+    # the data operand is the first operand carrying the letter, whatever the sizes (docs/conv_einsum.md)
     x, w = rnd(2, 3, 9), rnd(4, 3, 3)
-    torch.testing.assert_close(conv_einsum("tsh,bsh->bth|h", w, x), torch_conv(x, w))
+    torch.testing.assert_close(conv_einsum("bsh,tsh->bth|h", x, w), torch_conv(x, w))
+    with pytest.raises(ConvEinsumError, match=r"(?s)leaves no output.*got data size 3 \(operand 0.*list it first"):
+        conv_einsum("tsh,bsh->bth|h", w, x)
 
 
 def test_four_conv_modes_against_reference() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.autograd import gradcheck
 
-from zoo.conv_einsum import conv_einsum
+from zoo.conv_einsum import conv_einsum, conv_einsum_path
 
 
 def rnd(gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -35,8 +35,12 @@ def test_gradcheck_factorized_and_composed() -> None:
 
 def test_gradcheck_unfold_path_and_checkpoint() -> None:
     gen = torch.Generator().manual_seed(2)
-    a, b = rnd(gen, 2, 4, 2), rnd(gen, 2, 2, 4)  # data for h in a, for w in b: mixed sides -> unfold step
-    assert gradcheck(lambda p, q: conv_einsum("shw,thw->sthw|hw", p, q, padding=1), (a, b))
+    # the data for h is operand 0, for w operand 1 (the first operands carrying them); each meets a kernel
+    # first, so the last step has the data for h on one side, for w on the other -> unfold step
+    eq, path = "sh,tw,hw,hw->sthw|hw", [(0, 2), (0, 1), (0, 1)]
+    ops = (rnd(gen, 2, 5), rnd(gen, 3, 4), rnd(gen, 2, 2), rnd(gen, 2, 3))
+    assert conv_einsum_path(eq, *ops, padding=1, optimize=path)[1].steps[-1].kernel == "unfold"
+    assert gradcheck(lambda *t: conv_einsum(eq, *t, padding=1, optimize=path), ops)
     x, w = rnd(gen, 1, 2, 5), rnd(gen, 2, 2, 3)
     assert gradcheck(lambda p, q: conv_einsum("bsh,tsh->bth|h", p, q, checkpoint=True, stride=2), (x, w))
 

@@ -22,7 +22,7 @@ def networks(draw: st.DrawFn) -> dict:
     sizes: list[dict[str, int]] = [dict() for _ in range(n_ops)]
     for c in conv:
         holders = draw(st.lists(st.integers(0, n_ops - 1), min_size=2, max_size=n_ops, unique=True))
-        data = holders[0]
+        data = min(holders)  # the first operand carrying the letter is its data
         for i in holders:
             subs[i].add(c)
             sizes[i][c] = draw(st.integers(4, 6)) if i == data else draw(st.integers(1, 3))

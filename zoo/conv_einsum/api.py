@@ -26,7 +26,7 @@ def conv_einsum(equation: str, *operands: Tensor, stride: Any = 1, padding: Any 
     """Evaluate a multilinear expression with convolutions, e.g. ``"bshw,rt,rs,rh,rw->bthw|hw"``.
 
     Letters after ``|`` are convolution modes; every other letter follows ``torch.einsum``. For each
-    convolution letter the operand with the largest size along it is the data, every other operand a kernel;
+    convolution letter the first operand carrying it is the data (never decided by sizes), every later one a kernel;
     kernels compose by full convolution and the result is the cross-correlation (not flipped, as F.convNd)
     of the data with the composed kernel, with ``stride``, ``padding`` (int, (left, right), "same", "valid",
     "full"), ``dilation`` (each an int, one value per conv letter, or a {letter: value} dict) and

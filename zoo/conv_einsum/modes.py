@@ -1,7 +1,7 @@
 """Sizes of every letter and the geometry (data, kernels, stride, padding, dilation) of each convolution mode.
 
-Convolution semantics (see docs/conv_einsum.md): for a conv letter, the DATA operand is the operand with
-the largest size along it (ties: the first); every other operand carrying it is a kernel. Kernels compose
+Convolution semantics (see docs/conv_einsum.md): for a conv letter, the DATA operand is the first operand
+(in equation order) carrying it, whatever the sizes; every later operand carrying it is a kernel. Kernels compose
 by full (polynomial) convolution into one effective kernel K of length sum(L_i) - m + 1. The output is the
 cross-correlation (kernel not flipped, as F.convNd) of the padded data with K dilated by ``dilation``,
 sampled with ``stride``:  y[o] = sum_k x_pad[o * stride + dilation * k] * K[k].
@@ -171,9 +171,9 @@ def resolve_problem(
     modes: dict[str, ConvMode] = {}
     for c in conv:
         holders = [(i, shapes[i][sub.index(c)]) for i, sub in enumerate(equation.inputs) if c in sub]
-        data, data_size = max(holders, key=lambda h: (h[1], -h[0]))
-        kernels = tuple(i for i, _ in holders if i != data)
-        ksizes = tuple(n for i, n in holders if i != data)
+        (data, data_size), rest = holders[0], holders[1:]  # the data is decided by the equation, never by sizes
+        kernels = tuple(i for i, _ in rest)
+        ksizes = tuple(n for _, n in rest)
         if data_size < 1 or min(ksizes) < 1:
             raise ConvEinsumError(f"convolution letter {c!r} has an empty mode (sizes {[n for _, n in holders]})")
         s = _positive(strides[c], "stride", c)
@@ -188,9 +188,21 @@ def resolve_problem(
             )
         span = data_size + sum(pad) - kspan
         if span < 0:
-            raise ConvEinsumError(
-                f"convolution along {c!r} leaves no output: data size {data_size} (operand {data}) with padding "
-                f"{pad} is shorter than the dilated effective kernel span {kspan} (kernel sizes {list(ksizes)})"
-            )
+            raise ConvEinsumError(_no_output_message(equation, c, data, data_size, pad, kspan, kernels, ksizes))
         modes[c] = ConvMode(c, data, data_size, kernels, ksizes, s, d, pad, circular, span // s + 1)
     return Problem(equation, shapes, sizes, modes)
+
+
+def _no_output_message(equation: Equation, letter: str, data: int, data_size: int, pad: tuple[int, int],
+                       kspan: int, kernels: Sequence[int], ksizes: Sequence[int]) -> str:
+    """Why a convolution along ``letter`` leaves no output: what was expected, what was given, and a hint
+    when a kernel operand is longer than the data (the data is the first operand, not the longest)."""
+    msg = (f"convolution along {letter!r} leaves no output: expected the padded data to be at least as long as "
+           f"the dilated effective kernel span {kspan} (kernel operand(s) {list(kernels)} of size(s) {list(ksizes)}), "
+           f"got data size {data_size} (operand {data}, {equation.inputs[data]!r}) with padding {pad}, "
+           f"i.e. {data_size + sum(pad)}")
+    longer = [k for k, n in zip(kernels, ksizes) if n > data_size]
+    if longer:
+        msg += (f"; the data of a convolution letter is the first operand carrying it, never the longest: "
+                f"if operand {longer[0]} ({equation.inputs[longer[0]]!r}) is the data, list it first")
+    return msg
