@@ -283,12 +283,11 @@ class TensorialConv2d(_Tensorial):
             return self._forward_pointwise(x)
         padding: Any = self.padding
         mode = self.padding_mode
-        span = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
-        # conv_einsum takes as data the operand that is largest along a conv letter (ties: the first,
-        # our input); a feature map smaller than the kernel is therefore padded here explicitly.
-        small = x.shape[-2] < span[0] or x.shape[-1] < span[1]
-        if (mode in ("reflect", "replicate") or small) and padding != "valid":
+        # conv_einsum takes the first operand carrying a conv letter (our input) as the data, whatever the
+        # sizes, so a feature map smaller than the kernel needs nothing special; it has no reflect/replicate.
+        if mode in ("reflect", "replicate") and padding != "valid":
             if padding == "same":
+                span = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
                 (ht, hb), (wl, wr) = [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in span]
             else:
                 (ht, hb), (wl, wr) = [(p, p) for p in padding]
