@@ -50,18 +50,15 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
 
 def _entry_for(name: str, pretrained: bool) -> Tuple[ModelEntry, Optional[Path], Dict[str, Any]]:
     """Registry entry, weights file (for folder sources) and saved build kwargs of ``name``."""
-    from zoo.hub.pretrained import WEIGHTS_NAME, read_config
+    from zoo.hub.pretrained import read_folder
 
     if name.startswith(LOCAL_DIR):
         directory = Path(name[len(LOCAL_DIR):]).expanduser()
         if not directory.is_dir():
             raise ZooError(f"{name}: {directory} is not a folder (expected one written by zoo.save_pretrained)")
-        entry, build_kwargs = read_config(directory)
-        return entry, (directory / WEIGHTS_NAME if pretrained else None), build_kwargs
+        return read_folder(directory, pretrained)
     if name.startswith(HF_HUB):
-        directory = _download_hub_folder(name[len(HF_HUB):], pretrained)
-        entry, build_kwargs = read_config(directory)
-        return entry, (directory / WEIGHTS_NAME if pretrained else None), build_kwargs
+        return read_folder(_download_hub_folder(name[len(HF_HUB):], pretrained), pretrained)
     if os.sep in name or "/" in name or name.endswith((".safetensors", ".pth", ".pt", ".bin")):
         raise ZooError(f"{name!r} looks like a path, not a model name: use zoo.create('local-dir:{name}') for a folder "
                        f"written by save_pretrained, 'hf-hub:ORG/REPO' for the Hub, or checkpoint_path= for a file")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.hub.files import atomic_path, write_text_atomic
+from zoo.hub.files import atomic_path, sha256_of, write_text_atomic
 from zoo.registry.schema import ModelEntry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.hub.config import SavedConfig
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -49,30 +54,52 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optiona
     config = config_of(model)
     if metrics is not None:
         config["metrics"] = {k: float(v) for k, v in metrics.items()}
+    config["metrics"] = _finite_metrics(config["metrics"])
     if data is not None:
         config["data"] = data
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "zoo_name": config["name"]})
+        config["weights_sha256"] = sha256_of(tmp)  # checked when the folder is loaded
     write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
     write_text_atomic(directory / CARD_NAME, model_card(config))
     return directory
 
 
+def _finite_metrics(metrics: Mapping[str, Any]) -> Dict[str, float]:
+    """``metrics`` without NaN / infinite values (JSON has none; a loaded config refuses them), with a warning."""
+    dropped = sorted(k for k, v in metrics.items() if not math.isfinite(float(v)))
+    if dropped:
+        warnings.warn(f"save_pretrained: metrics {dropped} are not finite numbers and are left out of the config",
+                      RuntimeWarning, stacklevel=3)
+    return {k: float(v) for k, v in metrics.items() if k not in dropped}
+
+
 def read_config(directory: Path) -> Tuple[ModelEntry, Dict[str, Any]]:
-    """Parse ``config.json`` of a Hub-ready folder into a registry entry and the build kwargs."""
-    from zoo.registry.loader import parse_entry
+    """Parse ``config.json`` of a Hub-ready folder into a registry entry and the build kwargs.
+
+    The file is untrusted input: see :mod:`zoo.hub.config` for what is checked."""
+    config = _load_folder_config(directory)
+    return config.entry(directory / CONFIG_NAME), dict(config.build_kwargs)
+
+
+def read_folder(directory: Path, pretrained: bool) -> Tuple[ModelEntry, Optional[Path], Dict[str, Any]]:
+    """Registry entry, weights file (when ``pretrained``; checked against ``config.json``'s sha256) and build
+    kwargs of a folder written by :func:`save_pretrained`."""
+    from zoo.hub.config import verify_folder_weights
+
+    config = _load_folder_config(directory)
+    weights = verify_folder_weights(directory, config, directory / WEIGHTS_NAME) if pretrained else None
+    return config.entry(directory / CONFIG_NAME), weights, dict(config.build_kwargs)
+
+
+def _load_folder_config(directory: Path) -> "SavedConfig":
+    from zoo.hub.config import load_config
 
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise ZooError(f"{directory} has no {CONFIG_NAME}; expected a folder written by zoo.save_pretrained")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ZooError(f"{path} is not valid JSON: {exc}") from None
-    fields = {k: config[k] for k in _ENTRY_KEYS if config.get(k) is not None}
-    entry = parse_entry(str(config.get("name", directory.name)), fields, path)
-    return entry, dict(config.get("build_kwargs") or {})
+    return load_config(path)
 
 
 def model_card(config: Mapping[str, Any]) -> str:

@@ -1,0 +1,264 @@
+"""``config.json`` of a Hub-ready folder, read as untrusted input.
+
+A ``local-dir:`` or ``hf-hub:`` folder may come from anyone, and its build arguments are passed to a family's
+builder and from there to ``timm.create_model``. So the file is parsed strictly (a JSON object of finite numbers,
+UTF-8, at most :data:`MAX_BYTES` and :data:`MAX_DEPTH` levels), validated with pydantic, and every build argument
+name must be on an allow-list (:func:`allowed_build_args`) and never one that makes timm or a builder read a file
+or URL (:data:`FORBIDDEN_ARGS`). String values that look like paths or URLs are refused too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+
+from zoo.errors import PluginError, WeightsError, ZooError
+from zoo.hub.files import sha256_of
+from zoo.registry.schema import InputSpec, ModelEntry, Reference, Task
+
+MAX_BYTES = 1 << 20
+"""The largest ``config.json`` read (1 MiB; the zoo writes a few KiB)."""
+
+MAX_DEPTH = 16
+"""The deepest nesting of objects and lists accepted (the zoo writes at most 5 levels)."""
+
+MAX_STRING = 256
+"""The longest string value accepted in build arguments."""
+
+FORBIDDEN_ARGS: FrozenSet[str] = frozenset({
+    "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_file", "pretrained_strict",
+    "checkpoint_path", "checkpoint", "cache_dir", "model_dir", "file", "url", "hf_hub_id", "hf_hub_filename",
+    "state_dict", "weights", "weights_path", "path", "config_path",
+})
+"""Build arguments a saved config may never set: they make timm or a builder load weights or read a file or URL,
+around the zoo's safetensors + sha256 checks."""
+
+_FORBIDDEN_PARTS = re.compile(r"pretrained|checkpoint|file|path|url|_dir|cache|hub")
+
+COMMON_BUILD_ARGS: FrozenSet[str] = frozenset({
+    "num_classes", "in_chans", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool", "img_size",
+    "output_stride",
+})
+"""Build arguments accepted for every family (timm's usual model options), besides those of
+:func:`allowed_build_args`."""
+
+_PATH_LIKE = re.compile(r"[/\\:]|^[~.]")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid JSON number (expected a finite number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows to {value} (expected a finite number)")
+    return value
+
+
+def parse_json_object(path: Path) -> Dict[str, Any]:
+    """The JSON object in ``path``, or a :class:`ZooError` naming the file and what was expected."""
+    expected = "expected a JSON object written by zoo.save_pretrained"
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ZooError(f"{path} is {size} bytes, larger than the {MAX_BYTES} a config is allowed; {expected}")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ZooError(f"{path} cannot be read: {exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ZooError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); {expected}") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ZooError(f"{path} is nested too deeply (more than {MAX_DEPTH} levels allowed); {expected}") from None
+    except ValueError as exc:  # json.JSONDecodeError, NaN / Infinity, huge integers
+        raise ZooError(f"{path} is not valid JSON: {exc}; {expected}") from None
+    if not isinstance(data, dict):
+        raise ZooError(f"{path} holds a JSON {_json_type(data)}; {expected}")
+    if _depth(data) > MAX_DEPTH:
+        raise ZooError(f"{path} is nested too deeply (more than {MAX_DEPTH} levels allowed); {expected}")
+    return data
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and lists in ``value`` (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def allowed_build_args(family: str, builder: str) -> FrozenSet[str]:
+    """Build argument names a saved config may set for ``family``'s ``builder``.
+
+    The allow-list: :data:`COMMON_BUILD_ARGS`, every argument name the registry uses (at any nesting level, e.g.
+    ``cell_kwargs.order``), the named parameters of the family's builders, and ``Family.extras["build_args"]``
+    (a plugin's own list). :data:`FORBIDDEN_ARGS` are removed whatever their source."""
+    from zoo import plugins
+    from zoo.registry.resolve import entries
+
+    names = set(COMMON_BUILD_ARGS)
+    for entry in entries().values():
+        names.update(_keys(entry.args))
+    fam = plugins.get_family(family)
+    for fn in fam.builders.values():
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):  # builtins without a signature
+            continue
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    names.update(fam.extras.get("build_args", ()))
+    return frozenset(n for n in names if not _forbidden(n))
+
+
+def _keys(value: Any) -> List[str]:
+    """Every mapping key in ``value``, at any depth."""
+    if isinstance(value, Mapping):
+        return [str(k) for k in value] + [k for v in value.values() for k in _keys(v)]
+    if isinstance(value, (list, tuple)):
+        return [k for v in value for k in _keys(v)]
+    return []
+
+
+def _forbidden(name: str) -> bool:
+    return name in FORBIDDEN_ARGS or bool(_FORBIDDEN_PARTS.search(name))
+
+
+def check_build_args(args: Mapping[str, Any], allowed: Optional[FrozenSet[str]], where: str) -> None:
+    """Raise ``ValueError`` (turned into a ZooError by :func:`load_config`) on the first argument that is
+    forbidden, not on the allow-list (when given), or whose value is not plain data or looks like a path/URL."""
+    for key, value in args.items():
+        name = f"{where}.{key}"
+        if not isinstance(key, str) or _forbidden(key):
+            raise ValueError(f"{name} is not allowed in a saved config: it would let the config make timm or a "
+                             f"builder load weights or read a file or URL (weights are only loaded from the "
+                             f"folder's sha256-checked model.safetensors)")
+        if allowed is not None and key not in allowed:
+            raise ValueError(f"{name} is not a known build argument of this family (expected one of: "
+                             f"{', '.join(sorted(allowed))})")
+        _check_value(value, allowed, name)
+
+
+def _check_value(value: Any, allowed: Optional[FrozenSet[str]], name: str) -> None:
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} is {value}, expected a finite number")
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_STRING or _PATH_LIKE.search(value):
+            raise ValueError(f"{name} is {value[:80]!r}: build arguments may not be paths, URLs or hub names "
+                             f"(no '/', '\\', ':', leading '~' or '.'; at most {MAX_STRING} characters)")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, allowed, f"{name}[{i}]")
+        return
+    if isinstance(value, dict):
+        check_build_args(value, allowed, name)
+        return
+    raise ValueError(f"{name} is a {type(value).__name__}, expected JSON data")
+
+
+class SavedConfig(BaseModel):
+    """The ``config.json`` written by :func:`zoo.save_pretrained` (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    family: str
+    builder: str
+    args: Dict[str, Any] = {}
+    task: Task = "classification"
+    dataset: str
+    input: InputSpec
+    reference: Optional[Reference] = None
+    tags: List[str] = []
+    description: Optional[str] = None
+    build_kwargs: Dict[str, Any] = {}
+    metrics: Dict[str, float] = {}
+    data: Optional[str] = None
+    zoo_version: Optional[str] = None
+    weights_sha256: Optional[str] = None
+
+    @field_validator("args", "build_kwargs")
+    @classmethod
+    def _safe_build_args(cls, value: Dict[str, Any], info: ValidationInfo) -> Dict[str, Any]:
+        allowed = (info.context or {}).get("allowed")
+        check_build_args(value, allowed, info.field_name or "")
+        return value
+
+    @field_validator("weights_sha256")
+    @classmethod
+    def _hex(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError(f"expected 64 lowercase hex digits, got {value[:80]!r}")
+        return value
+
+    def entry(self, source: Path) -> ModelEntry:
+        """The registry entry this config describes."""
+        fields = self.model_dump(include={"name", "family", "builder", "args", "task", "dataset", "input",
+                                          "reference", "tags", "description"}, exclude_none=True)
+        return ModelEntry(**fields, source=str(source))
+
+
+def load_config(path: Path) -> SavedConfig:
+    """Parse and validate a ``config.json``; any problem is a :class:`ZooError` naming the file and the field."""
+    data = parse_json_object(path)
+    try:
+        shape = SavedConfig.model_validate(data)  # structure first: family and builder must be strings
+        allowed = allowed_build_args(shape.family, shape.builder)
+        config = SavedConfig.model_validate(data, context={"allowed": allowed})
+        config.entry(path)  # the entry's own checks (name, input shape)
+        return config
+    except ValidationError as err:
+        raise ZooError(f"{path} is not a valid zoo config:\n{_format(err)}") from None
+    except PluginError as exc:  # a family that is not installed or fails to import
+        raise PluginError(f"{path}: {exc}") from None
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<config>"
+        given = e.get("input")
+        shown = "" if isinstance(given, (dict, list)) or e["type"] == "value_error" else f" (given: {given!r:.80})"
+        lines.append(f"  {field}: {e['msg'].removeprefix('Value error, ')}{shown}")
+    return "\n".join(lines)
+
+
+def verify_folder_weights(directory: Path, config: SavedConfig, weights: Path) -> Path:
+    """``weights`` checked against ``config.weights_sha256``; a folder saved without one loads with a warning."""
+    if not weights.is_file():
+        raise WeightsError(f"weights file {weights} does not exist (expected the model.safetensors written by "
+                           f"zoo.save_pretrained beside {directory / 'config.json'})")
+    if config.weights_sha256 is None:
+        warnings.warn(f"{directory / 'config.json'} records no weights_sha256 (saved by an older zoo), so "
+                      f"{weights.name} is loaded unchecked; save the model again with zoo.save_pretrained to "
+                      f"record it", RuntimeWarning, stacklevel=3)
+        return weights
+    actual = sha256_of(weights)
+    if actual != config.weights_sha256:
+        raise WeightsError(f"weights file {weights} is corrupted or not the file its config.json describes: sha256 "
+                           f"is {actual}, config.json expects {config.weights_sha256}. Copy or download the "
+                           f"folder again")
+    return weights
