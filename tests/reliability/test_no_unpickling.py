@@ -53,3 +53,17 @@ def test_missing_or_garbage_checkpoint_is_a_weights_error(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match=r"refusing to load checkpoint .*garbage\.pt.*Unsupported operand"):
         load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_crafted_training_checkpoint_is_refused_on_resume(toy_family, tmp_path):
+    import zoo
+    from tests.training.conftest import RGB_REGISTRY, write_colour_folder
+
+    toy_family(RGB_REGISTRY)
+    out, marker = tmp_path / "run", tmp_path / "code-ran"
+    out.mkdir()
+    torch.save({"epoch": 1, "payload": _WritesMarker(marker)}, out / "checkpoint.pt")
+    with pytest.raises(WeightsError, match=r"refusing to load checkpoint .*checkpoint\.pt"):
+        zoo.finetune("toynet-rgb", write_colour_folder(tmp_path / "train", 2, seed=0), epochs=1, batch_size=2,
+                     progress=False, output_dir=str(out), resume=True)
+    assert not marker.exists()

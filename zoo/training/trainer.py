@@ -7,13 +7,14 @@ per-step projection come from the model's family (``Family.training_step`` / ``F
 
 from __future__ import annotations
 
-import json
+import contextlib
+import functools
 import itertools
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
@@ -26,11 +27,12 @@ from zoo.hub.files import atomic_path
 from zoo.registry.loader import parse_entry
 from zoo.registry.schema import ModelEntry
 from zoo.training import distributed as dist
+from zoo.training import output
 from zoo.training.datasets import DataSource, build_dataset
 from zoo.training.steps import step_for
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+CHECKPOINT = output.CHECKPOINT
+METRICS = output.METRICS
 
 
 @dataclass
@@ -53,7 +55,8 @@ class FinetuneConfig:
     seed: int = 0
     num_workers: int = 0
     output_dir: Optional[str] = None
-    resume: bool = False
+    resume: bool = False               # continue the run in output_dir from its checkpoint.pt
+    overwrite: bool = False            # replace the results of a previous run in output_dir (else: refused)
     device: Optional[str] = None       # default: cuda if available, else cpu
     precision: str = "auto"            # "auto" (bf16 autocast on CUDA, fp32 elsewhere) | "bf16" | "fp32"
     channels_last: Optional[bool] = None  # default: on CUDA for image classification and segmentation
@@ -136,6 +139,8 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", dist.local_rank())
         self.out = Path(cfg.output_dir) if cfg.output_dir else None
+        if self.out is not None and self.rank == 0:  # early, before the data is read; again under the lock in fit
+            output.check_reusable(self.out, cfg.resume, cfg.overwrite)
         self.model = model.to(self.device)
         channels_last = cfg.channels_last
         if channels_last is None:
@@ -156,6 +161,7 @@ class Trainer:
         self.optimizer, self.scheduler = self._optim()
         self.epoch, self.batches_done, self.history = 0, 0, []
         self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
         self._rng_snapshot = _rng_state()
 
     # -- set-up -----------------------------------------------------------------------------------------------
@@ -202,8 +208,34 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> FinetuneResult:
-        if self.cfg.resume:
-            self._load_checkpoint()
+        try:
+            with self._hold_output():
+                self._loop()
+        finally:
+            dist.shutdown()
+        return FinetuneResult(self.model, self.history, self.best,
+                              self.out / "best" if self.out and (self.out / "best").is_dir() else None,
+                              [str(p) for p in getattr(self.train_set, "skipped", [])])
+
+    @contextlib.contextmanager
+    def _hold_output(self) -> Iterator[None]:
+        """Rank 0 locks the output folder for the run, checks it may be used, and repairs an interrupted epoch's
+        artefacts (see :mod:`zoo.training.output`)."""
+        if self.out is None or self.rank != 0:
+            if self.cfg.resume:
+                self._load_checkpoint()
+            yield
+            return
+        with output.hold(self.out):
+            output.check_reusable(self.out, self.cfg.resume, self.cfg.overwrite)
+            if self.cfg.resume:
+                self._load_checkpoint()
+            elif self.cfg.overwrite:
+                output.clear(self.out)
+            output.recover(self.out, self.best_epoch, self.history)
+            yield
+
+    def _loop(self) -> None:
         try:
             while self.epoch < self.cfg.epochs:
                 started = time.perf_counter()
@@ -220,11 +252,6 @@ class Trainer:
         except KeyboardInterrupt:
             self._save_checkpoint()
             raise
-        finally:
-            dist.shutdown()
-        return FinetuneResult(self.model, self.history, self.best,
-                              self.out / "best" if self.out and (self.out / "best").is_dir() else None,
-                              [str(p) for p in getattr(self.train_set, "skipped", [])])
 
     def _train_epoch(self) -> float:
         self.net.train()
@@ -280,19 +307,27 @@ class Trainer:
         score = row.get("val_acc", -row.get("val_loss", row["train_loss"]))
         improved = self.best is None or score > self.best
         if improved:
-            self.best = score
+            self.best, self.best_epoch = score, self.epoch
         if self.out is None or self.rank != 0:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / METRICS, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        self._save_checkpoint()
-        if improved:
+        with output.interrupts_deferred():
+            self._write_epoch(row if improved else None)
+
+    def _write_epoch(self, best_row: Optional[Dict[str, float]]) -> None:
+        """The epoch's artefacts, committed by the checkpoint (see :mod:`zoo.training.output`); ``best_row`` is
+        the epoch's metrics row when it improved on the best model."""
+        staged = None
+        if best_row is not None:  # complete but invisible until the checkpoint commits it
             from zoo.hub.pretrained import save_pretrained
 
-            metrics = {k: v for k, v in row.items() if k.startswith("val_")}
-            save_pretrained(self.model, self.out / "best", metrics=metrics or None)
-        _plot_curves(self.history, self.out / "curves.png")
+            metrics = {k: v for k, v in best_row.items() if k.startswith("val_")} or None
+            staged = output.stage_best(self.out, self.epoch, functools.partial(save_pretrained, self.model,
+                                                                                metrics=metrics))
+        self._save_checkpoint()  # the commit point: everything below is derived from it (see output.recover)
+        if staged is not None:
+            output.publish_best(self.out, staged)
+        output.write_metrics(self.out, self.history)
+        _plot_curves(self.history, self.out / output.CURVES)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
@@ -301,16 +336,19 @@ class Trainer:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "epoch": self.epoch, "batches_done": self.batches_done, "history": self.history,
-                 "best": self.best, "rng": _storable(self._rng_snapshot), "config": asdict(self.cfg),
-                 "architecture": self.entry.name}
+                 "best": self.best, "best_epoch": self.best_epoch, "rng": _storable(self._rng_snapshot),
+                 "config": asdict(self.cfg), "architecture": self.entry.name}
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
     def _load_checkpoint(self) -> None:
+        from zoo.hub.state import read_torch_checkpoint
+
         path = (self.out / CHECKPOINT) if self.out else None
         if path is None or not path.is_file():
-            raise ZooError(f"resume=True but there is no {CHECKPOINT} in {self.out}")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+            raise ZooError(f"resume=True but there is no {CHECKPOINT} in {self.out} (start the run over with "
+                           f"--overwrite / overwrite=True)")
+        state = read_torch_checkpoint(path, map_location=self.device)
         if state["architecture"] != self.entry.name:
             raise ZooError(f"{path} was written for {state['architecture']!r}, not {self.entry.name!r}")
         self.model.load_state_dict(state["model"])
@@ -319,6 +357,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batches_done = state["epoch"], state["batches_done"]
         self.history, self.best = list(state["history"]), state["best"]
+        self.best_epoch = state.get("best_epoch")  # None in checkpoints written before it was recorded
         _set_rng_state(state["rng"])
 
 
