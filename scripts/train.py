@@ -10,18 +10,20 @@ write a Hub-ready folder and benchmarks/trained/NAME.json (metrics, data, recipe
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 from pathlib import Path
+from typing import Any, Dict, List, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 import zoo
 from zoo.hub.files import write_text_atomic
 from zoo.hub.pretrained import WEIGHTS_NAME, push_folder_to_hub
 from zoo.metrics import evaluate
 from zoo.publish import record_weights
-from zoo.recipes import RECIPES, build_data, load_recipe
+from zoo.recipes import RECIPES, Recipe, build_data, load_recipe
 from zoo.training.trainer import FinetuneConfig, entry_of
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks" / "trained"
@@ -51,32 +53,89 @@ def main() -> None:
     if recipe.produced_by is not None:
         parser.error(f"the weights of {recipe.model} are produced by `{recipe.produced_by}`; its recipe only defines "
                      f"the held-out split (scripts/evaluate.py {recipe.model} --check)")
-    cfg = FinetuneConfig(**{**recipe.finetune, "output_dir": str(Path(args.output) / recipe.model),
-                            "resume": args.resume})
-    torch.manual_seed(cfg.seed)
-    model = zoo.create(recipe.model, **recipe.build)
-    data = build_data(recipe, model.pretrained_cfg)
-    result = zoo.finetune(model, data.train, data.val, config=cfg)
-    best = zoo.create(f"local-dir:{result.best_dir}", pretrained=True)
-    batches = DataLoader(data.test, batch_size=cfg.batch_size)
-    metrics = evaluate(best, batches, entry_of(best))
-    description = data.description
-    zoo.save_pretrained(best, result.best_dir, metrics=metrics, data=description)
+    run_dir = Path(args.output) / recipe.model
+    trained = distill(recipe, run_dir, args.resume) if recipe.distill is not None else finetune(recipe, run_dir,
+                                                                                                args.resume)
+    best = zoo.create(f"local-dir:{trained.folder}", pretrained=True)
+    metrics = evaluate(best, DataLoader(trained.test, batch_size=trained.batch_size), entry_of(best))
+    description = trained.description
+    zoo.save_pretrained(best, trained.folder, metrics=metrics, data=description)
     report = {"model": recipe.model, "command": f"python scripts/train.py {args.name}", "metrics": metrics,
-              "data": description, "recipe": recipe.model_dump(), "history": result.history,
-              "folder": str(result.best_dir)}
+              "data": description, "recipe": recipe.model_dump(), "history": trained.history,
+              "folder": str(trained.folder)}
     write_text_atomic(args.report_dir / f"{recipe.model}.json", json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("model", "metrics", "data", "folder")}, indent=2))
     if args.push_to_hub:
-        print(push_folder_to_hub(result.best_dir, args.push_to_hub,
+        print(push_folder_to_hub(trained.folder, args.push_to_hub,
                                  commit_message=f"{recipe.model} from scripts/train.py {args.name}"))
     if args.publish:
-        weights = result.best_dir / WEIGHTS_NAME
+        weights = trained.folder / WEIGHTS_NAME
         size_mb = weights.stat().st_size / 2**20
         bundle = size_mb <= recipe.max_bundle_mb
         registry = record_weights(zoo.model_info(recipe.model), weights, metrics, description, bundle=bundle,
                                   hf_hub_id=args.push_to_hub)
         print(f"recorded in {registry} ({size_mb:.2f} MB, {'bundled' if bundle else 'Hub only'})")
+
+
+class Trained(NamedTuple):
+    """A finished run: its Hub-ready folder, per-epoch (or per-block) history, data description, the test set the
+    published metrics are measured on and the batch size to measure with."""
+
+    folder: Path
+    history: List[Dict[str, Any]]
+    description: str
+    test: Dataset
+    batch_size: int
+
+
+def finetune(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
+    """Train ``recipe.model`` with its ``finetune`` schedule (zoo.finetune); the best epoch lands in run_dir/best."""
+    cfg = FinetuneConfig(**{**recipe.finetune, "output_dir": str(run_dir), "resume": resume})
+    torch.manual_seed(cfg.seed)
+    model = zoo.create(recipe.model, **recipe.build)
+    data = build_data(recipe, model.pretrained_cfg)
+    result = zoo.finetune(model, data.train, data.val, config=cfg)
+    return Trained(result.best_dir, result.history, data.description, data.test, cfg.batch_size)
+
+
+def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
+    """Distil ``recipe.model`` from its teacher's published weights (zoo_tnn.compress, Section 2.5.3) into
+    ``run_dir/best``; progress is kept in ``run_dir/distill.pt`` after every Seq-KD block / E2E-KD epoch."""
+    from zoo_tnn.compress import compress
+
+    spec = recipe.distill
+    progress = run_dir / "distill.pt"
+    if progress.exists() and not resume:
+        raise SystemExit(f"{progress} holds an unfinished or finished distillation: pass --resume to continue it, "
+                         "or remove it to start over")
+    torch.manual_seed(spec.seed)
+    teacher = zoo.create(spec.teacher, pretrained=True)
+    model = zoo.create(recipe.model, **recipe.build)
+    args = zoo.model_info(recipe.model).args
+    data = build_data(recipe, model.pretrained_cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    blocks = ([n for n, _ in teacher.named_modules() if n and fnmatch.fnmatchcase(n, spec.blocks)]
+              if spec.blocks else None)
+    if spec.blocks and not blocks:
+        raise SystemExit(f"no module of {spec.teacher} matches the recipe's blocks pattern {spec.blocks!r}")
+    # no generator: the shuffle draws from the global RNG, which compress() checkpoints, so --resume is exact
+    loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True,
+                        pin_memory=device == "cuda")
+    student, report = compress(teacher, args["decomposition"], args["rate"], loader, method=spec.method,
+                               m=args.get("m"), epochs=spec.epochs, lr=spec.lr, blocks=blocks,
+                               eval_loader=DataLoader(data.val, batch_size=spec.batch_size), device=device,
+                               progress=False, checkpoint=progress)
+    model.load_state_dict(student.state_dict())
+    teacher_weights = zoo.model_info(spec.teacher).weights
+    description = (f"{spec.method} from {spec.teacher} (weights sha256 {teacher_weights.sha256[:12]}...; "
+                   f"Layer-Decomp init, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s)"
+                   f"{' per block' if spec.method == 'seq-kd' else ''}); {data.description}")
+    folder = zoo.save_pretrained(model.cpu(), run_dir / "best", data=description)
+    write_text_atomic(run_dir / "compress_report.json", json.dumps(report.as_dict(), indent=2) + "\n")
+    history = [{"step": "layer-decomp", "val_acc": report.accuracy_layer_decomp},
+               *({"step": row["block"], **{k: v for k, v in row.items() if k != "block"}} for row in report.block_losses),
+               {"step": spec.method, "val_acc": report.accuracy_after, "teacher_val_acc": report.accuracy_teacher}]
+    return Trained(folder, history, description, data.test, spec.batch_size)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ A recipe is everything ``scripts/train.py NAME`` needs to reproduce published we
     # npz: {source: npz, train: cifar10_train, holdout: 5000, test: cifar10_test}  (.npz folders held in memory;
     #      relative paths are below the shared data folder; holdout splits the selection set off the training set)
     finetune: {epochs: 5, lr: 0.001, batch_size: 128}   # any zoo.training.FinetuneConfig field
+    # or, for a compressed model distilled from a trained teacher (chapter 2):
+    # distill: {teacher: resnet32, method: seq-kd, epochs: 2, lr: 0.001, batch_size: 128, blocks: "layer?.?"}
     build: {}                                            # extra kwargs for zoo.create
 
 Weights written by another script (a demo training several models in one run) have a recipe too: it names that
@@ -21,7 +23,7 @@ import fnmatch
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Literal, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -62,12 +64,29 @@ class DataSpec(BaseModel):
         return self
 
 
+class DistillSpec(BaseModel):
+    """Knowledge distillation of a compressed model from a trained teacher (chapter 2, Section 2.5.3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str = Field(description="registry name of the teacher, loaded with its published weights")
+    method: Literal["layer-decomp", "e2e-kd", "seq-kd"]
+    epochs: int = Field(ge=0, description="passes over the training data: per block for seq-kd, in all for e2e-kd")
+    lr: float = Field(1e-3, gt=0, description="Adam's learning rate (Section 2.7.1)")
+    batch_size: int = Field(128, ge=1)
+    blocks: Optional[str] = Field(None, description="seq-kd sub-problems: an fnmatch pattern of module names whose "
+                                                    "outputs are matched bottom-up (default: every tensorised layer)")
+    seed: int = 0
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
     data: DataSpec
     finetune: Dict[str, Any] = Field(default_factory=dict)
+    distill: Optional[DistillSpec] = Field(None, description="train by distillation from a teacher instead of "
+                                                             "the finetune schedule")
     build: Dict[str, Any] = Field(default_factory=dict)
     max_bundle_mb: float = 8.0
     produced_by: Optional[str] = Field(None, description="the command that writes the published weights when it is "
@@ -80,8 +99,11 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _one_producer(self) -> "Recipe":
-        if self.produced_by is not None and self.finetune:
-            raise ValueError(f"a recipe whose weights come from {self.produced_by!r} has no finetune schedule")
+        if self.produced_by is not None and (self.finetune or self.distill):
+            raise ValueError(f"a recipe whose weights come from {self.produced_by!r} has no finetune or distill "
+                             "schedule")
+        if self.distill is not None and self.finetune:
+            raise ValueError("a recipe has either a finetune schedule or a distill section, not both")
         return self
 
 
@@ -246,7 +268,8 @@ def held_out_metrics(model: torch.nn.Module, recipe: Recipe,
     from zoo.training.trainer import FinetuneConfig, entry_of
 
     data = build_data(recipe, model.pretrained_cfg)
-    size = batch_size or FinetuneConfig(**recipe.finetune).batch_size
+    size = batch_size or (recipe.distill.batch_size if recipe.distill is not None
+                          else FinetuneConfig(**recipe.finetune).batch_size)
     return evaluate(model, DataLoader(data.test, batch_size=size), entry_of(model)), data.description
 
 

@@ -105,3 +105,48 @@ def test_bad_method(setup: tuple) -> None:
     teacher, _, loader = setup
     with pytest.raises(ValueError, match="method must be one of"):
         compress(teacher, "cp", 0.1, loader, method="magic")
+
+
+class _Interrupting:
+    """A shuffling loader that raises KeyboardInterrupt on its ``stop_at``-th batch (counted over all epochs)."""
+
+    def __init__(self, loader: DataLoader, stop_at: int) -> None:
+        self.loader, self.stop_at, self.seen = loader, stop_at, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.seen += 1
+            if self.seen == self.stop_at:
+                raise KeyboardInterrupt
+            yield batch
+
+
+@pytest.mark.parametrize("method,stop_at", [("seq-kd", 15), ("e2e-kd", 5)])
+def test_an_interrupted_compression_resumes_to_the_same_student(setup: tuple, tmp_path, method: str,
+                                                               stop_at: int) -> None:
+    teacher, x, _ = setup
+    data = TensorDataset(x, torch.zeros(len(x), dtype=torch.long))
+    # a shuffled loader draws from the global RNG: the checkpoint's RNG state must make the order repeat
+    options = dict(method=method, epochs=2, blocks=["act2", "act3", "act4"] if method == "seq-kd" else None,
+                   fit_kwargs=FIT, progress=False)
+    torch.manual_seed(1)
+    straight, _ = compress(teacher, "mcp", 0.1, DataLoader(data, batch_size=32, shuffle=True), **options)
+    torch.manual_seed(1)
+    path = tmp_path / "progress.pt"
+    with pytest.raises(KeyboardInterrupt):  # seq-kd: in block act4 (batch 1 is the probe), e2e-kd: in epoch 2
+        compress(teacher, "mcp", 0.1, _Interrupting(DataLoader(data, batch_size=32, shuffle=True), stop_at),
+                 checkpoint=path, **options)
+    saved = torch.load(path, weights_only=True)
+    assert saved["done"] == (2 if method == "seq-kd" else 1)
+    torch.manual_seed(123)  # whatever the process did since: the saved state decides
+    resumed, report = compress(teacher, "mcp", 0.1, DataLoader(data, batch_size=32, shuffle=True),
+                               checkpoint=path, **options)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    blocks = [row["block"] for row in report.block_losses]
+    assert len(blocks) == (6 if method == "seq-kd" else 2)  # the report keeps the rows written before the stop
+    with pytest.raises(ValueError, match=r"holds a .* run of mcp at rate 0.1, not .* of mcp at 0.2"):
+        compress(teacher, "mcp", 0.2, DataLoader(data, batch_size=32), checkpoint=path, **options)

@@ -8,13 +8,19 @@
 
 Optimiser: Adam, learning rate 1e-3 (Section 2.7.1). The student runs in eval mode (batch-norm
 statistics and dropout of the teacher are kept) while its factors are trained.
+
+Long runs resume: with ``checkpoint=``, the student, the report and the torch RNG state are written (atomically,
+loadable with ``weights_only=True``) after Layer-Decomp and after every finished Seq-KD block or E2E-KD epoch, and an
+existing file is continued from there.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
@@ -172,9 +178,15 @@ def _progress(iterable: Iterable[Any], total: int, desc: str, enabled: bool) -> 
 
 def _train(params: List[nn.Parameter], loss_fn: Callable[[Tensor], Tensor], loader: Iterable[Any], epochs: int,
            lr: float, desc: str, progress: bool, max_steps: Optional[int], device: Any,
-           log: List[Dict[str, Any]], block: str) -> None:
+           log: List[Dict[str, Any]], block: str, first_epoch: int = 0,
+           optimizer_state: Optional[Dict[str, Any]] = None,
+           after_epoch: Optional[Callable[[int, torch.optim.Optimizer], None]] = None) -> None:
+    """Adam on ``params`` for epochs ``first_epoch..epochs-1`` (continuing ``optimizer_state`` if given);
+    ``after_epoch(e, optimizer)`` runs after epoch ``e``."""
     opt = torch.optim.Adam(params, lr=lr)
-    for epoch in range(epochs):
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    for epoch in range(first_epoch, epochs):
         total, count, first = 0.0, 0, None
         try:
             n = len(loader)  # type: ignore[arg-type]
@@ -192,6 +204,32 @@ def _train(params: List[nn.Parameter], loss_fn: Callable[[Tensor], Tensor], load
             total, count = total + value, count + 1
         log.append({"block": block, "epoch": epoch + 1, "steps": count, "first_loss": first,
                     "mean_loss": total / max(count, 1)})
+        if after_epoch is not None:
+            after_epoch(epoch, opt)
+
+
+def _save_progress(path: Path, student: nn.Module, report: "CompressReport", done: int,
+                   optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    """Write the student, the report, the RNG state (and the E2E-KD optimiser) after ``done`` finished units,
+    through a temporary file and a rename."""
+    state = {"student": student.state_dict(), "report": report.as_dict(), "done": done,
+             "rng": torch.get_rng_state(), "optimizer": optimizer.state_dict() if optimizer is not None else None}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_progress(path: Path, method: str, decomposition: str, rate: float) -> Dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    rep = state["report"]
+    if (rep["method"], rep["decomposition"], rep["rate"]) != (method, decomposition, float(rate)):
+        raise ValueError(f"{path} holds a {rep['method']} run of {rep['decomposition']} at rate {rep['rate']}, not "
+                         f"{method} of {decomposition} at {float(rate)}: use another checkpoint file")
+    return state
 
 
 def compress(
@@ -211,6 +249,7 @@ def compress(
     max_steps: Optional[int] = None,
     device: Union[str, torch.device] = "cpu",
     progress: bool = True,
+    checkpoint: Optional[Union[str, Path]] = None,
 ) -> tuple[nn.Module, CompressReport]:
     """Compress ``teacher`` into a TNN with ``decomposition`` at ``rate``; the teacher is not modified.
 
@@ -224,6 +263,8 @@ def compress(
         eval_loader: ``(x, y)`` batches to report accuracy before and after.
         fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``).
         max_steps: cap on optimiser steps per epoch (quick runs).
+        checkpoint: progress file, written after Layer-Decomp and every finished Seq-KD block / E2E-KD epoch;
+            if it exists, the run continues from it (same teacher, decomposition, rate and method).
 
     Returns the student and a :class:`CompressReport` (per-layer reconstruction errors, per-block losses).
     """
@@ -233,24 +274,46 @@ def compress(
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    student = tensorize(copy.deepcopy(teacher), decomposition, rate, m=m, init="decomp",
-                        fit_kwargs=fit_kwargs or {}, **(tensorize_kwargs or {}))
+    path = Path(checkpoint) if checkpoint is not None else None
+    dec_name = decomposition if isinstance(decomposition, str) else decomposition.name
+    resumed = _load_progress(path, method, dec_name, rate) if path is not None and path.is_file() else None
+    # drawn before any saved RNG state is restored, so that a resumed run draws what an uninterrupted one does
+    probe = _inputs(next(iter(loader))).to(device) if method == "seq-kd" else None
+    student = tensorize(copy.deepcopy(teacher), decomposition, rate, m=m,
+                        init="random" if resumed else "decomp", fit_kwargs=fit_kwargs or {},
+                        **(tensorize_kwargs or {}))
     student.eval()
     for p in student.parameters():
         p.requires_grad_(False)
     records = student.tnn_layers  # type: ignore[attr-defined]
-    rep = compression_report(student)
-    report = CompressReport(
-        method=method, decomposition=student.tnn_config["decomposition"], rate=float(rate),  # type: ignore[index]
-        realised_rate=rep["rate"], tensorial_rate=rep["tensorial_rate"], params=rep["params"],
-        dense_params=rep["dense_params"],
-        layer_errors={r.name: float(r.fit_error) for r in records if r.fit_error is not None},
-    )
-    if eval_loader is not None:
-        report.accuracy_teacher = accuracy(teacher, eval_loader, device)
-        report.accuracy_layer_decomp = accuracy(student, eval_loader, device)
+    if resumed is not None:
+        student.load_state_dict(resumed["student"])
+        report = CompressReport(**resumed["report"])
+        torch.set_rng_state(resumed["rng"])
+        done = int(resumed["done"])
+    else:
+        rep = compression_report(student)
+        report = CompressReport(
+            method=method, decomposition=student.tnn_config["decomposition"], rate=float(rate),  # type: ignore[index]
+            realised_rate=rep["rate"], tensorial_rate=rep["tensorial_rate"], params=rep["params"],
+            dense_params=rep["dense_params"],
+            layer_errors={r.name: float(r.fit_error) for r in records if r.fit_error is not None},
+        )
+        if eval_loader is not None:
+            report.accuracy_teacher = accuracy(teacher, eval_loader, device)
+            report.accuracy_layer_decomp = accuracy(student, eval_loader, device)
+        done = 0
+        if path is not None:
+            _save_progress(path, student, report, done)
     tensorial_names = [r.name for r in records if r.status in ("tensorized", "rank1")]
 
+    def finished(units: int, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+        if path is not None:
+            report.seconds += time.time() - start_unit[0]
+            start_unit[0] = time.time()
+            _save_progress(path, student, report, units, optimizer)
+
+    start_unit = [start]
     if method == "e2e-kd":
         params = _tensorial_params(student)
         for p in params:
@@ -262,29 +325,32 @@ def compress(
             return F.mse_loss(student(x), target)
 
         _train(params, e2e_loss, loader, epochs, lr, "e2e-kd", progress, max_steps, device,
-               report.block_losses, "<all>")
+               report.block_losses, "<all>", first_epoch=done,
+               optimizer_state=resumed["optimizer"] if resumed is not None and done else None,
+               after_epoch=lambda e, opt: finished(e + 1, opt))
     elif method == "seq-kd":
         names = list(blocks) if blocks is not None else tensorial_names
-        probe = _inputs(next(iter(loader))).to(device)
         owned = assign_blocks(student, probe, names, tensorial_names)
-        for name, layers in owned.items():
-            params = [p for layer in layers for p in _tensorial_params(student.get_submodule(layer))]
-            if not params:
+        for index, (name, layers) in enumerate(owned.items()):
+            if index < done:
                 continue
-            for p in params:
-                p.requires_grad_(True)
+            params = [p for layer in layers for p in _tensorial_params(student.get_submodule(layer))]
+            if params:
+                for p in params:
+                    p.requires_grad_(True)
 
-            def block_loss(x: Tensor, name: str = name) -> Tensor:
-                target = _capture(teacher, name, x, grad=False)
-                return F.mse_loss(_capture(student, name, x, grad=True), target)
+                def block_loss(x: Tensor, name: str = name) -> Tensor:
+                    target = _capture(teacher, name, x, grad=False)
+                    return F.mse_loss(_capture(student, name, x, grad=True), target)
 
-            _train(params, block_loss, loader, epochs, lr, f"seq-kd {name}", progress, max_steps, device,
-                   report.block_losses, name)
-            for p in params:
-                p.requires_grad_(False)
+                _train(params, block_loss, loader, epochs, lr, f"seq-kd {name}", progress, max_steps, device,
+                       report.block_losses, name)
+                for p in params:
+                    p.requires_grad_(False)
+            finished(index + 1)
     for p in student.parameters():
         p.requires_grad_(True)
     if eval_loader is not None:
         report.accuracy_after = accuracy(student, eval_loader, device)
-    report.seconds = time.time() - start
+    report.seconds += time.time() - start_unit[0]
     return student, report
