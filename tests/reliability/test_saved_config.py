@@ -116,3 +116,26 @@ def test_non_finite_metrics_are_left_out_so_the_folder_loads_back(toy_family, tm
     with pytest.warns(RuntimeWarning, match=r"metrics \['nll'\] are not finite"):
         out = zoo.save_pretrained(zoo.create("toynet-small"), tmp_path / "m", metrics={"nll": float("nan"), "top1": 1})
     assert zoo.create(f"local-dir:{out}", pretrained=True).pretrained_cfg["architecture"] == "toynet-small"
+
+
+def test_save_pretrained_refuses_a_config_it_could_not_load_back(toy_family, tmp_path):
+    model = zoo.create("toynet-small")
+    model.pretrained_cfg["build_kwargs"] = {"evil_option": 1}
+    with pytest.raises(ZooError, match=r"(?s)could not be loaded back.*build_kwargs\.evil_option.*build_args"):
+        zoo.save_pretrained(model, tmp_path / "m")
+    model.pretrained_cfg["build_kwargs"] = {"width": object()}
+    with pytest.raises(ZooError, match="is not JSON data"):
+        zoo.save_pretrained(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_real_nested_build_arguments_round_trip(tmp_path):
+    from zoo.hub.config import allowed_build_args
+
+    assert {"backbone_args", "drop_path_rate", "rate"} <= allowed_build_args("tnn", "tnn")
+    model = zoo.create("convttlstm-mnist-small")  # args with a nested cell_kwargs mapping
+    out = zoo.save_pretrained(model, tmp_path / "video")
+    again = zoo.create(f"local-dir:{out}", pretrained=True)
+    assert again.pretrained_cfg["args"]["cell_kwargs"] == model.pretrained_cfg["args"]["cell_kwargs"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key

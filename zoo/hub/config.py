@@ -40,7 +40,8 @@ FORBIDDEN_ARGS: FrozenSet[str] = frozenset({
 """Build arguments a saved config may never set: they make timm or a builder load weights or read a file or URL,
 around the zoo's safetensors + sha256 checks."""
 
-_FORBIDDEN_PARTS = re.compile(r"pretrained|checkpoint|file|path|url|_dir|cache|hub")
+_FORBIDDEN_WORDS = frozenset({"pretrained", "checkpoint", "file", "filename", "filepath", "fname", "url", "uri", "dir",
+                              "cache", "hub"})
 
 COMMON_BUILD_ARGS: FrozenSet[str] = frozenset({
     "num_classes", "in_chans", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool", "img_size",
@@ -116,7 +117,11 @@ def allowed_build_args(family: str, builder: str) -> FrozenSet[str]:
     from zoo.registry.resolve import entries
 
     names = set(COMMON_BUILD_ARGS)
-    for entry in entries().values():
+    try:
+        registry = entries()
+    except ZooError:  # a broken registry fragment must not make saved folders unloadable
+        registry = {}
+    for entry in registry.values():
         names.update(_keys(entry.args))
     fam = plugins.get_family(family)
     for fn in fam.builders.values():
@@ -139,7 +144,11 @@ def _keys(value: Any) -> List[str]:
 
 
 def _forbidden(name: str) -> bool:
-    return name in FORBIDDEN_ARGS or bool(_FORBIDDEN_PARTS.search(name))
+    """A name of :data:`FORBIDDEN_ARGS`, or with a word (between underscores) that names weights, files or URLs;
+    ``path`` only as the first or last word (``checkpoint_path``, not timm's ``drop_path_rate``)."""
+    words = name.lower().split("_")
+    return (name in FORBIDDEN_ARGS or bool(_FORBIDDEN_WORDS.intersection(words))
+            or "path" in (words[0], words[-1]))
 
 
 def check_build_args(args: Mapping[str, Any], allowed: Optional[FrozenSet[str]], where: str) -> None:
@@ -223,17 +232,37 @@ class SavedConfig(BaseModel):
 
 def load_config(path: Path) -> SavedConfig:
     """Parse and validate a ``config.json``; any problem is a :class:`ZooError` naming the file and the field."""
-    data = parse_json_object(path)
     try:
-        shape = SavedConfig.model_validate(data)  # structure first: family and builder must be strings
-        allowed = allowed_build_args(shape.family, shape.builder)
-        config = SavedConfig.model_validate(data, context={"allowed": allowed})
-        config.entry(path)  # the entry's own checks (name, input shape)
-        return config
+        return validate_config(parse_json_object(path), path)
     except ValidationError as err:
         raise ZooError(f"{path} is not a valid zoo config:\n{_format(err)}") from None
     except PluginError as exc:  # a family that is not installed or fails to import
         raise PluginError(f"{path}: {exc}") from None
+
+
+def check_saveable(config: Mapping[str, Any], directory: Path) -> None:
+    """Refuse to save a config that :func:`load_config` would refuse to load back (e.g. a build argument that is
+    not on the allow-list): better an error now than a folder that cannot be used."""
+    try:
+        data = json.loads(json.dumps(config, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ZooError(f"save_pretrained: the config of {directory} is not JSON data ({exc}); build arguments must "
+                       f"be numbers, strings, booleans, None, lists and dicts") from None
+    try:
+        validate_config(data, directory / "config.json")
+    except ValidationError as err:
+        raise ZooError(f"save_pretrained: {directory} could not be loaded back, its config would be refused:\n"
+                       f"{_format(err)}\n(a plugin declares extra build arguments in "
+                       f"Family(extras={{'build_args': [...]}}); see docs/security.md)") from None
+
+
+def validate_config(data: Dict[str, Any], path: Path) -> SavedConfig:
+    """The :class:`SavedConfig` of parsed JSON ``data`` (raises pydantic's ``ValidationError``)."""
+    shape = SavedConfig.model_validate(data)  # structure first: family and builder must be strings
+    allowed = allowed_build_args(shape.family, shape.builder)
+    config = SavedConfig.model_validate(data, context={"allowed": allowed})
+    config.entry(path)  # the entry's own checks (name, input shape)
+    return config
 
 
 def _format(err: ValidationError) -> str:

@@ -57,6 +57,9 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optiona
     config["metrics"] = _finite_metrics(config["metrics"])
     if data is not None:
         config["data"] = data
+    from zoo.hub.config import check_saveable
+
+    check_saveable(config, directory)
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "zoo_name": config["name"]})
