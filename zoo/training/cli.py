@@ -14,7 +14,8 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("name", help="model name, local-dir:DIR or hf-hub:ORG/REPO")
     p.add_argument("--data", required=True, help="training data: image-folder tree, CSV, images+masks, .npz")
     p.add_argument("--val-data", help="validation data in the same form")
-    p.add_argument("--output", required=True, help="folder for metrics.jsonl, curves.png, checkpoint.pt, best/")
+    p.add_argument("--output", required=True, help="folder for metrics.jsonl, curves.png, checkpoint.pt, best/ "
+                   "(new or empty, unless --resume continues the run in it or --overwrite replaces its results)")
     p.add_argument("--num-classes", type=int, help="replace the classifier head")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the best model when done")
