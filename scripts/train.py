@@ -24,7 +24,7 @@ from zoo.hub.pretrained import WEIGHTS_NAME, push_folder_to_hub
 from zoo.metrics import evaluate
 from zoo.publish import record_weights
 from zoo.recipes import RECIPES, Recipe, build_data, load_recipe
-from zoo.training.trainer import FinetuneConfig, entry_of
+from zoo.training.trainer import CHECKPOINT, FinetuneConfig, entry_of
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks" / "trained"
 
@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--report-dir", type=Path, default=BENCHMARKS, help="where NAME.json goes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in OUTPUT/NAME from its checkpoint.pt (exactly where it stopped)")
+                        help="continue the run in OUTPUT/NAME from its checkpoint (exactly where it stopped); "
+                             "start it when there is none yet")
     args = parser.parse_args()
     if args.list or not args.name:
         print("\n".join(sorted(load_recipe(str(p)).model for p in RECIPES.glob("*.yaml"))))  # patterns as such
@@ -90,6 +91,7 @@ class Trained(NamedTuple):
 
 def finetune(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
     """Train ``recipe.model`` with its ``finetune`` schedule (zoo.finetune); the best epoch lands in run_dir/best."""
+    resume = resume and (run_dir / CHECKPOINT).is_file()
     cfg = FinetuneConfig(**{**recipe.finetune, "output_dir": str(run_dir), "resume": resume})
     torch.manual_seed(cfg.seed)
     model = zoo.create(recipe.model, **recipe.build)
