@@ -2,22 +2,36 @@
 
 Start from the decomposition's SVD-based factors (TT-SVD, HOSVD, exact/SVD CP; random for a
 decomposition that provides none), then alternating least squares: with all factors but one fixed,
-the reconstruction is linear in the free factor ``X`` (``A(X)``), and the normal equations
-``A^T A X = A^T K`` are solved by conjugate gradients, where ``A`` and ``A^T`` are einsums of the
-network (so this works for any decomposition, built-in or plugin).
+the reconstruction is linear in the free factor ``X`` (``A(X)``) and ``X`` solves the normal equations
+``A^T A X = A^T K``. ``A^T A`` only mixes the free factor's bond legs, so it is built as a small Gram
+matrix (the network without ``X`` contracted with its own copy over the kernel legs) and solved directly;
+where that matrix would be large (a Tucker core's many bonds) conjugate gradients solve the same
+equations with ``A`` and ``A^T`` as einsums of the network. Either way this works for any decomposition,
+built-in or plugin.
+
+After each sweep a step along the sweep's change is tried (Bro's line search: ``k^(1/p)`` times it,
+kept only when it lowers the error), which shortens ALS's slow stretches ("swamps"). Sweeps run until the
+relative error stops improving: the fit stops after two consecutive sweeps that each lower it by less
+than ``tol`` times itself (default 1e-4; one slow sweep is often a swamp, not the end), when it is exact
+(below 1e-12), or after ``sweeps`` sweeps (a cap, default 500). See docs/fidelity.md for the measurements.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, List, Optional
+from math import prod
+from typing import Any, Callable, Dict, List, Optional
 
 import opt_einsum
 import torch
 from torch import Tensor
 
 from zoo_tnn.decompositions import TensorNetwork, get_decomposition
+
+PATIENCE = 2  # consecutive slow sweeps before stopping (one slow sweep is often an ALS swamp, not the end)
+DIRECT_MAX_BOND = 512  # largest product of bond sizes solved directly (a Gram matrix of DIRECT_MAX_BOND^2)
 
 
 @dataclass
@@ -86,36 +100,136 @@ def _cg(normal: Callable[[Tensor], Tensor], b: Tensor, x: Tensor, iters: int, to
     return x
 
 
-def als(net: TensorNetwork, kernel: Tensor, factors: List[Tensor], sweeps: int = 20, cg_iters: int = 25,
-        tol: float = 1e-10, ridge: float = 1e-10) -> tuple[List[Tensor], int]:
-    """Alternating least squares on ``||kernel - reconstruct(factors)||``; returns factors, sweeps run."""
+@dataclass(frozen=True)
+class _Legs:
+    """The free factor's letters by role: ``rows`` (kernel legs of this factor only), ``batch`` (kernel
+    legs other factors carry too), ``bonds`` (shared with other factors only), ``bonds2`` (fresh names
+    for the bonds in the Gram matrix) and ``rename`` (the other factors' letters in the Gram's copy)."""
+
+    rows: str
+    batch: str
+    bonds: str
+    bonds2: str
+    rename: Dict[str, str]
+
+
+def _legs(net: TensorNetwork, i: int) -> Optional[_Legs]:
+    """Roles of factor ``i``'s letters, or None when the normal equations are not a small Gram solve
+    (a letter private to the factor, too many bond values, or no fresh letters left)."""
+    kernel = set(net.kernel_letters)
+    letters = net.factors[i].letters
+    others = set("".join(f.letters for j, f in enumerate(net.factors) if j != i))
+    if not others or len(set(letters)) != len(letters) or any(c not in kernel and c not in others for c in letters):
+        return None
+    bonds = "".join(c for c in letters if c not in kernel)
+    sizes = {m.letter: m.size for f in net.factors for m in f.modes}
+    if prod(sizes[c] for c in bonds) > DIRECT_MAX_BOND:
+        return None
+    internal = sorted(c for c in others if c not in kernel)
+    used = set("".join(f.letters for f in net.factors)) | kernel
+    fresh = [c for c in string.ascii_letters if c not in used]
+    if len(fresh) < len(internal):
+        return None
+    rename = dict(zip(internal, fresh))
+    return _Legs(rows="".join(c for c in letters if c in kernel and c not in others),
+                 batch="".join(c for c in letters if c in kernel and c in others),
+                 bonds=bonds, bonds2="".join(rename[c] for c in bonds), rename=rename)
+
+
+def _direct_update(net: TensorNetwork, kernel: Tensor, factors: List[Tensor], i: int, legs: _Legs,
+                   ridge: float) -> Tensor:
+    """The exact least-squares factor ``i``: ``X G = B`` per batch value, ``G`` the bonds' Gram matrix."""
+    terms = [f.letters for j, f in enumerate(net.factors) if j != i]
+    others = [f for j, f in enumerate(factors) if j != i]
+    shapes = tuple(tuple(f.shape) for f in others)
+    copy = ["".join(legs.rename.get(c, c) for c in t) for t in terms]
+    gram_eq = ",".join(terms + copy) + "->" + legs.batch + legs.bonds + legs.bonds2
+    order = legs.batch + legs.rows + legs.bonds
+    rhs_eq = ",".join(terms + [net.kernel_letters]) + "->" + order
+    gram = _expression(gram_eq, shapes + shapes)(*others, *others, backend="torch")
+    rhs = _expression(rhs_eq, shapes + (tuple(kernel.shape),))(*others, kernel, backend="torch")
+    n = prod(gram.shape[len(legs.batch): len(legs.batch) + len(legs.bonds)])
+    gram = gram.reshape(-1, n, n)
+    rhs = rhs.reshape(gram.shape[0], -1, n)
+    # proximal ridge: pull towards the current factor (not towards 0), so a fixed point is not biased
+    lam = ridge * gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+    current = torch.einsum(f"{net.factors[i].letters}->{order}", factors[i]).reshape(rhs.shape)
+    rhs = rhs + lam[:, None, None] * current
+    gram = gram + lam[:, None, None] * torch.eye(n, dtype=gram.dtype, device=gram.device)
+    try:
+        x = torch.linalg.solve(gram, rhs.transpose(-1, -2)).transpose(-1, -2)
+    except RuntimeError:  # singular even with the ridge (e.g. all other factors zero)
+        x = rhs @ torch.linalg.pinv(gram, hermitian=True)
+    sizes = {m.letter: m.size for m in net.factors[i].modes}
+    x = x.reshape([sizes[c] for c in order])
+    return torch.einsum(f"{order}->{net.factors[i].letters}", x)
+
+
+def _cg_update(net: TensorNetwork, kernel: Tensor, factors: List[Tensor], i: int, cg_iters: int,
+               ridge: float) -> Tensor:
+    """Factor ``i`` from the normal equations by conjugate gradients (any network)."""
+    fwd, adj = _operators(net, factors, i)
+    b = adj(kernel)
+    scale = ridge * float((b * b).sum().sqrt()) / max(float(factors[i].norm()), 1e-30)
+
+    def normal(x: Tensor) -> Tensor:
+        return adj(fwd(x)) + scale * x
+
+    return _cg(normal, b, factors[i], cg_iters, 1e-10)
+
+
+def als(net: TensorNetwork, kernel: Tensor, factors: List[Tensor], sweeps: int = 500, tol: float = 1e-4,
+        cg_iters: int = 25, ridge: float = 1e-10, extrapolate: bool = True) -> tuple[List[Tensor], int]:
+    """Alternating least squares on ``||kernel - reconstruct(factors)||``; returns factors, sweeps run.
+
+    Stops after ``PATIENCE`` consecutive sweeps that each lower the relative error by less than ``tol``
+    times itself, when the error is below 1e-12 (exact), or after ``sweeps`` sweeps. ``extrapolate``: after
+    sweep ``k`` try ``k^(1/p)`` times the sweep's change (Bro's line search; ``p`` grows from 3 after each
+    rejected try), kept only when it lowers the error.
+    """
     factors = [f.clone() for f in factors]
     knorm = kernel.norm().clamp_min(1e-300)
-    prev = float("inf")
-    done = 0
+    legs = [_legs(net, i) for i in range(len(factors))]
+
+    def error(fs: List[Tensor]) -> float:
+        return float((kernel - reconstruct(net, fs)).norm() / knorm)
+
+    prev = error(factors)
+    power = 3.0
+    done = slow = 0
     for done in range(1, sweeps + 1):
-        for i in range(len(factors)):
-            fwd, adj = _operators(net, factors, i)
-            b = adj(kernel)
-            scale = ridge * float((b * b).sum().sqrt()) / max(float(factors[i].norm()), 1e-30)
-
-            def normal(x: Tensor, fwd: Callable[[Tensor], Tensor] = fwd, adj: Callable[[Tensor], Tensor] = adj) -> Tensor:
-                return adj(fwd(x)) + scale * x
-
-            factors[i] = _cg(normal, b, factors[i], cg_iters, tol)
-        err = float((kernel - reconstruct(net, factors)).norm() / knorm)
-        if err < 1e-12 or prev - err < 1e-7 * max(prev, 1e-30):
+        before = factors
+        factors = list(factors)
+        for i, leg in enumerate(legs):
+            if leg is not None:
+                factors[i] = _direct_update(net, kernel, factors, i, leg, ridge)
+            else:
+                factors[i] = _cg_update(net, kernel, factors, i, cg_iters, ridge)
+        err = error(factors)
+        if extrapolate and done > 1 and err > 1e-12:
+            step = done ** (1.0 / power)
+            trial = [f + step * (f - b) for f, b in zip(factors, before)]
+            trial_err = error(trial)
+            if trial_err < err:
+                factors, err = trial, trial_err
+            else:
+                power += 1.0
+        slow = slow + 1 if prev - err < tol * prev else 0
+        if err < 1e-12 or slow >= PATIENCE:
             break
         prev = err
     return factors, done
 
 
-def fit_network(net: TensorNetwork, weight: Tensor, sweeps: int = 20, cg_iters: int = 25,
+def fit_network(net: TensorNetwork, weight: Tensor, sweeps: int = 500, tol: float = 1e-4, cg_iters: int = 25,
                 dtype: Optional[torch.dtype] = torch.float64, seed: int = 0) -> FitResult:
     """Factors of ``net`` approximating the dense ``weight`` (``(T, S, kh, kw)`` or ``(T, S)``).
 
     Args:
-        sweeps: maximum ALS sweeps (0 keeps the SVD-based start).
+        sweeps: cap on the ALS sweeps (0 keeps the SVD-based start).
+        tol: convergence: stop after two consecutive sweeps that each lower the relative error by less
+            than ``tol`` times itself.
+        cg_iters: conjugate-gradient iterations per factor where the normal equations are not solved directly.
         dtype: working precision (float64 by default; results are cast back to ``weight.dtype``).
     """
     expected = (net.out_channels, net.in_channels, *net.kernel_size)
@@ -128,13 +242,13 @@ def fit_network(net: TensorNetwork, weight: Tensor, sweeps: int = 20, cg_iters: 
     start = dec.init_from_kernel(net, kernel)
     if start is None:
         gen = torch.Generator().manual_seed(seed)
-        std = net.init_std(gain=float(kernel.std()) * (net.in_channels * max(1, _prod(net.kernel_size))) ** 0.5)
+        std = net.init_std(gain=float(kernel.std()) * (net.in_channels * max(1, prod(net.kernel_size))) ** 0.5)
         start = [torch.randn(f.shape, generator=gen, dtype=kernel.dtype) * std for f in net.factors]
     start = [s.to(device=kernel.device, dtype=kernel.dtype) for s in start]
     knorm = float(kernel.norm()) or 1.0
     init_err = float((kernel - reconstruct(net, start)).norm()) / knorm
     if sweeps > 0 and init_err > 1e-10:
-        factors, done = als(net, kernel, start, sweeps=sweeps, cg_iters=cg_iters)
+        factors, done = als(net, kernel, start, sweeps=sweeps, tol=tol, cg_iters=cg_iters)
     else:
         factors, done = start, 0
     err = float((kernel - reconstruct(net, factors)).norm()) / knorm
@@ -142,9 +256,3 @@ def fit_network(net: TensorNetwork, weight: Tensor, sweeps: int = 20, cg_iters: 
         factors, err = start, init_err
     return FitResult([f.to(weight.dtype) for f in factors], err, init_err, done)
 
-
-def _prod(xs: tuple[int, ...]) -> int:
-    out = 1
-    for x in xs:
-        out *= x
-    return out
