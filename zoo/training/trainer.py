@@ -12,6 +12,7 @@ import functools
 import itertools
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
@@ -128,6 +129,27 @@ def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[i
     return model
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands inside its epoch: batches trained, the RNG states after them and their summed loss.
+
+    One immutable value assigned in one statement, so a checkpoint never pairs a batch count with another
+    batch's RNG states or loss sum (a Ctrl-C between separate assignments did)."""
+
+    batches_done: int
+    rng: Dict[str, Any]
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+
+# FinetuneConfig fields that change what a resumed run computes: a different value is refused ...
+RESUME_MUST_MATCH = ("batch_size", "lr", "seed", "optimizer", "weight_decay", "scheduler", "warmup_epochs",
+                     "decay_epochs", "decay_rate", "freeze", "grad_clip", "augment", "input_size", "input_frames",
+                     "future_frames")
+# ... and fields whose change is legitimate but alters the run: warned about (the rest, e.g. num_workers, are free)
+RESUME_WARN = ("epochs", "precision", "channels_last", "device")
+
+
 class Trainer:
     """One fine-tuning run; :meth:`fit` trains, evaluates, checkpoints and exports."""
 
@@ -159,10 +181,15 @@ class Trainer:
         self.after_step, self.after_epoch = _family_hooks(self.entry)
         self.net = dist.wrap(self.model, self.device) if self.world > 1 else self.model
         self.optimizer, self.scheduler = self._optim()
-        self.epoch, self.batches_done, self.history = 0, 0, []
+        self.epoch, self.history = 0, []
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
-        self._rng_snapshot = _rng_state()
+        self.position = Position(0, _rng_state())
+
+    @property
+    def batches_done(self) -> int:
+        """Batches of the current epoch already trained (the committed :attr:`position`)."""
+        return self.position.batches_done
 
     # -- set-up -----------------------------------------------------------------------------------------------
     def _freeze(self) -> None:
@@ -240,27 +267,31 @@ class Trainer:
             while self.epoch < self.cfg.epochs:
                 started = time.perf_counter()
                 train_loss = self._train_epoch()
-                row = {"epoch": self.epoch + 1, "train_loss": train_loss, **self._evaluate(),
-                       "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - started}
-                self.epoch, self.batches_done = self.epoch + 1, 0
-                if self.scheduler is not None:
-                    self.scheduler.step(self.epoch, row.get("val_loss", train_loss))
-                self.history.append(row)
-                if self.after_epoch is not None:
-                    self.after_epoch(self.model, row)
-                self._end_of_epoch(row)
+                metrics = self._evaluate()
+                # the epoch's bookkeeping is one step too: a Ctrl-C here is delivered after the epoch is recorded
+                with output.interrupts_deferred():
+                    row = {"epoch": self.epoch + 1, "train_loss": train_loss, **metrics,
+                           "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - started}
+                    self.epoch, self.position = self.epoch + 1, Position(0, _rng_state())
+                    if self.scheduler is not None:
+                        self.scheduler.step(self.epoch, row.get("val_loss", train_loss))
+                    self.history.append(row)
+                    if self.after_epoch is not None:
+                        self.after_epoch(self.model, row)
+                    self._end_of_epoch(row)
         except KeyboardInterrupt:
             self._save_checkpoint()
             raise
 
     def _train_epoch(self) -> float:
+        """Train the rest of the current epoch; returns the mean loss over the whole epoch (resumed batches too)."""
         self.net.train()
         if self.cfg.freeze == "backbone":
             self.model.eval()
             self.model.get_classifier().train()
         loader = self._loader(self.train_set, True, self.epoch, skip_batches=self.batches_done)
-        self._rng_snapshot = _rng_state()  # the state before the next batch is drawn, for exact resumption
-        total, count = 0.0, 0
+        start = self.position
+        self.position = Position(start.batches_done, _rng_state(), start.loss_sum, start.loss_count)
         bar = _progress(loader, self.cfg.progress and self.rank == 0, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
         for index, batch in enumerate(bar, start=self.batches_done):
             batch = _to(batch, self.device)
@@ -272,15 +303,16 @@ class Trainer:
             loss.backward()
             if self.cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            if self.after_step is not None:
-                self.after_step(self.model)
-            self.batches_done = index + 1
-            self._rng_snapshot = _rng_state()
-            total, count = total + loss.item(), count + 1
+            # the update and the position that records it form one step: Ctrl-C waits until both are done
+            with output.interrupts_deferred():
+                self.optimizer.step()
+                if self.after_step is not None:
+                    self.after_step(self.model)
+                done = self.position
+                self.position = Position(index + 1, _rng_state(), done.loss_sum + loss.item(), done.loss_count + 1)
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / count:.4f}")
-        return dist.mean(total / max(count, 1), self.device)
+                bar.set_postfix(loss=f"{self.position.loss_sum / self.position.loss_count:.4f}")
+        return dist.mean(self.position.loss_sum / max(self.position.loss_count, 1), self.device)
 
     @torch.no_grad()
     def _evaluate(self) -> Dict[str, float]:
@@ -333,11 +365,13 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if self.out is None or self.rank != 0:
             return
+        position = self.position  # one read: the batch count, RNG states and loss sum belong together
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                 "epoch": self.epoch, "batches_done": self.batches_done, "history": self.history,
-                 "best": self.best, "best_epoch": self.best_epoch, "rng": _storable(self._rng_snapshot),
-                 "config": asdict(self.cfg), "architecture": self.entry.name}
+                 "epoch": self.epoch, "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                 "batches_done": position.batches_done, "rng": _storable(position.rng),
+                 "loss_sum": position.loss_sum, "loss_count": position.loss_count,
+                 "config": asdict(self.cfg), "data": self._data_signature(), "architecture": self.entry.name}
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
@@ -351,14 +385,44 @@ class Trainer:
         state = read_torch_checkpoint(path, map_location=self.device)
         if state["architecture"] != self.entry.name:
             raise ZooError(f"{path} was written for {state['architecture']!r}, not {self.entry.name!r}")
+        self._check_resumable(path, state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.batches_done = state["epoch"], state["batches_done"]
-        self.history, self.best = list(state["history"]), state["best"]
+        self.epoch, self.history, self.best = state["epoch"], list(state["history"]), state["best"]
         self.best_epoch = state.get("best_epoch")  # None in checkpoints written before it was recorded
+        # the loss sum is missing from older checkpoints: their interrupted epoch's loss covers the resumed part
         _set_rng_state(state["rng"])
+        self.position = Position(state["batches_done"], _rng_state(), float(state.get("loss_sum", 0.0)),
+                                 int(state.get("loss_count", 0)))
+
+    def _data_signature(self) -> Dict[str, Any]:
+        """What identifies the training data cheaply: its length and class names (when it has them)."""
+        classes = getattr(self.train_set, "classes", None)
+        return {"train_len": len(self.train_set), "classes": [str(c) for c in classes] if classes else None}
+
+    def _check_resumable(self, path: Path, state: Dict[str, Any]) -> None:
+        """Refuse to continue a checkpoint under options or data that would silently mix two different runs
+        (:data:`RESUME_MUST_MATCH`); warn about :data:`RESUME_WARN` changes. Older checkpoints lack some keys:
+        only what they recorded is compared."""
+        saved, now = state.get("config") or {}, asdict(self.cfg)
+        differ = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in RESUME_MUST_MATCH if k in saved and saved[k] != now[k]]
+        data = state.get("data")
+        if data is not None:
+            mine = self._data_signature()
+            if data.get("train_len") != mine["train_len"]:
+                differ.append(f"training samples {data.get('train_len')} -> {mine['train_len']}")
+            if data.get("classes") != mine["classes"]:
+                differ.append(f"classes {data.get('classes')} -> {mine['classes']}")
+        if differ:
+            raise ZooError(f"cannot resume {path}: it was trained with different settings or data "
+                           f"({'; '.join(differ)}); resume with the original ones, or start a new run with "
+                           f"--overwrite / overwrite=True or another --output")
+        changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in RESUME_WARN if k in saved and saved[k] != now[k]]
+        if changed:
+            warnings.warn(f"resuming {path} with changed options: {'; '.join(changed)}", RuntimeWarning,
+                          stacklevel=3)
 
 
 def _seed_everything(seed: int) -> None:
