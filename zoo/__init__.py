@@ -28,6 +28,7 @@ _LAZY = {
     "RegistryError": "zoo.errors",
     "PluginError": "zoo.errors",
     "WeightsError": "zoo.errors",
+    "register_timm": "zoo.timm_compat",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -44,3 +45,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+from zoo.timm_compat import install_import_hook as _install_timm_hook  # noqa: E402
+
+_install_timm_hook()  # zoo names in timm's registry once timm is imported (zoo.timm_compat)

@@ -1,0 +1,205 @@
+"""timm interoperability: zoo names in timm's model registry, and timm's hub ``config.json`` fields.
+
+``import zoo`` installs a one-shot import hook (:func:`install_import_hook`): when ``timm`` is imported (or right
+away, if it already is), every zoo registry name is registered as a timm model, so ``timm.create_model(
+"resnet50-mtt-1pct")`` and ``timm.create_model("local-dir:DIR")`` / ``"hf-hub:ORG/NAME"`` on a folder written by
+:func:`zoo.save_pretrained` build the model through :func:`zoo.create` (same checks, same weights). Names made
+by a family's grammar only (``resnet50-mtt-3pct``) are registered on demand with :func:`register_timm`.
+Set ``ZOO_NO_TIMM_HOOK=1`` to keep timm's registry untouched.
+
+timm reads a name's text after the first ``.`` as a pretrained tag, so ``resnet50-mtt-0.5pct`` reaches timm as
+architecture ``resnet50-mtt-0`` with tag ``5pct``; those names are registered under that head and dispatched
+on the tag, which makes ``timm.create_model("resnet50-mtt-0.5pct")`` work too.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+import warnings
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
+
+TIMM_CFG_KEYS = ("architecture", "tag", "custom_load", "input_size", "test_input_size", "min_input_size",
+                 "fixed_input_size", "interpolation", "crop_pct", "test_crop_pct", "crop_mode", "mean", "std",
+                 "num_classes", "label_offset", "label_names", "label_descriptions", "pool_size", "test_pool_size",
+                 "first_conv", "classifier", "license", "description", "origin_url", "paper_name", "paper_ids",
+                 "notes")
+"""Fields of timm's ``PretrainedCfg`` that describe a model, not where its weights are."""
+
+WEIGHT_LOCATION_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "hf_hub_revision", "source")
+"""Fields of timm's ``PretrainedCfg`` that point at weights; a zoo model's ``pretrained_cfg`` never carries the
+dense backbone's values of these (its weights are the zoo's, not timm's)."""
+
+_registered: Dict[str, Dict[str, str]] = {}
+"""timm architecture name -> {pretrained tag: zoo name} of every name this process registered."""
+
+
+def is_zoo_name(name: str) -> bool:
+    """Whether ``name`` (a timm architecture, tag excluded) was registered in timm by the zoo."""
+    return name.split(".", 1)[0] in _registered
+
+
+def register_timm(names: Optional[Iterable[str]] = None) -> list[str]:
+    """Register zoo model names in timm's registry (default: every registry name); returns the timm names added.
+
+    timm's own model names are never overridden; a zoo name equal to one of them is skipped."""
+    import timm
+    from timm.models import register_model
+
+    if names is None:
+        from zoo.registry.resolve import entries
+
+        names = list(entries())
+    added = []
+    for name in names:
+        arch, _, tag = name.partition(".")
+        if arch not in _registered and timm.is_model(arch):
+            continue  # timm's own model
+        tags = _registered.setdefault(arch, {})
+        if tag in tags:
+            continue
+        tags[tag] = name
+        if len(tags) == 1:
+            register_model(_entrypoint(arch))
+            added.append(arch)
+    return added
+
+
+def _entrypoint(arch: str) -> Callable[..., Any]:
+    """A timm entrypoint for ``arch`` that builds with :func:`zoo.create`."""
+
+    def create(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
+               cache_dir: Any = None, pretrained_model_args: Any = None, **kwargs: Any) -> Any:
+        import zoo
+        from zoo.errors import ZooError
+
+        if pretrained_cfg_overlay:
+            raise ZooError(f"timm.create_model({arch!r}): pretrained_cfg_overlay is not supported for zoo models; "
+                           f"their weights and config come from the zoo registry or a saved folder")
+        source = folder_source(pretrained_cfg)
+        if source is None:
+            tag = pretrained_cfg if isinstance(pretrained_cfg, str) else ""
+            tags = _registered[arch]
+            if tag not in tags:
+                known = ", ".join(repr(f"{arch}.{t}" if t else arch) for t in sorted(tags))
+                raise ZooError(f"timm.create_model: no zoo model {arch + ('.' + tag if tag else '')!r}; "
+                               f"registered under this name: {known}")
+            source = tags[tag]
+        return zoo.create(source, pretrained=pretrained, **kwargs)
+
+    create.__name__ = create.__qualname__ = arch
+    create.__module__ = __name__
+    create.__doc__ = f"The zoo model {arch!r}, built by zoo.create."
+    return create
+
+
+def folder_source(pretrained_cfg: Any) -> Optional[str]:
+    """``local-dir:DIR`` / ``hf-hub:ID`` of the folder timm read a config from, else ``None``."""
+    if not isinstance(pretrained_cfg, Mapping):
+        return None
+    if pretrained_cfg.get("source") == "local-dir" and pretrained_cfg.get("file"):
+        return f"local-dir:{pretrained_cfg['file']}"
+    if pretrained_cfg.get("source") == "hf-hub" and pretrained_cfg.get("hf_hub_id"):
+        return f"hf-hub:{pretrained_cfg['hf_hub_id']}"
+    return None
+
+
+def timm_pretrained_cfg(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """timm's view of a zoo ``pretrained_cfg``: its :data:`TIMM_CFG_KEYS`, nulls dropped (as timm saves them),
+    tuples as lists, never a weight location."""
+    keep_null = {"pool_size", "first_conv", "classifier"}
+    out: Dict[str, Any] = {}
+    for key in TIMM_CFG_KEYS:
+        value = cfg.get(key)
+        if value is None and key not in keep_null:
+            continue
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def hub_fields(model: Any, cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """timm's top-level ``config.json`` fields of ``model``: ``architecture``, ``num_classes``,
+    ``num_features``, ``global_pool`` (when a string) and ``pretrained_cfg``."""
+    pool = getattr(model, "global_pool", None)
+    pool = getattr(pool, "pool_type", pool)
+    num_features = getattr(model, "num_features", None)
+    num_classes = getattr(model, "num_classes", None)
+    if not isinstance(num_classes, int):
+        num_classes = cfg.get("num_classes")
+    pretrained_cfg = timm_pretrained_cfg(cfg)
+    fields = {"architecture": pretrained_cfg.pop("architecture", None), "num_classes": num_classes,
+              "num_features": num_features if isinstance(num_features, int) else None,
+              "pretrained_cfg": pretrained_cfg}
+    if isinstance(pool, str) and pool:
+        fields["global_pool"] = pool
+    return fields
+
+
+class _TimmImportHook(importlib.abc.MetaPathFinder):
+    """Runs :func:`register_timm` once, right after ``import timm`` finishes."""
+
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Any = None) -> Any:
+        if fullname != "timm":
+            return None
+        _remove_hook()
+        spec = importlib.util.find_spec("timm")
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            _register_quietly()
+
+        loader.exec_module = exec_then_register  # type: ignore[method-assign]
+        return spec
+
+
+def _remove_hook() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TimmImportHook)]
+
+
+def _register_quietly() -> None:
+    try:
+        register_timm()
+    except Exception as exc:  # a broken registry must not break `import timm`
+        warnings.warn(f"zoo: could not register zoo models in timm ({type(exc).__name__}: {exc}); "
+                      f"timm.create_model will not know zoo names", RuntimeWarning, stacklevel=2)
+
+
+def install_import_hook() -> None:
+    """Register zoo names in timm now if timm is imported, else right after it is (``ZOO_NO_TIMM_HOOK=1``: never)."""
+    if os.environ.get("ZOO_NO_TIMM_HOOK", "") not in ("", "0"):
+        return
+    if "timm" in sys.modules:
+        if not _registered:
+            _register_quietly()
+        return
+    if not any(isinstance(f, _TimmImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TimmImportHook())
+
+
+def features_only(model: Any, name: str, out_indices: Optional[Sequence[int]] = None) -> Any:
+    """``model`` as timm's feature extractor (``features_only=True``): a ``FeatureListNet`` over its
+    ``feature_info`` (timm's default), else a ``FeatureGetterNet`` over ``forward_intermediates``; a clear error
+    when it has neither."""
+    from zoo.errors import ZooError
+
+    info = getattr(model, "feature_info", None)
+    indices = tuple(out_indices) if out_indices is not None else None
+    if info is None:
+        raise ZooError(f"{name!r} cannot be built with features_only=True: {type(model).__name__} declares no "
+                       f"feature_info (timm's list of feature maps), so its stages are unknown. Use "
+                       f"torchvision.models.feature_extraction.create_feature_extractor on it instead")
+    from timm.models._features import FeatureGetterNet, FeatureListNet
+
+    chosen = {"out_indices": indices} if indices is not None else {}
+    try:  # timm's default feature class: the feature modules are the model's children, run in order
+        return FeatureListNet(model, **chosen)
+    except (AssertionError, KeyError, ValueError) as exc:
+        if not callable(getattr(model, "forward_intermediates", None)):
+            raise ZooError(f"{name!r} cannot be built with features_only=True: {exc}") from None
+    return FeatureGetterNet(model, out_indices=indices if indices is not None else tuple(range(len(info))))
