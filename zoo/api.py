@@ -31,6 +31,7 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
     """
     entry, weights_file, extra_kwargs = _entry_for(name, pretrained)
     kwargs = {**extra_kwargs, **kwargs}
+    features = {k: kwargs.pop(k) for k in FEATURE_KWARGS if k in kwargs}
     model = _build(entry, num_classes, in_chans, kwargs)
     source = None
     if checkpoint_path is not None:
@@ -40,12 +41,35 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
         if weights_file is not None:
             path, origin = weights_file, f"{name}"
         else:
-            from zoo.hub.locate import locate_weights
+            from zoo.hub.locate import locate_timm_weights, locate_weights
 
-            path, origin = locate_weights(entry)
+            dense = timm_dense_name(entry)
+            path, origin = locate_timm_weights(dense) if dense and entry.weights is None else locate_weights(entry)
         source = _load_weights(model, entry, path, origin, num_classes, in_chans)
-    _attach_cfg(model, entry, kwargs, num_classes, in_chans, source)
+    if features.get("features_only"):
+        from zoo.timm_compat import features_only
+
+        model = features_only(model, entry.name, features.get("out_indices"))
+    elif "out_indices" in features:
+        raise ZooError(f"out_indices={features['out_indices']!r} applies with features_only=True (timm's feature "
+                       f"extraction); {entry.name!r} was asked for the full model")
+    _attach_cfg(model, entry, {**kwargs, **features}, num_classes, in_chans, source)
     return model
+
+
+FEATURE_KWARGS = ("features_only", "out_indices")
+"""timm's feature-extraction options, applied by the core to any model with timm's ``feature_info``."""
+
+
+DENSE_WEIGHT_NOTES = ("tag", "license", "origin_url", "paper_name", "paper_ids", "notes")
+"""timm ``pretrained_cfg`` fields describing the dense backbone's published weights, dropped with their location."""
+
+
+def timm_dense_name(entry: ModelEntry) -> Optional[str]:
+    """The timm architecture of an entry that is a plain timm model (tag ``timm-dense``), else ``None``."""
+    if "timm-dense" in entry.tags and isinstance(entry.args.get("backbone"), str):
+        return entry.args["backbone"]
+    return None
 
 
 def _entry_for(name: str, pretrained: bool) -> Tuple[ModelEntry, Optional[Path], Dict[str, Any]]:
@@ -95,11 +119,41 @@ def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int
         raise ZooError(f"num_classes applies to classification models; {entry.name!r} is a {entry.task} model")
     if in_chans is not None:
         args["in_chans"] = in_chans
-    model = builder(**args)
+    try:
+        model = builder(**args)
+    except TypeError as exc:
+        bad = _unexpected_keyword(exc)
+        if bad is None or bad not in args:
+            raise
+        raise ZooError(f"{entry.name!r} (family {entry.family!r}, builder {entry.builder!r}) does not accept "
+                       f"{bad}={args[bad]!r}: {_accepted_args(builder)}") from None
     if not isinstance(model, nn.Module):
         raise PluginError(f"builder {entry.builder!r} of family {entry.family!r} returned "
                           f"{type(model).__name__}, expected an nn.Module")
     return model
+
+
+def _unexpected_keyword(exc: TypeError) -> Optional[str]:
+    """The argument name of a "got an unexpected keyword argument 'x'" TypeError."""
+    import re
+
+    match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+    return match.group(1) if match else None
+
+
+def _accepted_args(builder: Any) -> str:
+    """What a builder accepts, for an error message."""
+    import inspect
+
+    try:
+        params = [p.name for p in inspect.signature(builder).parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):
+        params = []
+    timm_opts = "drop_rate, drop_path_rate, global_pool, features_only, out_indices"
+    named = f"it takes {', '.join(params)}" if params else "see the family's documentation for what it takes"
+    return (f"{named}. timm's options ({timm_opts}) pass through on timm-backed models; this family's own "
+            f"classes honour only the ones their builders name")
 
 
 def _classifier(entry: ModelEntry, model: nn.Module) -> Optional[Union[str, Sequence[str]]]:
@@ -138,6 +192,11 @@ def _load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, 
 def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num_classes: Optional[int],
                 in_chans: Optional[int], source: Optional[str]) -> None:
     cfg: Dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
+    if timm_dense_name(entry) is None:  # the backbone's weights are not this model's
+        from zoo.timm_compat import WEIGHT_LOCATION_KEYS
+
+        for key in (*WEIGHT_LOCATION_KEYS, *DENSE_WEIGHT_NOTES):
+            cfg.pop(key, None)
     cfg.update(entry.pretrained_cfg())
     entry_input = dict(cfg["input"])
     if num_classes is not None:
@@ -150,12 +209,13 @@ def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num
     cfg["input"] = entry_input
     cfg["build_kwargs"] = kwargs
     cfg["weights_source"] = source
-    if not classifier_ok(model, entry):
+    if not kwargs.get("features_only") and not classifier_ok(model, entry):
         raise PluginError(f"classification model {entry.name!r} lacks get_classifier()/reset_classifier()")
-    try:
-        model.pretrained_cfg = cfg
-    except AttributeError:  # a read-only property on some third-party models
-        object.__setattr__(model, "pretrained_cfg", cfg)
+    for attr in ("pretrained_cfg", "default_cfg"):  # one dict: default_cfg is timm's alias, never a stale copy
+        try:
+            setattr(model, attr, cfg)
+        except AttributeError:  # a read-only property on some third-party models
+            object.__setattr__(model, attr, cfg)
 
 
 def classifier_ok(model: nn.Module, entry: ModelEntry) -> bool:

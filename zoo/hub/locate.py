@@ -68,3 +68,30 @@ def verify(path: Path, weights: Weights, name: str) -> Path:
         raise WeightsError(f"weights file {path} of {name!r} is corrupted or not the published file: sha256 is "
                            f"{actual}, the registry expects {weights.sha256}. Delete it and download again.")
     return path
+
+
+def locate_timm_weights(architecture: str) -> Tuple[Path, str]:
+    """timm's published safetensors weights of a plain timm model, from the Hugging Face cache or the Hub.
+
+    They carry no zoo sha256 (timm publishes none); only a safetensors file is accepted."""
+    import huggingface_hub
+    import timm
+
+    cfg = timm.get_pretrained_cfg(architecture)
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo:
+        raise WeightsError(f"timm publishes no Hugging Face weights for {architecture!r} (only a URL or none), and "
+                           f"the zoo loads only safetensors files; pass checkpoint_path='.../model.safetensors'")
+    repo_id, _, revision = repo.partition("@")
+    filename = "model.safetensors"
+    try:
+        path = huggingface_hub.hf_hub_download(repo_id, filename, revision=revision or None)
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        why = "HF_HUB_OFFLINE is set" if offline else f"the Hub could not be reached ({type(exc).__name__})"
+        raise WeightsError(
+            f"timm's pretrained weights of {architecture!r} ({repo_id}/{filename}) are not in the Hugging Face cache "
+            f"({huggingface_hub.constants.HF_HUB_CACHE}) and {why}. Download them once online (e.g. "
+            f"timm.create_model({architecture!r}, pretrained=True)), or pass checkpoint_path=..., or create the "
+            f"model with pretrained=False") from None
+    return Path(path), f"hf-hub:{repo_id}"

@@ -259,13 +259,20 @@ CIFAR_BACKBONES: Dict[str, Callable[..., nn.Module]] = {
 """Plugin-provided backbones (names chosen not to clash with timm's)."""
 
 
-def is_backbone(name: str) -> bool:
-    """Whether ``name`` is a plugin backbone or a timm model."""
-    if name in CIFAR_BACKBONES:
-        return True
+def is_timm_model(name: str) -> bool:
+    """Whether ``name`` is one of timm's own architectures (not a zoo name registered in timm, no ``.tag``)."""
+    if "." in name:
+        return False
     import timm
 
-    return bool(timm.is_model(name))
+    from zoo.timm_compat import is_zoo_name
+
+    return bool(timm.is_model(name)) and not is_zoo_name(name)
+
+
+def is_backbone(name: str) -> bool:
+    """Whether ``name`` is a plugin backbone or a timm model."""
+    return name in CIFAR_BACKBONES or is_timm_model(name)
 
 
 def build_backbone(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs: Any) -> nn.Module:
@@ -279,7 +286,7 @@ def build_backbone(name: str, num_classes: int | None = None, in_chans: int | No
         return CIFAR_BACKBONES[name](**opts)
     import timm
 
-    if not timm.is_model(name):
+    if not is_timm_model(name):
         raise KeyError(f"unknown backbone {name!r}: expected a timm model or one of {sorted(CIFAR_BACKBONES)}")
     opts.setdefault("pretrained", False)
     return timm.create_model(name, **opts)

@@ -36,11 +36,16 @@ def build_tnn(
     exclude: Sequence[str] = (),
     on_infeasible: str = "rank1",
     backbone_args: Optional[Dict[str, Any]] = None,
+    **timm_kwargs: Any,
 ) -> "nn.Module":
-    """``backbone`` with its layers replaced by ``decomposition`` tensorial layers (random init)."""
+    """``backbone`` with its layers replaced by ``decomposition`` tensorial layers (random init).
+
+    ``timm_kwargs`` (``drop_rate``, ``drop_path_rate``, ``global_pool``, ...) go to the backbone's constructor,
+    as ``backbone_args`` do."""
     from zoo_tnn.tensorize import tensorize
 
-    model = build_dense(backbone, num_classes=num_classes, in_chans=in_chans, **(backbone_args or {}))
+    model = build_dense(backbone, num_classes=num_classes, in_chans=in_chans, **{**(backbone_args or {}),
+                                                                               **timm_kwargs})
     return tensorize(model, decomposition, rate, rank=rank, m=m, skip_first=skip_first,
                      skip_classifier=skip_classifier, exclude=exclude, on_infeasible=on_infeasible)
 

@@ -85,12 +85,29 @@ def entry_fields(backbone: str, decomposition: str, rate: float, rate_text: str)
     }
 
 
+def dense_timm_fields(name: str) -> Dict[str, Any]:
+    """Registry-entry fields of timm's dense model ``name`` (built by timm, not pretrained unless asked)."""
+    dataset, spec = backbone_input(name)
+    return {
+        "family": "tnn",
+        "builder": "backbone",
+        "args": {"backbone": name},
+        "task": "classification",
+        "dataset": dataset,
+        "input": spec,
+        "tags": ["dense", "timm-dense"],
+        "description": f"timm's dense {name}, the reference its tensorial versions are compared with",
+    }
+
+
 def resolve(name: str) -> Optional[Dict[str, Any]]:
-    """Entry fields for a grammar name whose backbone and decomposition exist, else ``None``."""
+    """Entry fields for a grammar name whose backbone and decomposition exist, or for a plain timm model name
+    (timm's dense model), else ``None``."""
+    from zoo_tnn.backbones import is_backbone, is_timm_model
+
     parsed = parse_name(name)
     if parsed is None:
-        return None
-    from zoo_tnn.backbones import is_backbone
+        return dense_timm_fields(name) if is_timm_model(name) else None
     from zoo_tnn.decompositions import list_decompositions
 
     if not is_backbone(parsed.backbone):
