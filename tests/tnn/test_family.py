@@ -77,7 +77,9 @@ def test_name_grammar() -> None:
     assert f["input"]["shape"] == [3, 224, 224] and f["dataset"] == "imagenet-1k"
     assert resolve("resnet50-mcp-0.5pct")["args"]["rate"] == 0.005  # type: ignore[index]
     assert resolve("lenet5-tk-12.5pct")["input"]["shape"] == [1, 28, 28]  # type: ignore[index]
-    assert resolve("resnet50") is None and resolve("not_a_backbone-mcp-5pct") is None
+    assert resolve("not_a_backbone-mcp-5pct") is None and resolve("not_a_timm_model") is None
+    dense = resolve("resnet50")  # a plain timm name: timm's dense model (issue 20, item 3)
+    assert dense is not None and dense["builder"] == "backbone" and dense["args"] == {"backbone": "resnet50"}
     with pytest.raises(NameGrammarError, match="unknown decomposition 'zz'.*mtt"):
         resolve("resnet50-zz-5pct")
     with pytest.raises(NameGrammarError, match=r"outside \(0, 100\]"):

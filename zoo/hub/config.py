@@ -15,9 +15,9 @@ import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from zoo.errors import PluginError, WeightsError, ZooError
 from zoo.hub.files import sha256_of
@@ -45,7 +45,7 @@ _FORBIDDEN_WORDS = frozenset({"pretrained", "checkpoint", "file", "filename", "f
 
 COMMON_BUILD_ARGS: FrozenSet[str] = frozenset({
     "num_classes", "in_chans", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool", "img_size",
-    "output_stride",
+    "output_stride", "features_only", "out_indices",
 })
 """Build arguments accepted for every family (timm's usual model options), besides those of
 :func:`allowed_build_args`."""
@@ -188,8 +188,118 @@ def _check_value(value: Any, allowed: Optional[FrozenSet[str]], name: str) -> No
     raise ValueError(f"{name} is a {type(value).__name__}, expected JSON data")
 
 
-class SavedConfig(BaseModel):
-    """The ``config.json`` written by :func:`zoo.save_pretrained` (unknown keys are refused)."""
+class TimmPretrainedCfg(BaseModel):
+    """timm's ``pretrained_cfg`` block of a hub ``config.json``: what the model expects, never where weights are
+    (weights come only from the folder's ``model.safetensors``). Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Optional[str] = None
+    tag: Optional[str] = None
+    custom_load: Optional[bool] = None
+    input_size: Optional[List[int]] = None
+    test_input_size: Optional[List[int]] = None
+    min_input_size: Optional[List[int]] = None
+    fixed_input_size: Optional[bool] = None
+    interpolation: Optional[str] = None
+    crop_pct: Optional[float] = None
+    test_crop_pct: Optional[float] = None
+    crop_mode: Optional[str] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
+    num_classes: Optional[int] = None
+    label_offset: Optional[int] = None
+    label_names: Optional[List[str]] = None
+    label_descriptions: Optional[Dict[str, str]] = None
+    pool_size: Optional[List[int]] = None
+    test_pool_size: Optional[List[int]] = None
+    first_conv: Optional[str] = None
+    classifier: Optional[Union[str, List[str]]] = None
+    license: Optional[str] = None
+    description: Optional[str] = None
+    origin_url: Optional[str] = None
+    paper_name: Optional[str] = None
+    paper_ids: Optional[Union[str, List[str]]] = None
+    notes: Optional[List[str]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_weight_location(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            from zoo.timm_compat import WEIGHT_LOCATION_KEYS
+
+            found = sorted(k for k in WEIGHT_LOCATION_KEYS if data.get(k) is not None)
+            if found:
+                raise ValueError(f"{', '.join(found)} may not be set: a saved model's pretrained_cfg never points at "
+                                 f"weights (its weights are the folder's sha256-checked model.safetensors)")
+        return data
+
+
+class _TimmHubFields(BaseModel):
+    """timm's top-level hub ``config.json`` fields (``timm.create_model('hf-hub:...')`` reads them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Optional[str] = None
+    num_classes: Optional[int] = None
+    num_features: Optional[int] = None
+    global_pool: Optional[str] = None
+    pretrained_cfg: Optional[TimmPretrainedCfg] = None
+    model_args: Dict[str, Any] = {}
+    label_names: Optional[List[str]] = None
+    label_descriptions: Optional[Dict[str, str]] = None
+
+    @field_validator("model_args")
+    @classmethod
+    def _safe_model_args(cls, value: Dict[str, Any], info: ValidationInfo) -> Dict[str, Any]:
+        check_build_args(value, (info.context or {}).get("allowed"), info.field_name or "")
+        return value
+
+
+class TimmConfig(_TimmHubFields):
+    """A ``config.json`` written by timm (``save_for_hf`` / ``push_to_hub``), read by the zoo: ``architecture``
+    names a timm model or a zoo name, ``model_args`` are its build arguments (allow-listed like the zoo's)."""
+
+    architecture: str
+    pretrained_cfg: TimmPretrainedCfg = TimmPretrainedCfg()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_weight_location(cls, data: Any) -> Any:
+        """timm's loader replaces these anyway; the zoo never reads them (weights: the folder's safetensors)."""
+        if isinstance(data, Mapping) and isinstance(data.get("pretrained_cfg"), Mapping):
+            from zoo.timm_compat import WEIGHT_LOCATION_KEYS
+
+            cfg = {k: v for k, v in data["pretrained_cfg"].items() if k not in WEIGHT_LOCATION_KEYS}
+            data = {**data, "pretrained_cfg": cfg}
+        return data
+
+    def entry(self, source: Path) -> ModelEntry:
+        """The registry entry of ``architecture`` with this folder's classes and input statistics."""
+        from zoo.registry.resolve import find_entry
+
+        base = find_entry(self.architecture)
+        cfg = self.pretrained_cfg
+        spec = base.input.model_dump()
+        if cfg.input_size is not None:
+            spec["shape"] = list(cfg.input_size)
+        for key in ("mean", "std"):
+            if getattr(cfg, key) is not None:
+                spec[key] = list(getattr(cfg, key))
+        classes = self.num_classes if self.num_classes is not None else cfg.num_classes
+        if classes is not None:
+            spec["num_classes"] = classes
+        if isinstance(cfg.first_conv, str):
+            spec["first_conv"] = cfg.first_conv
+        if isinstance(cfg.classifier, str):
+            spec["classifier"] = cfg.classifier
+        fields = base.model_dump(exclude={"source", "input", "weights"})
+        return ModelEntry(**{**fields, "input": InputSpec(**spec)}, source=str(source))
+
+
+class SavedConfig(_TimmHubFields):
+    """The ``config.json`` written by :func:`zoo.save_pretrained` (unknown keys are refused): the zoo's fields
+    plus timm's hub fields, so ``timm.create_model('local-dir:...')`` / ``'hf-hub:...'`` load it too."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -223,6 +333,16 @@ class SavedConfig(BaseModel):
             raise ValueError(f"expected 64 lowercase hex digits, got {value[:80]!r}")
         return value
 
+    @model_validator(mode="after")
+    def _timm_fields_agree(self) -> "SavedConfig":
+        if self.architecture is not None and self.architecture != self.name:
+            raise ValueError(f"architecture {self.architecture!r} differs from name {self.name!r} (timm builds "
+                             f"'architecture', the zoo builds 'name': they must be the same model)")
+        if self.num_classes is not None and self.num_classes != self.input.num_classes:
+            raise ValueError(f"num_classes {self.num_classes} differs from input.num_classes "
+                             f"{self.input.num_classes}")
+        return self
+
     def entry(self, source: Path) -> ModelEntry:
         """The registry entry this config describes."""
         fields = self.model_dump(include={"name", "family", "builder", "args", "task", "dataset", "input",
@@ -254,6 +374,25 @@ def check_saveable(config: Mapping[str, Any], directory: Path) -> None:
         raise ZooError(f"save_pretrained: {directory} could not be loaded back, its config would be refused:\n"
                        f"{_format(err)}\n(a plugin declares extra build arguments in "
                        f"Family(extras={{'build_args': [...]}}); see docs/security.md)") from None
+
+
+def is_timm_config(data: Mapping[str, Any]) -> bool:
+    """Whether parsed ``config.json`` data was written by timm (timm's ``architecture``, none of the zoo's fields)."""
+    return "architecture" in data and "family" not in data and "builder" not in data
+
+
+def load_timm_config(path: Path) -> TimmConfig:
+    """Parse and validate a timm-format ``config.json``; problems are a :class:`ZooError` naming file and field."""
+    data = parse_json_object(path)
+    try:
+        shape = TimmConfig.model_validate(data)
+        entry = shape.entry(path)
+        allowed = allowed_build_args(entry.family, entry.builder)
+        return TimmConfig.model_validate(data, context={"allowed": allowed})
+    except ValidationError as err:
+        raise ZooError(f"{path} is not a valid timm config:\n{_format(err)}") from None
+    except PluginError as exc:
+        raise PluginError(f"{path}: {exc}") from None
 
 
 def validate_config(data: Dict[str, Any], path: Path) -> SavedConfig:

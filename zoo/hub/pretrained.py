@@ -36,8 +36,12 @@ def config_of(model: nn.Module) -> Dict[str, Any]:
     config["metrics"] = dict(cfg.get("metrics") or weights.get("metrics") or {})
     config["data"] = cfg.get("data") or weights.get("data")
     import zoo
+    from zoo.timm_compat import hub_fields
 
     config["zoo_version"] = zoo.__version__
+    config.update(hub_fields(model, cfg))  # timm's fields: timm.create_model("local-dir:...") reads them
+    if config["build_kwargs"]:
+        config["model_args"] = dict(config["build_kwargs"])
     return config
 
 
@@ -91,9 +95,38 @@ def read_folder(directory: Path, pretrained: bool) -> Tuple[ModelEntry, Optional
     kwargs of a folder written by :func:`save_pretrained`."""
     from zoo.hub.config import verify_folder_weights
 
+    if _is_timm_folder(directory):
+        return _read_timm_folder(directory, pretrained)
     config = _load_folder_config(directory)
     weights = verify_folder_weights(directory, config, directory / WEIGHTS_NAME) if pretrained else None
     return config.entry(directory / CONFIG_NAME), weights, dict(config.build_kwargs)
+
+
+def _is_timm_folder(directory: Path) -> bool:
+    from zoo.hub.config import is_timm_config, parse_json_object
+
+    path = directory / CONFIG_NAME
+    return path.is_file() and is_timm_config(parse_json_object(path))
+
+
+def _read_timm_folder(directory: Path, pretrained: bool) -> Tuple[ModelEntry, Optional[Path], Dict[str, Any]]:
+    """A folder written by timm (``save_for_hf`` / ``push_to_hub``): its ``architecture`` built by the zoo (a timm
+    model or a zoo name), its ``model_args`` as build arguments, its ``model.safetensors`` (timm records no
+    sha256, so the file is loaded unchecked, with a warning)."""
+    from zoo.hub.config import load_timm_config
+
+    config = load_timm_config(directory / CONFIG_NAME)
+    weights = None
+    if pretrained:
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            others = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pth"))
+            hint = f" (found {', '.join(others)}: pickled weights are never loaded)" if others else ""
+            raise ZooError(f"{directory} is a timm folder without {WEIGHTS_NAME}{hint}; convert the weights with "
+                           f"safetensors.torch.save_file(model.state_dict(), '{directory / WEIGHTS_NAME}')")
+        warnings.warn(f"{directory} was written by timm, which records no sha256 of {WEIGHTS_NAME}: the file is "
+                      f"loaded unchecked", RuntimeWarning, stacklevel=3)
+    return config.entry(directory / CONFIG_NAME), weights, dict(config.model_args)
 
 
 def _load_folder_config(directory: Path) -> "SavedConfig":
