@@ -121,6 +121,9 @@ def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int
         args["in_chans"] = in_chans
     try:
         model = builder(**args)
+    except SystemExit as exc:  # a plugin must not end the caller's process
+        raise PluginError(f"builder {entry.builder!r} of family {entry.family!r} called exit({exc.code!r}) while "
+                          f"building {entry.name!r}") from None
     except TypeError as exc:
         bad = _unexpected_keyword(exc)
         if bad is None or bad not in args:

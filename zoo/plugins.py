@@ -1,7 +1,8 @@
 """Discovery of family plugins through the ``zoo.families`` entry-point group.
 
 Discovery reads entry points only; a family's code is imported on first use, and a family
-that fails to import is reported (one warning) without affecting the others.
+that fails to import (even by raising SystemExit) is reported (one warning) without affecting the others.
+A second entry point with a family name already taken is warned about and ignored.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ class FamilyRecord:
 
     @property
     def distribution(self) -> str:
-        dist = getattr(self.entry_point, "dist", None)
-        return dist.name if dist is not None else "?"
+        return _dist_name(self.entry_point)
 
     @property
     def version(self) -> str:
@@ -72,20 +72,32 @@ _lock = threading.RLock()
 
 @lru_cache(maxsize=1)
 def _records() -> Dict[str, FamilyRecord]:
+    """The first entry point of each family name on ``sys.path``; a later one of another distribution or module
+    is warned about and ignored (never silently shadows the first)."""
     records: Dict[str, FamilyRecord] = {}
     for ep in entry_points(group=GROUP):
-        if ep.name in records:  # the same distribution seen twice on sys.path
-            continue
-        records[ep.name] = FamilyRecord(ep.name, ep)
-    return records
+        first = records.get(ep.name)
+        if first is None:
+            records[ep.name] = FamilyRecord(ep.name, ep)
+        elif (_dist_name(first.entry_point), first.entry_point.value) != (_dist_name(ep), ep.value):
+            warnings.warn(f"zoo family {ep.name!r} is provided twice: by {_dist_name(first.entry_point)} "
+                          f"({first.entry_point.value}) and by {_dist_name(ep)} ({ep.value}); using the first, "
+                          f"ignoring the second (uninstall one of them)", RuntimeWarning, stacklevel=3)
+    return records  # (the same distribution seen twice on sys.path is the same family)
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else "?"
 
 
 def refresh() -> None:
     """Forget discovered plugins (after installing one at run time)."""
     _records.cache_clear()
-    from zoo.registry import loader
+    from zoo.registry import loader, resolve
 
     loader.clear_cache()
+    resolve.clear_cache()
 
 
 def family_names() -> List[str]:
@@ -125,7 +137,7 @@ def load_all() -> List[FamilyRecord]:
 def _load(rec: FamilyRecord) -> None:
     try:
         obj = rec.entry_point.load()
-    except Exception as exc:  # a broken plugin must not break the others
+    except (Exception, SystemExit) as exc:  # a broken plugin must not break the others (nor exit the process)
         rec.error = f"{type(exc).__name__}: {exc}"
         warnings.warn(f"zoo family plugin {rec.name!r} ({rec.entry_point.value}) failed to import: {rec.error}",
                       RuntimeWarning, stacklevel=3)

@@ -8,6 +8,7 @@ fields of :class:`~zoo.registry.schema.ModelEntry`.
 from __future__ import annotations
 
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
@@ -94,11 +95,49 @@ def registry_files() -> List[Path]:
 
 @lru_cache(maxsize=1)
 def load_registry() -> Dict[str, ModelEntry]:
-    """All registry entries by name (cached; :func:`clear_cache` after installing a plugin)."""
+    """All registry entries by name (cached; :func:`clear_cache` after installing a plugin).
+
+    The core registry must be valid. A family's fragment that is not (bad YAML, a schema error, an entry of
+    another or an unknown family) is left out whole with one warning, and a name a fragment defines again is
+    kept from the first file (core, then families by name) with one warning: one broken plugin never hides the
+    other families' models."""
     from zoo import plugins
 
     with _lock:
-        return merge(((p, parse_file(p)) for p in registry_files()), plugins.family_names())
+        families = plugins.family_names()
+        merged = merge([(CORE_REGISTRY, parse_file(CORE_REGISTRY))] if CORE_REGISTRY.is_file() else [], families)
+        for rec in plugins.records():
+            path = rec.registry_path()
+            if path is None:
+                continue
+            try:
+                entries = parse_fragment(path, rec.name)
+            except RegistryError as exc:
+                _warn(f"registry fragment of family {rec.name!r} ({rec.distribution}) is ignored, its models "
+                      f"are unavailable: {exc}")
+                continue
+            for entry in entries:
+                if entry.name in merged:
+                    _warn(f"model {entry.name!r} is defined twice: in {merged[entry.name].source} and in {path}; "
+                          f"keeping the first")
+                else:
+                    merged[entry.name] = entry
+        return merged
+
+
+def parse_fragment(path: Path, family: str) -> List[ModelEntry]:
+    """Validate the registry fragment of ``family``: a valid registry file whose entries are all of ``family``."""
+    entries = parse_file(path)
+    foreign = sorted({e.family for e in entries} - {family})
+    if foreign:
+        names = [e.name for e in entries if e.family != family][:3]
+        raise RegistryError(f"{path} belongs to family {family!r} but entries {names} name family "
+                            f"{foreign[0]!r}; a fragment may only define its own family's models")
+    return entries
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def clear_cache() -> None:
