@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install the core with its test extras plus every in-repo family plugin.
-# torch/torchvision are pinned in pyproject.toml (2.14.1 / 0.29.1).
+# The packages ask only for the lower bounds their code needs (pyproject.toml); this set-up, like CI, installs the
+# exact versions of constraints.txt (torch 2.14.1 / torchvision 0.29.1), so a user's own environment keeps its torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -10,5 +11,5 @@ for p in plugins/*/; do
   [ -f "$p/pyproject.toml" ] && plugins+=(-e "$p")
 done
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]" "${plugins[@]}"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]" "${plugins[@]}"
 echo "installed: core + $(( ${#plugins[@]} / 2 )) plugin(s) into .venv"

@@ -166,14 +166,15 @@ class RecipeData(NamedTuple):
 def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> RecipeData:
     """The :class:`RecipeData` of ``recipe`` for a model whose ``pretrained_cfg`` is ``cfg``."""
     if recipe.data.source == "npz":
-        return _npz_data(recipe.data, cfg)
+        return _npz_data(recipe.data, cfg, augment=bool(recipe.finetune.get("augment", True)))
     train, held, description = _build_train_held(recipe, cfg)
     return RecipeData(train, held, held, description)
 
 
-def _npz_data(spec: DataSpec, cfg: Mapping[str, Any]) -> RecipeData:
+def _npz_data(spec: DataSpec, cfg: Mapping[str, Any], augment: bool) -> RecipeData:
     """Train / selection / test sets of ``.npz`` folders (:mod:`zoo.training.tensor_data`); the selection set is
-    ``holdout`` training examples of a seeded split, or the ``val`` folder."""
+    ``holdout`` training examples of a seeded split, or the ``val`` folder. ``augment``: crops and flips of the
+    training images."""
     from torch.utils.data import Subset
 
     from zoo.paths import shared_data_dir
@@ -188,16 +189,16 @@ def _npz_data(spec: DataSpec, cfg: Mapping[str, Any]) -> RecipeData:
         return resolved
 
     train_dir = folder(spec.train)
-    augmented = npz_folder_data(train_dir, cfg["input"], train=True)
+    augmented = npz_folder_data(train_dir, cfg["input"], train=True, augment=augment)
     plain = augmented.without_augmentation()
     if spec.holdout is not None:
         train_idx, held_idx = datasets.split(len(augmented), spec.holdout, spec.seed)
         if spec.limit is not None:
             train_idx = train_idx[:spec.limit]
         train, val = Subset(augmented, train_idx.tolist()), Subset(plain, held_idx.tolist())
-        text = (f"{len(train_idx):,} of the {len(augmented):,} images of {spec.train} for training (4-px padded "
-                f"random crops, horizontal flips); a disjoint {len(held_idx):,} of them (seeded split, seed "
-                f"{spec.seed}) to choose the best epoch")
+        how = f"{augmented.pad}-px padded random crops, horizontal flips" if augment else "no augmentation"
+        text = (f"{len(train_idx):,} of the {len(augmented):,} images of {spec.train} for training ({how}); a "
+                f"disjoint {len(held_idx):,} of them (seeded split, seed {spec.seed}) to choose the best epoch")
     else:
         train, val = augmented, npz_folder_data(folder(spec.val), cfg["input"], train=False)
         text = f"{spec.train} for training; {spec.val} to choose the best epoch"

@@ -145,3 +145,10 @@ def test_npz_recipe_needs_a_selection_split(tmp_path):
     path.write_text("model: resnet32\ndata: {source: npz, train: cifar10_train, test: cifar10_test}\n")
     with pytest.raises(ZooError, match="exactly one of holdout"):
         load_recipe(str(path))
+
+
+def test_npz_recipe_honours_the_schedules_augment_option(shared_data):
+    from zoo.recipes import build_data, load_recipe
+
+    data = build_data(load_recipe("bqn-cnn-cifar10"), zoo.create("bqn-cnn-cifar10").pretrained_cfg)
+    assert not data.train.dataset.augment and "(no augmentation)" in data.description
