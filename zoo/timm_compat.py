@@ -183,9 +183,9 @@ def install_import_hook() -> None:
 
 
 def features_only(model: Any, name: str, out_indices: Optional[Sequence[int]] = None) -> Any:
-    """``model`` as timm's feature extractor (``features_only=True``): a ``FeatureListNet`` over its
-    ``feature_info`` (timm's default), else a ``FeatureGetterNet`` over ``forward_intermediates``; a clear error
-    when it has neither."""
+    """``model`` as timm's feature extractor (``features_only=True``): for timm's classes a ``FeatureListNet``
+    over ``feature_info`` (timm's default), for others (and as fallback) a ``FeatureGetterNet`` over their
+    ``forward_intermediates``; a clear error when the model has no ``feature_info``."""
     from zoo.errors import ZooError
 
     info = getattr(model, "feature_info", None)
@@ -196,10 +196,12 @@ def features_only(model: Any, name: str, out_indices: Optional[Sequence[int]] = 
                        f"torchvision.models.feature_extraction.create_feature_extractor on it instead")
     from timm.models._features import FeatureGetterNet, FeatureListNet
 
-    chosen = {"out_indices": indices} if indices is not None else {}
+    getter = callable(getattr(model, "forward_intermediates", None))
+    if getter and not type(model).__module__.startswith("timm."):  # the model's own forward computes each map
+        return FeatureGetterNet(model, out_indices=indices if indices is not None else tuple(range(len(info))))
     try:  # timm's default feature class: the feature modules are the model's children, run in order
-        return FeatureListNet(model, **chosen)
+        return FeatureListNet(model, **({"out_indices": indices} if indices is not None else {}))
     except (AssertionError, KeyError, ValueError) as exc:
-        if not callable(getattr(model, "forward_intermediates", None)):
+        if not getter:
             raise ZooError(f"{name!r} cannot be built with features_only=True: {exc}") from None
     return FeatureGetterNet(model, out_indices=indices if indices is not None else tuple(range(len(info))))

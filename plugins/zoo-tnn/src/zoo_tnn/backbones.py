@@ -16,15 +16,29 @@ from torch import Tensor, nn
 
 
 class _Classifier:
-    """timm-style classifier access for a model whose head is ``self.<classifier_name>``."""
+    """timm-style classifier access for a model whose head is ``self.<classifier_name>``: ``get_classifier``,
+    ``reset_classifier(num_classes, global_pool)`` and ``forward_head`` (global average pooling of a feature map,
+    ``global_pool=''`` for none, then the classifier)."""
 
     classifier_name = "fc"
     num_features: int
+    global_pool: str = "avg"
+    flat_features = False  # forward_features returns (B, num_features), nothing to pool
 
     def get_classifier(self) -> nn.Module:
         return getattr(self, self.classifier_name)
 
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool a (B, C, H, W) feature map (unless ``global_pool=''``), then classify (unless ``pre_logits``)."""
+        if self.global_pool == "avg" and not self.flat_features:  # static test: FX traces this method
+            x = x.mean((2, 3))
+        return x if pre_logits else self.get_classifier()(x)
+
     def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"{type(self).__name__} supports global_pool 'avg' or '' (none), got {global_pool!r}")
+            self.global_pool = global_pool
         old = self.get_classifier()
         self.num_classes = num_classes
         new: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -37,6 +51,7 @@ class LeNet5(_Classifier, nn.Module):
     """LeNet-5 (LeCun et al. 1998) for 28 x 28 inputs: conv5(6, pad 2)-pool-conv5(16)-pool-120-84-classes, ReLU."""
 
     classifier_name = "fc3"
+    flat_features = True
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
@@ -51,13 +66,16 @@ class LeNet5(_Classifier, nn.Module):
         self.pool1, self.pool2 = nn.MaxPool2d(2), nn.MaxPool2d(2)
         self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc3"}
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The 84 features the classifier reads (LeNet-5 has no pooled feature map: its MLP is the trunk)."""
         x = self.pool1(self.act1(self.conv1(x)))
         x = self.pool2(self.act2(self.conv2(x)))
         x = torch.flatten(x, 1)
         x = self.act3(self.fc1(x))
-        x = self.act4(self.fc2(x))
-        return self.fc3(x)
+        return self.act4(self.fc2(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class _BasicBlock(nn.Module):
@@ -111,16 +129,41 @@ class CifarResNet(_Classifier, nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.fc: nn.Module = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
+        self.feature_info = [{"num_chs": 16, "reduction": 1, "module": "bn1"},
+                             {"num_chs": 16, "reduction": 1, "module": "layer1"},
+                             {"num_chs": 32, "reduction": 2, "module": "layer2"},
+                             {"num_chs": 64, "reduction": 4, "module": "layer3"}]
         for mod in self.modules():
             if isinstance(mod, nn.Conv2d):
                 nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
 
+    def _stem(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn1(self.conv1(x)))
+
     def forward_features(self, x: Tensor) -> Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
+        return self.layer3(self.layer2(self.layer1(self._stem(x))))
+
+    def forward_intermediates(self, x: Tensor, indices: Any = None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False) -> Any:
+        """timm's ``forward_intermediates``: the maps of ``feature_info`` (stem, layer1..3) selected by
+        ``indices`` (all by default), and the final features unless ``intermediates_only``."""
+        from timm.models._features import feature_take_indices
+
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported (only 'NCHW')")
+        stages = [self._stem, self.layer1, self.layer2, self.layer3]
+        take, last = feature_take_indices(len(stages), indices)
+        maps = []
+        for i, stage in enumerate(stages):
+            if (stop_early or intermediates_only) and i > last:
+                break
+            x = stage(x)
+            if i in take:
+                maps.append(x)
+        return maps if intermediates_only else (x, maps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))
+        return self.forward_head(self.forward_features(x))
 
 
 class _WideBlock(nn.Module):
@@ -177,7 +220,7 @@ class WideResNet(_Classifier, nn.Module):
         return F.relu(self.bn(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))
+        return self.forward_head(self.forward_features(x))
 
 
 class _BasicBlockB(_BasicBlock):
@@ -213,7 +256,7 @@ class CifarResNet34(_Classifier, nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))
+        return self.forward_head(self.forward_features(x))
 
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
