@@ -64,12 +64,10 @@ KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
         **{n: "the zoo's own class has no forward_intermediates (issue 20, item 1)" for n in _OWN_CLASSES},
     },
     "fx": {
-        "resnet18-mtt-10pct": "conv_einsum picks its evaluation path in forward (data-dependent control flow) "
-                              "and is not registered as an FX leaf (issue 20, items 1 and 7)",
-        "resnet32-mtt-10pct": "conv_einsum picks its evaluation path in forward (data-dependent control flow) "
-                              "and is not registered as an FX leaf (issue 20, items 1 and 7)",
-        "sc-fac-wrn10-1-cifar10-small": "SC-Fac layers branch on tensor values in forward (issue 20, item 1)",
-        "bqn-cnn-mnist": "BQN layers branch on tensor values in forward (issue 20, item 1)",
+        "sc-fac-wrn10-1-cifar10-small": "SubtractMean / GroupSort check and branch on input shapes in forward "
+                                        "(no torch._assert), the SC-Fac layers are no FX leaves (issue 20, item 1)",
+        "bqn-cnn-mnist": "BQN forward propagates a Gaussian object and branches on it; its layers are no FX "
+                         "leaves (issue 20, item 1)",
     },
     "export": {
         "sc-fac-wrn10-1-cifar10-small": "the SC-Fac kernel calls .item() on a norm (data-dependent guard) "
@@ -222,8 +220,9 @@ def test_forward_intermediates(case: Case) -> None:
 
 @pytest.mark.parametrize("case", cases("fx"))
 def test_fx_forward_backward(case: Case) -> None:
-    """torchvision's create_feature_extractor traces the model; the traced output equals forward and backprops."""
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    """timm's FX feature extractor (torchvision's create_feature_extractor with timm's leaf modules) traces the
+    model; the traced output equals forward and backpropagates."""
+    from timm.models import create_feature_extractor, get_graph_node_names
 
     model = model_of(case)
     _, eval_nodes = get_graph_node_names(model)

@@ -44,10 +44,21 @@ def build_tnn(
     as ``backbone_args`` do."""
     from zoo_tnn.tensorize import tensorize
 
+    register_fx_leaves()
     model = build_dense(backbone, num_classes=num_classes, in_chans=in_chans, **{**(backbone_args or {}),
                                                                                **timm_kwargs})
     return tensorize(model, decomposition, rate, rank=rank, m=m, skip_first=skip_first,
                      skip_classifier=skip_classifier, exclude=exclude, on_infeasible=on_infeasible)
+
+
+def register_fx_leaves() -> None:
+    """Make tensorial layers leaves of timm's FX tracing (``timm.models.create_feature_extractor``): their
+    ``forward`` chooses a contraction path per input shape, which symbolic tracing cannot follow."""
+    from timm.layers import register_notrace_module
+
+    from zoo_tnn.layers import _Tensorial
+
+    register_notrace_module(_Tensorial)
 
 
 def summary(model: "nn.Module", entry: "ModelEntry") -> Mapping[str, Any]:
