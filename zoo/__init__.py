@@ -1,7 +1,8 @@
 """zoo: a plugin-based PyTorch model zoo for spectral and tensorial networks.
 
 ``import zoo`` is cheap: it imports neither torch models nor plugins; each public name
-is imported on first access.
+is imported on first access. It installs a one-shot hook that registers the zoo's model names in timm's registry
+once timm is imported (see :mod:`zoo.timm_compat`; ``ZOO_NO_TIMM_HOOK=1`` disables it).
 """
 
 from __future__ import annotations
