@@ -3,7 +3,8 @@
 #
 #   OUT=results ZOO_SHARED_DATA=/tmp/zoo-data bash scripts/device_train_cifar10.sh [SECONDS] [MODEL ...]
 #
-# Each model (default: the resnet32 teacher, then its Seq-KD students) runs `scripts/train.py MODEL --output
+# Each model (default: the resnet32 teacher, its Seq-KD students, the Layer-Decomp / E2E-KD comparisons of Tables
+# 2.3 / 2.5, then SC-Fac and BQN) runs `scripts/train.py MODEL --output
 # checkpoints --resume` (resumes checkpoints/MODEL when it exists) with a slice of the budget; when the slice runs
 # out it gets SIGINT, which writes its checkpoint, so the next session (GPU or CPU) continues where this one stopped.
 # checkpoints/ and benchmarks/trained/ come back as $OUT/cifar10_runs.tgz: unpack it over the checkout and commit.
@@ -21,7 +22,9 @@ BUDGET=${1:-540}
 shift || true
 MODELS=("$@")
 ((${#MODELS[@]})) || MODELS=(resnet32 resnet32-mcp-10pct resnet32-mtt-10pct resnet32-cp-10pct resnet32-tt-10pct
-                             resnet32-tk-10pct resnet32-mtr-10pct resnet32-mcp-5pct resnet32-mtt-5pct)
+                             resnet32-tk-10pct resnet32-mtr-10pct resnet32-mcp-5pct resnet32-mtt-5pct
+                             scripts/recipes/comparisons/resnet32-{cp,tt}-10pct-{layer-decomp,e2e-kd}.yaml
+                             sc-fac-wrn10-1-cifar10 bqn-cnn-cifar10)
 START=$SECONDS
 LOGS=$(mktemp -d)
 SUMMARY="$LOGS/summary.txt"
@@ -44,13 +47,14 @@ for model in "${MODELS[@]}"; do
     left=$((BUDGET - (SECONDS - START) - 30))
     if ((left < 30)); then echo "$model: not run (budget spent)" | tee -a "$SUMMARY"; continue; fi
     publish=()
-    [[ $model == resnet32 ]] && publish=(--publish)
+    [[ $model != *.yaml ]] && publish=(--publish)  # a finished run of a registry model records its weights
     echo "== $(date +%T) $model (limit ${left}s)"
     t0=$SECONDS
+    log="$LOGS/$(basename "$model" .yaml).log"
     timeout --signal=INT --kill-after=20 "$left" \
-        $PY scripts/train.py "$model" --output checkpoints --resume "${publish[@]}" >"$LOGS/$model.log" 2>&1
+        $PY scripts/train.py "$model" --output checkpoints --resume "${publish[@]}" >"$log" 2>&1
     rc=$?
-    tail -n 3 "$LOGS/$model.log"
+    tail -n 3 "$log"
     echo "$model: rc=$rc in $((SECONDS - t0))s" | tee -a "$SUMMARY"
     [[ $model == resnet32 && $rc -ne 0 ]] && { echo "teacher unfinished: students not started" | tee -a "$SUMMARY"; break; }
 done

@@ -54,17 +54,24 @@ def main() -> None:
     if recipe.produced_by is not None:
         parser.error(f"the weights of {recipe.model} are produced by `{recipe.produced_by}`; its recipe only defines "
                      f"the held-out split (scripts/evaluate.py {recipe.model} --check)")
-    run_dir = Path(args.output) / recipe.model
+    # a recipe file named otherwise (scripts/recipes/comparisons/NAME-e2e-kd.yaml) is a variant of the model's own:
+    # its run folder and report take the file's name, and it cannot publish the model's weights
+    run_name = Path(args.name).stem if args.name.endswith((".yaml", ".yml")) else recipe.model
+    if args.publish and run_name != recipe.model:
+        parser.error(f"{args.name} is a variant recipe of {recipe.model}: only scripts/recipes/{recipe.model}.yaml "
+                     "publishes its weights")
+    run_dir = Path(args.output) / run_name
     trained = distill(recipe, run_dir, args.resume) if recipe.distill is not None else finetune(recipe, run_dir,
                                                                                                 args.resume)
     best = zoo.create(f"local-dir:{trained.folder}", pretrained=True)
     metrics = evaluate(best, DataLoader(trained.test, batch_size=trained.batch_size), entry_of(best))
     description = trained.description
     zoo.save_pretrained(best, trained.folder, metrics=metrics, data=description)
-    report = {"model": recipe.model, "command": f"python scripts/train.py {args.name}", "metrics": metrics,
+    report = {"model": recipe.model, "run": run_name, "command": f"python scripts/train.py {args.name}",
+              "metrics": metrics,
               "data": description, "recipe": recipe.model_dump(), "history": trained.history,
               "folder": str(trained.folder)}
-    write_text_atomic(args.report_dir / f"{recipe.model}.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.report_dir / f"{run_name}.json", json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("model", "metrics", "data", "folder")}, indent=2))
     if args.push_to_hub:
         print(push_folder_to_hub(trained.folder, args.push_to_hub,

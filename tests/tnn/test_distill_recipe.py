@@ -27,7 +27,7 @@ def _train(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_distill_recipe_trains_a_student_from_the_teacher_and_measures_it(tmp_path, shared_data):
-    recipe = tmp_path / "student.yaml"
+    recipe = tmp_path / "lenet5-mcp-10pct.yaml"
     recipe.write_text(RECIPE)
     done = _train(str(recipe), "--output", str(tmp_path / "runs"), "--report-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,6 +45,19 @@ def test_a_distill_recipe_trains_a_student_from_the_teacher_and_measures_it(tmp_
     resumed = _train(str(recipe), "--output", str(tmp_path / "runs"), "--report-dir", str(tmp_path), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "lenet5-mcp-10pct.json").read_text())["metrics"] == report["metrics"]
+
+
+def test_a_variant_recipe_runs_under_its_own_name_and_cannot_publish(tmp_path):
+    recipe = tmp_path / "lenet5-mcp-10pct-layer-decomp.yaml"
+    recipe.write_text(RECIPE.replace("method: seq-kd, epochs: 1", "method: layer-decomp, epochs: 0"))
+    refused = _train(str(recipe), "--output", str(tmp_path / "runs"), "--report-dir", str(tmp_path), "--publish")
+    assert refused.returncode != 0 and "is a variant recipe of lenet5-mcp-10pct" in refused.stderr
+    done = _train(str(recipe), "--output", str(tmp_path / "runs"), "--report-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "lenet5-mcp-10pct-layer-decomp.json").read_text())
+    assert report["model"] == "lenet5-mcp-10pct" and report["run"] == "lenet5-mcp-10pct-layer-decomp"
+    assert [row["step"] for row in report["history"]] == ["layer-decomp", "layer-decomp"]
+    assert (tmp_path / "runs" / "lenet5-mcp-10pct-layer-decomp" / "best" / "model.safetensors").is_file()
 
 
 def test_a_recipe_cannot_both_finetune_and_distill(tmp_path):
