@@ -125,9 +125,7 @@ def hub_fields(model: Any, cfg: Mapping[str, Any]) -> Dict[str, Any]:
     pool = getattr(model, "global_pool", None)
     pool = getattr(pool, "pool_type", pool)
     num_features = getattr(model, "num_features", None)
-    num_classes = getattr(model, "num_classes", None)
-    if not isinstance(num_classes, int):
-        num_classes = cfg.get("num_classes")
+    num_classes = cfg.get("num_classes")  # the entry's (kept in step with the head by zoo.create and finetune)
     pretrained_cfg = timm_pretrained_cfg(cfg)
     fields = {"architecture": pretrained_cfg.pop("architecture", None), "num_classes": num_classes,
               "num_features": num_features if isinstance(num_features, int) else None,
