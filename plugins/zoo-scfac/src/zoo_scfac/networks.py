@@ -36,17 +36,27 @@ class _Classifier(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a fresh orthogonal one (``num_classes = 0``: identity, features out)."""
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the head by a fresh orthogonal one (``num_classes = 0``: identity, features out).
+
+        ``global_pool`` (timm's signature) may only be ``None`` or ``"avg"``: the scaled average pooling is part of
+        the 1-Lipschitz feature stack, so an unpooled map (``""``) cannot be returned."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"{type(self).__name__}: global_pool={global_pool!r} is not supported; the Lipschitz "
+                             f"feature stack ends in its own scaled average pooling (only 'avg' / None)")
         self.num_classes = num_classes
         self.head = OrthoLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """timm's head step: the (already pooled) features through the orthogonal head unless ``pre_logits``."""
+        return x if pre_logits else self.head(x)
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_chans, H, W)`` in ``[0, 1]`` -> logits ``(B, num_classes)``."""
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 class _Convs(nn.Sequential):
