@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -29,6 +30,8 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
         checkpoint_path: a local ``.safetensors`` file to load instead of the published weights.
         **kwargs: forwarded to the family's builder (override registry arguments).
     """
+    num_classes = check_count("num_classes", num_classes, minimum=0)
+    in_chans = check_count("in_chans", in_chans, minimum=1)
     entry, weights_file, extra_kwargs = _entry_for(name, pretrained)
     kwargs = {**extra_kwargs, **kwargs}
     features = {k: kwargs.pop(k) for k in FEATURE_KWARGS if k in kwargs}
@@ -55,6 +58,21 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
                        f"extraction); {entry.name!r} was asked for the full model")
     _attach_cfg(model, entry, {**kwargs, **features}, num_classes, in_chans, source)
     return model
+
+
+def check_count(name: str, value: Any, minimum: int) -> Optional[int]:
+    """``value`` as an ``int``, refused unless it is an integer ``>= minimum`` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    try:
+        number = operator.index(value)  # int, numpy integers; not float, str or bool (below)
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool):
+        raise ZooError(f"{name} must be a whole number >= {minimum}, got {value!r} ({type(value).__name__})")
+    if number < minimum:
+        raise ZooError(f"{name} must be a whole number >= {minimum}, got {number}")
+    return number
 
 
 FEATURE_KWARGS = ("features_only", "out_indices")
