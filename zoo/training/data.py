@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 
 from zoo.errors import DataError
 
+MAX_CLASSES = 100_000  # a class id at or above this is a corrupted file, not a class count
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -51,6 +53,23 @@ def _keep_readable(paths: Sequence[Path], mode: str) -> Tuple[List[Path], List[P
         else:
             good.append(path)
     return good, bad
+
+
+def _read_csv_rows(path: Path) -> List[List[str]]:
+    """The non-empty, non-comment rows of a UTF-8 CSV file (a byte-order mark is allowed)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                        f"{exc.start}); save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV of path,label rows: {exc}") from None
+
+
+def _is_class_id(label: str) -> bool:
+    """Whether a CSV label is a class id: decimal digits only (``-1`` or ``1.0`` are not)."""
+    return label.isascii() and label.isdigit()
 
 
 class ImageClassificationData(Dataset):
@@ -102,18 +121,31 @@ class ImageClassificationData(Dataset):
 
     @staticmethod
     def _from_csv(path: Path, classes: Optional[Sequence[str]]) -> Tuple[List[Tuple[Path, int]], List[str]]:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
-        if rows and rows[0][:2] == ["path", "label"]:
+        """``path,label`` rows; labels are all class ids (0, 1, ...) or all class names, never a mix."""
+        rows = _read_csv_rows(path)
+        if rows and [c.strip() for c in rows[0][:2]] == ["path", "label"]:
             rows = rows[1:]
         if not rows:
             raise DataError(f"{path}: no rows (expected path,label)")
-        labels = [r[1].strip() for r in rows if len(r) >= 2]
-        if len(labels) != len(rows):
-            raise DataError(f"{path}: every row needs two columns path,label")
-        numeric = all(lbl.lstrip("-").isdigit() for lbl in labels)
+        short = next((n for n, r in enumerate(rows, 1) if len(r) < 2), None)
+        if short is not None:
+            raise DataError(f"{path}: every row needs two columns path,label (row {short} has "
+                            f"{len(rows[short - 1])})")
+        labels = [r[1].strip() for r in rows]
+        ids = [lbl for lbl in labels if _is_class_id(lbl)]
+        if ids and len(ids) != len(labels):  # a mix would turn ids into names sorted as text: silent relabelling
+            odd = next(n for n, lbl in enumerate(labels, 1) if not _is_class_id(lbl))
+            raise DataError(f"{path}: labels must be all class ids (0, 1, ...) or all class names; row {odd} has "
+                            f"{labels[odd - 1]!r} among {len(ids)} ids such as {ids[0]!r}")
+        numeric = bool(ids)
+        if numeric:
+            largest = max(int(lbl) for lbl in labels)
+            if largest >= MAX_CLASSES:
+                row = next(n for n, lbl in enumerate(labels, 1) if int(lbl) == largest)
+                raise DataError(f"{path}: label {largest} in row {row} is not a plausible class id "
+                                f"(expected 0 <= id < {MAX_CLASSES:,})")
         names = list(classes) if classes is not None else (
-            [str(i) for i in range(max(int(lbl) for lbl in labels) + 1)] if numeric else sorted(set(labels)))
+            [str(i) for i in range(largest + 1)] if numeric else sorted(set(labels)))
         samples = []
         for (rel, *_), lbl in zip(rows, labels):
             if not numeric and lbl not in names:
