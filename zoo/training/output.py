@@ -61,6 +61,18 @@ def check_reusable(out: Path, resume: bool, overwrite: bool) -> None:
                        f"--overwrite (overwrite=True), or choose another --output")
 
 
+def check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be created or written, before any training starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".zoo-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ZooError(f"output folder {out} is not writable ({reason}); choose another --output") from None
+
+
 @contextmanager
 def hold(out: Path) -> Iterator[None]:
     """Lock ``out`` for this process while the block runs; a live run holding it already is an error.

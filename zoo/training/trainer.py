@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 import random
 import time
 import warnings
@@ -70,9 +71,34 @@ class FinetuneConfig:
             raise ZooError(f"freeze must be 'none' or 'backbone', got {self.freeze!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ZooError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ZooError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "input_frames", "future_frames"):
+            _check_number(self, name, int, minimum=1)
+        _check_number(self, "num_workers", int, minimum=0)
+        _check_number(self, "warmup_epochs", int, minimum=0)
+        if self.input_size is not None:
+            _check_number(self, "input_size", int, minimum=1)
+        _check_number(self, "lr", float, above=0)
+        _check_number(self, "weight_decay", float, minimum=0)
+        _check_number(self, "decay_rate", float, above=0)
+        for name in ("grad_clip", "decay_epochs"):
+            if getattr(self, name) is not None:
+                _check_number(self, name, float, above=0)
+        for name in ("optimizer", "scheduler"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ZooError(f"{name} must be a name such as {'adamw' if name == 'optimizer' else 'cosine'}, "
+                               f"got {getattr(self, name)!r}")
+
+
+def _check_number(cfg: "FinetuneConfig", name: str, kind: type, minimum: Optional[float] = None,
+                  above: Optional[float] = None) -> None:
+    """Refuse ``cfg.<name>`` unless it is a finite ``kind`` (an int is a float too) ``>= minimum`` / ``> above``."""
+    value = getattr(cfg, name)
+    kinds = (int, float) if kind is float else (int,)
+    valid = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    bound = (f">= {minimum}" if minimum is not None else f"> {above}")
+    if not valid or (minimum is not None and value < minimum) or (above is not None and value <= above):
+        what = "a whole number" if kind is int else "a finite number"
+        raise ZooError(f"{name} must be {what} {bound}, got {value!r}")
 
 
 @dataclass
@@ -115,8 +141,9 @@ def finetune(model_or_name: Union[str, nn.Module], train_data: DataSource, val_d
 
 
 def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[int], pretrained: bool) -> nn.Module:
-    from zoo.api import create, model_info
+    from zoo.api import check_count, create, model_info
 
+    num_classes = check_count("num_classes", num_classes, minimum=1)
     if isinstance(model_or_name, str):
         name = model_or_name
         has_weights = name.startswith(("local-dir:", "hf-hub:")) or model_info(name).weights is not None
@@ -156,13 +183,14 @@ class Trainer:
     def __init__(self, model: nn.Module, train_data: DataSource, val_data: Optional[DataSource],
                  cfg: FinetuneConfig):
         self.cfg, self.entry = cfg, entry_of(model)
+        self.device = _device(cfg.device)  # a bad name or an absent GPU: refused before anything starts
         self.rank, self.world = dist.init_from_env(cfg.device)
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", dist.local_rank())
         self.out = Path(cfg.output_dir) if cfg.output_dir else None
         if self.out is not None and self.rank == 0:  # early, before the data is read; again under the lock in fit
             output.check_reusable(self.out, cfg.resume, cfg.overwrite)
+            output.check_writable(self.out)
         self.model = model.to(self.device)
         channels_last = cfg.channels_last
         if channels_last is None:
@@ -171,6 +199,7 @@ class Trainer:
             _to_channels_last(self.model)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self._freeze()
+        self.optimizer, self.scheduler = self._optim()  # before the data is read: a bad name fails fast
         opts = dict(augment=cfg.augment, input_frames=cfg.input_frames, future_frames=cfg.future_frames,
                     input_size=cfg.input_size)
         self.train_set = build_dataset(train_data, model.pretrained_cfg, True, **opts)
@@ -180,7 +209,6 @@ class Trainer:
         self.step_fn = step_for(self.entry)
         self.after_step, self.after_epoch = _family_hooks(self.entry)
         self.net = dist.wrap(self.model, self.device) if self.world > 1 else self.model
-        self.optimizer, self.scheduler = self._optim()
         self.epoch, self.history = 0, []
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
@@ -206,15 +234,24 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ZooError("no trainable parameters (check freeze=)")
+        from timm.optim import list_optimizers
+
+        if self.cfg.optimizer.lower() not in list_optimizers():
+            raise ZooError(f"unknown optimizer {self.cfg.optimizer!r}; timm's include sgd, momentum, adam, adamw, "
+                           f"lamb, lion, rmsprop (all: timm.optim.list_optimizers())")
         optimizer = create_optimizer_v2(self.model if self.cfg.freeze == "none" else params, opt=self.cfg.optimizer,
                                         lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         if self.cfg.scheduler == "none":
             return optimizer, None
-        scheduler, _ = create_scheduler_v2(optimizer, sched=self.cfg.scheduler, num_epochs=self.cfg.epochs,
-                                           warmup_epochs=self.cfg.warmup_epochs, min_lr=self.cfg.lr * 1e-2,
-                                           decay_rate=self.cfg.decay_rate, plateau_mode="min",
-                                           **({"decay_epochs": self.cfg.decay_epochs}
-                                              if self.cfg.decay_epochs is not None else {}))
+        try:
+            scheduler, _ = create_scheduler_v2(optimizer, sched=self.cfg.scheduler, num_epochs=self.cfg.epochs,
+                                               warmup_epochs=self.cfg.warmup_epochs, min_lr=self.cfg.lr * 1e-2,
+                                               decay_rate=self.cfg.decay_rate, plateau_mode="min",
+                                               **({"decay_epochs": self.cfg.decay_epochs}
+                                                  if self.cfg.decay_epochs is not None else {}))
+        except ValueError as exc:
+            raise ZooError(f"scheduler {self.cfg.scheduler!r}: {exc} Use one of timm's: cosine, tanh, step, "
+                           f"multistep, plateau, poly, constant, wsd, rsqrt, or none") from None
         return optimizer, scheduler
 
     def _loader(self, dataset: Dataset, train: bool, epoch: int, skip_batches: int = 0) -> DataLoader:
@@ -423,6 +460,28 @@ class Trainer:
         if changed:
             warnings.warn(f"resuming {path} with changed options: {'; '.join(changed)}", RuntimeWarning,
                           stacklevel=3)
+
+
+def _device(name: Optional[str]) -> torch.device:
+    """The device to train on: ``name`` if it is valid and present, else a :class:`ZooError` saying why."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ZooError(f"device must be cpu, cuda, cuda:N or mps, got {name!r} ({exc})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ZooError(f"device {name!r}: CUDA is not available here (torch.cuda.is_available() is False); "
+                           f"use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ZooError(f"device {name!r}: there are only {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ZooError(f"device {name!r}: MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ZooError(f"device must be cpu, cuda, cuda:N or mps, got {name!r}")
+    return device
 
 
 def _seed_everything(seed: int) -> None:
