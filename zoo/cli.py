@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -88,13 +89,21 @@ def _key_values(rows: Dict[str, Any], indent: str = "") -> str:
     return "\n".join(lines)
 
 
+def add_debug_flag(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--debug`` (before or after the command): show the traceback of an error instead of one line."""
+    parser.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="The spectral model zoo.")
+    add_debug_flag(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        add_debug_flag(p)
         p.set_defaults(fn=fn)
         return p
 
@@ -121,12 +130,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command. A mistake is one ``zoo: error:`` line (exit 2), an unexpected failure one line naming
+    its type (exit 1); ``--debug`` shows the traceback. A closed pipe (``| head``) ends quietly (exit 141);
+    Ctrl-C propagates as KeyboardInterrupt (``zoo train`` has saved its checkpoint by then)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # here, so that a closed pipe is reported below and not at exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a command cut off by its pipe
     except ZooError as exc:
+        if args.debug:
+            raise
         print(f"zoo: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"zoo: error: {type(exc).__name__}: {exc} (unexpected: run again with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away, so the interpreter's last flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (e.g. captured)
+        pass
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

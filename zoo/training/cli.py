@@ -20,6 +20,9 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the best model when done")
     p.add_argument("--json", action="store_true", help="print the history as JSON")
+    from zoo.cli import add_debug_flag
+
+    add_debug_flag(p)
     defaults = FinetuneConfig()
     for f in dataclasses.fields(FinetuneConfig):
         if f.name in ("output_dir", "progress"):
