@@ -21,9 +21,18 @@ def sha256_of(path: PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def file_mode() -> int:
+    """The mode of a newly created file under the current umask (0644 under the usual umask 022); ``mkstemp``
+    alone would leave 0600, unreadable to the user's other accounts and services."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(target: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
+    """Yield a temporary path beside ``target``; rename it onto ``target`` (with the normal file mode, see
+    :func:`file_mode`) only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -31,6 +40,7 @@ def atomic_path(target: PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
