@@ -41,7 +41,7 @@ CASES = [
     Case("lenet5", (1, 28, 28)),                        # the zoo's LeNet-5
 ]
 
-_OWN_CLASSES = ("sc-fac-wrn10-1-cifar10-small", "bqn-cnn-mnist", "lenet5")
+_OWN_CLASSES = ("bqn-cnn-mnist", "lenet5")
 _NO_HEAD_API = ("bqn-cnn-mnist",)
 
 KNOWN_FAILURES: Dict[str, Dict[str, str]] = {

@@ -155,9 +155,33 @@ class LipschitzWideResNet(_Classifier):
         if side < 1:
             raise ValueError(f"img_size {img_size} is too small for pool_window {pool_window}")
         self._init_classifier(widths[-1] * side * side, num_classes)
+        self._group_size = n
+        self.feature_info = [{"num_chs": widths[0], "reduction": 1, "module": "stem"}] + [
+            {"num_chs": c, "reduction": 2 ** g, "module": f"blocks.{(g + 1) * n - 1}"} for g, c in enumerate(widths)]
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.pool(self.blocks(self.stem(self.normalize(x)))).flatten(1)
+
+    def forward_intermediates(self, x: Tensor, indices: Optional[object] = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False) -> object:
+        """timm's ``forward_intermediates``: the maps of ``feature_info`` (stem, end of each group) selected by
+        ``indices`` (all by default), and the pooled features unless ``intermediates_only``."""
+        from timm.models._features import feature_take_indices
+
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported (only 'NCHW')")
+        n = self._group_size
+        stages = [nn.Sequential(self.normalize, self.stem)] + [self.blocks[g * n:(g + 1) * n] for g in range(3)]
+        take, last = feature_take_indices(len(stages), indices)
+        maps = []
+        for i, stage in enumerate(stages):
+            if (stop_early or intermediates_only) and i > last:
+                break
+            x = stage(x)
+            if i in take:
+                maps.append(x)
+        return maps if intermediates_only else (self.pool(x).flatten(1), maps)
 
 
 class LipschitzResNet9(_Classifier):
