@@ -65,8 +65,6 @@ KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
         **{n: "the zoo's own class has no forward_intermediates (issue 20, item 1)" for n in _OWN_CLASSES},
     },
     "fx": {
-        "sc-fac-wrn10-1-cifar10-small": "SubtractMean / GroupSort check and branch on input shapes in forward "
-                                        "(no torch._assert), the SC-Fac layers are no FX leaves (issue 20, item 1)",
         "bqn-cnn-mnist": "BQN forward propagates a Gaussian object and branches on it; its layers are no FX "
                          "leaves (issue 20, item 1)",
     },

@@ -15,10 +15,25 @@ from . import __version__
 DEFAULT_HINGE_MARGIN = 0.1
 
 
+def register_fx_leaves() -> None:
+    """Make the SC-Fac layers, GroupSort and SubtractMean leaves of timm's FX tracing
+    (``timm.models.create_feature_extractor``): they check shapes and cache kernels in ``forward``."""
+    try:
+        from timm.layers import register_notrace_module
+    except ImportError:  # timm is optional for this family
+        return
+    from .layers import OrthoLinear, _OrthoConvNd
+    from .lipschitz import GroupSort, SubtractMean
+
+    for cls in (_OrthoConvNd, OrthoLinear, GroupSort, SubtractMean):
+        register_notrace_module(cls)
+
+
 def build_lipschitz_wrn(**kwargs: Any) -> nn.Module:
     """Lipschitz WideResNet (depth 6n+4, widen factor, skip add/concat/none): (B, C, H, W) in [0, 1] -> logits."""
     from .networks import LipschitzWideResNet
 
+    register_fx_leaves()
     return LipschitzWideResNet(**kwargs)
 
 
@@ -26,6 +41,7 @@ def build_resnet9(**kwargs: Any) -> nn.Module:
     """Lipschitz ResNet9: (B, C, 32k, 32k) in [0, 1] -> logits."""
     from .networks import LipschitzResNet9
 
+    register_fx_leaves()
     return LipschitzResNet9(**kwargs)
 
 
@@ -33,6 +49,7 @@ def build_kwlarge(**kwargs: Any) -> nn.Module:
     """Lipschitz KW-Large: (B, C, H, W) in [0, 1] -> logits."""
     from .networks import LipschitzKWLarge
 
+    register_fx_leaves()
     return LipschitzKWLarge(**kwargs)
 
 
