@@ -303,9 +303,7 @@ CIFAR_BACKBONES: Dict[str, Callable[..., nn.Module]] = {
 
 
 def is_timm_model(name: str) -> bool:
-    """Whether ``name`` is one of timm's own architectures (not a zoo name registered in timm, no ``.tag``)."""
-    if "." in name:
-        return False
+    """Whether ``name`` is one of timm's own models (``arch`` or ``arch.tag``; not a zoo name registered in timm)."""
     import timm
 
     from zoo.timm_compat import is_zoo_name
