@@ -204,8 +204,13 @@ def _load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, 
     if new_head and classifier is None:
         raise WeightsError(f"{entry.name!r} declares no classifier (input.classifier), so its head cannot be "
                            f"replaced for num_classes={num_classes}")
+    first_conv = _first_conv(entry, model)
+    if in_chans is not None and in_chans != entry.input.shape[0] and first_conv is None:
+        raise WeightsError(f"{entry.name!r} declares no first convolution (input.first_conv), so its pretrained "
+                           f"weights for {entry.input.shape[0]} input channel(s) cannot be adapted to "
+                           f"in_chans={in_chans}; use pretrained=False, or in_chans={entry.input.shape[0]}")
     dropped = adapt_state_dict(state, classifier=classifier, drop_classifier=new_head,
-                               first_conv=_first_conv(entry, model), in_chans=in_chans)
+                               first_conv=first_conv, in_chans=in_chans)
     load_into(model, state, dropped, origin)
     return origin
 
@@ -228,7 +233,8 @@ def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num
         for key in ("mean", "std"):  # per-channel statistics no longer apply
             entry_input[key] = cfg[key] = None
     cfg["input"] = entry_input
-    cfg["build_kwargs"] = kwargs
+    # in_chans is a build argument of the adapted model: save_pretrained records it, so the folder rebuilds it
+    cfg["build_kwargs"] = {**kwargs, "in_chans": in_chans} if in_chans is not None else kwargs
     cfg["weights_source"] = source
     if not kwargs.get("features_only") and not classifier_ok(model, entry):
         raise PluginError(f"classification model {entry.name!r} lacks get_classifier()/reset_classifier()")

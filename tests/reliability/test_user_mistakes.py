@@ -198,3 +198,35 @@ def test_saved_files_have_normal_permissions(rgb_toy, colour_data, tmp_path):
              if p.name != ".zoo-train.lock"}
     assert "run/checkpoint.pt" in modes and "saved/model.safetensors" in modes
     assert set(modes.values()) == {"0o644"}, modes
+
+
+# -- in_chans adaptation --------------------------------------------------------------------------------------------
+
+def test_grayscale_weights_adapt_to_rgb_and_the_adapted_model_saves_and_loads(tmp_path):
+    import torch
+
+    gray = zoo.create("lenet5", pretrained=True).eval()
+    rgb = zoo.create("lenet5", pretrained=True, in_chans=3).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(rgb(x.repeat(1, 3, 1, 1)), gray(x), atol=1e-5)  # a gray image gives the same answer
+    zoo.save_pretrained(rgb, tmp_path / "rgb")
+    again = zoo.create(f"local-dir:{tmp_path / 'rgb'}", pretrained=True).eval()
+    assert again.conv1.weight.shape[1] == 3 and torch.equal(again(x.repeat(1, 3, 1, 1)), rgb(x.repeat(1, 3, 1, 1)))
+
+
+def test_in_chans_without_a_declared_first_conv_is_a_clear_error(toy_family):
+    toy_family("""
+    models:
+      toynet-noconv:
+        family: toy
+        builder: toy_net
+        dataset: noise
+        input: {shape: [2, 8, 8], num_classes: 3, classifier: head}
+    """)
+    from safetensors.torch import save_file
+
+    weights = toy_family.site / "w.safetensors"
+    save_file(zoo.create("toynet-noconv").state_dict(), weights)
+    with pytest.raises(ZooError, match=r"'toynet-noconv' declares no first convolution \(input.first_conv\), so its "
+                                       r"pretrained weights for 2 input channel\(s\) cannot be adapted to in_chans=3"):
+        zoo.create("toynet-noconv", in_chans=3, checkpoint_path=weights)
