@@ -190,3 +190,19 @@ def test_timm_kwargs_clear_errors() -> None:
         zoo.create("lenet5", features_only=True)
     with pytest.raises(ZooError, match="out_indices=.* applies with features_only=True"):
         zoo.create("resnet18-mtt-10pct", out_indices=(1,))
+
+
+@pytest.mark.parametrize("code,expected", [
+    ("import zoo, timm", "True"),                       # the import hook registers when timm is imported
+    ("import timm, zoo", "True"),                       # timm first: registered at import zoo
+    ("import os; os.environ['ZOO_NO_TIMM_HOOK'] = '1'; import zoo, timm", "False"),
+])
+def test_import_hook(code: str, expected: str) -> None:
+    """A fresh interpreter: zoo names reach timm's registry in either import order, unless disabled."""
+    import subprocess
+    import sys
+
+    script = f"{code}; print(timm.is_model('resnet50-mtt-1pct'))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == expected
