@@ -140,11 +140,13 @@ def _load_folder_config(directory: Path) -> "SavedConfig":
 
 def model_card(config: Mapping[str, Any]) -> str:
     """A Hugging Face model card (YAML front matter + markdown) from a config dict."""
+    import yaml
+
     name = config["name"]
     ref = config.get("reference") or {}
-    lines = ["---", "library_name: spectral-zoo", "tags:", "- spectral-zoo", f"- {config['family']}"]
-    lines += [f"- {t}" for t in config.get("tags") or []]
-    lines += ["---", "", f"# {name}", ""]
+    tags = ["spectral-zoo", str(config["family"]), *(str(t) for t in config.get("tags") or [])]
+    front = yaml.safe_dump({"library_name": "spectral-zoo", "tags": tags}, sort_keys=False, allow_unicode=True)
+    lines = ["---", front.rstrip("\n"), "---", "", f"# {name}", ""]  # quoted by YAML: a tag cannot add keys
     if config.get("description"):
         lines += [config["description"], ""]
     lines += [f"Family `{config['family']}`, builder `{config['builder']}`, task {config['task']}, "
@@ -156,7 +158,7 @@ def model_card(config: Mapping[str, Any]) -> str:
     if metrics or ref_metrics:
         lines += ["## Metrics", "", "| metric | measured here | dissertation |", "|---|---|---|"]
         for key in sorted(set(metrics) | set(ref_metrics)):
-            lines.append(f"| {key} | {_fmt(metrics.get(key))} | {_fmt(ref_metrics.get(key))} |")
+            lines.append(f"| {_cell(key)} | {_cell(_fmt(metrics.get(key)))} | {_cell(_fmt(ref_metrics.get(key)))} |")
         lines.append("")
     lines += ["## Training data", "", config.get("data") or "Not trained by this project (architecture only).", ""]
     if ref:
@@ -166,6 +168,11 @@ def model_card(config: Mapping[str, Any]) -> str:
         if ref.get("note"):
             lines += [ref["note"], ""]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: a ``|`` or a line break would end the cell or the row."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
 def _fmt(value: Any) -> str:
