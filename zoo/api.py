@@ -223,7 +223,11 @@ def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num
 
         for key in (*WEIGHT_LOCATION_KEYS, *DENSE_WEIGHT_NOTES):
             cfg.pop(key, None)
+    own = {key: cfg.get(key) for key in ("first_conv", "classifier")}
     cfg.update(entry.pretrained_cfg())
+    for key, value in own.items():  # the model's own names where the entry gives none
+        if cfg.get(key) is None and value is not None:
+            cfg[key] = value
     entry_input = dict(cfg["input"])
     if num_classes is not None:
         entry_input["num_classes"] = cfg["num_classes"] = num_classes
