@@ -230,3 +230,8 @@ def test_in_chans_without_a_declared_first_conv_is_a_clear_error(toy_family):
     with pytest.raises(ZooError, match=r"'toynet-noconv' declares no first convolution \(input.first_conv\), so its "
                                        r"pretrained weights for 2 input channel\(s\) cannot be adapted to in_chans=3"):
         zoo.create("toynet-noconv", in_chans=3, checkpoint_path=weights)
+
+
+def test_cli_refuses_a_bad_push_repo_id_before_training(train_cli, capsys):
+    assert train_cli("--push-to-hub", "not a repo") == 2
+    assert "'not a repo' is not a Hugging Face repository id (expected ORG/NAME)" in capsys.readouterr().err

@@ -200,7 +200,34 @@ def push_folder_to_hub(folder: str | Path, repo_id: str, *, private: bool = Fals
     if not (folder / WEIGHTS_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         raise ZooError(f"{folder} has no {WEIGHTS_NAME} + {CONFIG_NAME}; expected a folder written by "
                        f"zoo.save_pretrained")
+    check_repo_id(repo_id)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    except Exception as exc:  # huggingface_hub's and the network's errors, each with what to do
+        raise ZooError(f"could not push {folder} to hf-hub:{repo_id}: {_push_advice(exc)} ({type(exc).__name__}: "
+                       f"{exc})".replace("\n", " ")) from exc
     return str(getattr(info, "commit_url", info))
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a repository id that is not ``NAME`` or ``ORG/NAME`` before anything is contacted."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ZooError(f"{repo_id!r} is not a Hugging Face repository id (expected ORG/NAME): {exc}") from None
+
+
+def _push_advice(exc: Exception) -> str:
+    """What the user can do about a failed upload."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if type(exc).__name__ == "LocalTokenNotFoundError" or status == 401:
+        return "not logged in: run `hf auth login`, set HF_TOKEN, or pass token="
+    if status == 403:
+        return "this token may not write to that repository: use a write token, or your own ORG/NAME"
+    if status is not None:
+        return f"the Hub answered HTTP {status}; try again later"
+    return "the Hub could not be reached (offline, HF_HUB_OFFLINE set, or a proxy); try again when online"

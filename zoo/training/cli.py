@@ -44,6 +44,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
                if hasattr(args, f.name)}
     options["output_dir"] = args.output
+    if args.push_to_hub:  # a typo in the repository id is found before training, not after it
+        from zoo.hub.pretrained import check_repo_id
+
+        check_repo_id(args.push_to_hub)
     result = finetune(args.name, args.data, args.val_data, num_classes=args.num_classes,
                       pretrained=not args.no_pretrained, config=FinetuneConfig(**options))
     if args.push_to_hub and result.best_dir is not None:
