@@ -200,6 +200,8 @@ class Trainer:
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self._freeze()
         self.optimizer, self.scheduler = self._optim()  # before the data is read: a bad name fails fast
+        if cfg.input_size is not None and self.entry.task in ("classification", "segmentation"):
+            self._check_input_size(cfg.input_size)
         opts = dict(augment=cfg.augment, input_frames=cfg.input_frames, future_frames=cfg.future_frames,
                     input_size=cfg.input_size)
         self.train_set = build_dataset(train_data, model.pretrained_cfg, True, **opts)
@@ -226,6 +228,23 @@ class Trainer:
             head_params = {id(p) for p in head.parameters()}
             for p in self.model.parameters():
                 p.requires_grad_(id(p) in head_params)
+
+    def _check_input_size(self, size: int) -> None:
+        """One forward pass of a blank ``size`` x ``size`` image (eval mode, RNG states kept), so that an input
+        size the network cannot take is refused before the data is read, not in the first step."""
+        channels = int(self.entry.input.shape[0])
+        state, was_training = _rng_state(), self.model.training
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(torch.zeros(1, channels, size, size, device=self.device))
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ZooError(f"input_size {size} does not fit {self.entry.name!r} (its images are "
+                           f"{'x'.join(map(str, self.entry.input.shape[1:]))}): {first}") from None
+        finally:
+            self.model.train(was_training)
+            _set_rng_state(_storable(state))
 
     def _optim(self):
         create_optimizer_v2 = _timm_create_optimizer()
