@@ -113,6 +113,9 @@ def _download_hub_folder(spec: str, pretrained: bool) -> Path:
     from zoo.hub.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
     repo_id, _, revision = spec.partition("@")
+    from zoo.hub.pretrained import check_repo_id
+
+    check_repo_id(repo_id)  # a malformed id is the user's typo, not a network problem
     files = [CONFIG_NAME] + ([WEIGHTS_NAME] if pretrained else [])
     try:
         paths = [huggingface_hub.hf_hub_download(repo_id, f, revision=revision or None) for f in files]
@@ -263,7 +266,10 @@ def list_models(filter: Union[str, Sequence[str]] = "*", family: Optional[str] =
 
 
 def model_info(name: str) -> ModelEntry:
-    """The validated registry entry of ``name`` (or the one a family's grammar synthesises)."""
+    """The validated registry entry of ``name`` (or the one a family's grammar synthesises, or the one a
+    ``local-dir:`` / ``hf-hub:`` folder's ``config.json`` describes)."""
+    if name.startswith((LOCAL_DIR, HF_HUB)):
+        return _entry_for(name, pretrained=False)[0]
     return find_entry(name)
 
 

@@ -240,3 +240,12 @@ def test_cli_refuses_a_bad_push_repo_id_before_training(train_cli, capsys):
 def test_an_input_size_the_network_cannot_take_is_refused_before_the_data_is_read(tmp_path):
     with pytest.raises(ZooError, match=r"input_size 2 does not fit 'lenet5' \(its images are 28x28\): .*[Kk]ernel size"):
         zoo.finetune("lenet5", tmp_path / "never-read", input_size=2, epochs=1, progress=False)
+
+
+def test_info_reads_folders_and_a_malformed_hub_id_is_a_typo_not_a_network_error(toy_family, tmp_path, capsys):
+    zoo.save_pretrained(zoo.create("toynet-small"), tmp_path / "saved")
+    assert zoo.model_info(f"local-dir:{tmp_path / 'saved'}").name == "toynet-small"
+    assert main(["info", f"local-dir:{tmp_path / 'missing'}"]) == 2
+    assert "is not a folder (expected one written by zoo.save_pretrained)" in capsys.readouterr().err
+    with pytest.raises(ZooError, match=r"'\.\./\.\./etc' is not a Hugging Face repository id \(expected ORG/NAME\)"):
+        zoo.create("hf-hub:../../etc")
