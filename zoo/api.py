@@ -275,11 +275,15 @@ def model_info(name: str) -> ModelEntry:
 
 def list_families() -> List[Dict[str, Any]]:
     """Every installed family with its distribution, version, status and error (imports each once)."""
+    from zoo.registry.loader import fragment_error
+
     out = []
     for rec in plugins.load_all():
         fam = rec.family
+        registry_error = fragment_error(rec.name)
         out.append({"name": rec.name, "distribution": rec.distribution, "version": rec.version,
-                    "status": rec.status, "error": rec.error,
+                    "status": rec.status if rec.error or not registry_error else "registry error",
+                    "error": rec.error or (f"registry fragment ignored: {registry_error}" if registry_error else None),
                     "builders": sorted(fam.builders) if fam is not None else [],
                     "models": len(entries(family=rec.name)) if rec.error is None else 0})
     return out

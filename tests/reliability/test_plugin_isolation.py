@@ -148,3 +148,13 @@ def test_system_exit_from_a_plugin_does_not_end_the_cli(toy_family, capsys):
     assert main(["list"]) == 0 and "toynet-small" in capsys.readouterr().out
     assert main(["create", "toyb-a"]) == 2
     assert "called exit(9) while building 'toyb-a'" in capsys.readouterr().err
+
+
+def test_zoo_families_shows_the_ignored_fragment(toy_family, capsys):
+    add_family(toy_family.site, "toytwo", "toytwo", registry="models: [unclosed")
+    with pytest.warns(RuntimeWarning, match="registry fragment of family 'toytwo'"):
+        rows = {row["name"]: row for row in zoo.list_families()}
+    assert rows["toytwo"]["status"] == "registry error" and rows["toytwo"]["models"] == 0
+    error = rows["toytwo"]["error"]
+    assert error.startswith("registry fragment ignored: ") and "not valid YAML" in error
+    assert rows["toy"]["status"] == "loaded" and rows["toy"]["error"] is None and rows["toy"]["models"] == 3

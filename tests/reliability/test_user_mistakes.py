@@ -238,7 +238,8 @@ def test_cli_refuses_a_bad_push_repo_id_before_training(train_cli, capsys):
 
 
 def test_an_input_size_the_network_cannot_take_is_refused_before_the_data_is_read(tmp_path):
-    with pytest.raises(ZooError, match=r"input_size 2 does not fit 'lenet5' \(its images are 28x28\): .*[Kk]ernel size"):
+    with pytest.raises(ZooError, match=r"input_size 2 does not fit 'lenet5' \(its images are 28x28\): "
+                                       r".*[Kk]ernel size"):
         zoo.finetune("lenet5", tmp_path / "never-read", input_size=2, epochs=1, progress=False)
 
 

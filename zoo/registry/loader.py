@@ -11,7 +11,7 @@ import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import yaml
 from pydantic import ValidationError
@@ -104,6 +104,7 @@ def load_registry() -> Dict[str, ModelEntry]:
     from zoo import plugins
 
     with _lock:
+        _fragment_errors.clear()
         families = plugins.family_names()
         merged = merge([(CORE_REGISTRY, parse_file(CORE_REGISTRY))] if CORE_REGISTRY.is_file() else [], families)
         for rec in plugins.records():
@@ -113,6 +114,7 @@ def load_registry() -> Dict[str, ModelEntry]:
             try:
                 entries = parse_fragment(path, rec.name)
             except RegistryError as exc:
+                _fragment_errors[rec.name] = str(exc)
                 _warn(f"registry fragment of family {rec.name!r} ({rec.distribution}) is ignored, its models "
                       f"are unavailable: {exc}")
                 continue
@@ -123,6 +125,15 @@ def load_registry() -> Dict[str, ModelEntry]:
                 else:
                     merged[entry.name] = entry
         return merged
+
+
+_fragment_errors: Dict[str, str] = {}  # family -> why its fragment was left out (by the last load_registry)
+
+
+def fragment_error(family: str) -> Optional[str]:
+    """Why ``family``'s registry fragment was left out, or ``None`` when it was read."""
+    load_registry()
+    return _fragment_errors.get(family)
 
 
 def parse_fragment(path: Path, family: str) -> List[ModelEntry]:
