@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import signal
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple
 
@@ -43,6 +44,7 @@ def main() -> None:
                         help="continue the run in OUTPUT/NAME from its checkpoint (exactly where it stopped); "
                              "start it when there is none yet")
     args = parser.parse_args()
+    _interrupt_on_signals()
     if args.list or not args.name:
         print("\n".join(sorted(load_recipe(str(p)).model for p in RECIPES.glob("*.yaml"))))  # patterns as such
         return
@@ -83,6 +85,13 @@ def main() -> None:
         registry = record_weights(zoo.model_info(recipe.model), weights, metrics, description, bundle=bundle,
                                   hf_hub_id=args.push_to_hub)
         print(f"recorded in {registry} ({size_mb:.2f} MB, {'bundled' if bundle else 'Hub only'})")
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C, ``kill -INT`` and ``kill -TERM`` all stop a run the way Ctrl-C does (the trainer writes its
+    checkpoint), also for a run started in the background, where the shell leaves SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 class Trained(NamedTuple):
