@@ -245,11 +245,7 @@ def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num
     cfg["weights_source"] = source
     if not kwargs.get("features_only") and not classifier_ok(model, entry):
         raise PluginError(f"classification model {entry.name!r} lacks get_classifier()/reset_classifier()")
-    for attr in ("pretrained_cfg", "default_cfg"):  # one dict: default_cfg is timm's alias, never a stale copy
-        try:
-            setattr(model, attr, cfg)
-        except AttributeError:  # a read-only property on some third-party models
-            object.__setattr__(model, attr, cfg)
+    set_pretrained_cfg(model, cfg)
 
 
 def classifier_ok(model: nn.Module, entry: ModelEntry) -> bool:
@@ -287,3 +283,12 @@ def list_families() -> List[Dict[str, Any]]:
                     "builders": sorted(fam.builders) if fam is not None else [],
                     "models": len(entries(family=rec.name)) if rec.error is None else 0})
     return out
+
+
+def set_pretrained_cfg(model: nn.Module, cfg: Dict[str, Any]) -> None:
+    """Make ``cfg`` the model's ``pretrained_cfg`` and ``default_cfg`` (timm's alias): one dict, never a stale copy."""
+    for attr in ("pretrained_cfg", "default_cfg"):
+        try:
+            setattr(model, attr, cfg)
+        except AttributeError:  # a read-only property on some third-party models
+            object.__setattr__(model, attr, cfg)

@@ -48,7 +48,7 @@ def test_a_recipe_cannot_name_both_a_producer_and_a_schedule(tmp_path):
     path = tmp_path / "lenet5.yaml"
     path.write_text("model: lenet5\ndata: {source: mnist, holdout: 2000}\nproduced_by: python scripts/x.py\n"
                     "finetune: {epochs: 1}\n")
-    with pytest.raises(ZooError, match=r"weights come from .python scripts/x.py. has no finetune schedule"):
+    with pytest.raises(ZooError, match=r"weights come from .python scripts/x.py. has no finetune or distill schedule"):
         load_recipe(str(path))
 
 

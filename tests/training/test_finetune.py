@@ -127,3 +127,15 @@ def test_segmentation_pairs_isic_naming(shared_data):
     x, y = data[0]
     assert len(data) == 93 and x.shape == (3, 32, 32) and y.shape == (1, 32, 32)
     assert set(torch.unique(y).tolist()) <= {0.0, 1.0} and 0 < y.mean() < 1
+
+
+def test_a_new_head_on_a_given_model_keeps_default_cfg_the_same_dict(rgb_toy, colour_data):
+    train, _ = colour_data
+    two = train.parent / "two"
+    two.mkdir()
+    for name in ("red", "blue"):
+        (train / name).rename(two / name)
+    model = zoo.create(rgb_toy)
+    result = zoo.finetune(model, two, num_classes=2, epochs=1, batch_size=8, progress=False)
+    assert result.model.pretrained_cfg["num_classes"] == 2
+    assert result.model.default_cfg is result.model.pretrained_cfg  # timm reads either name

@@ -141,7 +141,7 @@ def finetune(model_or_name: Union[str, nn.Module], train_data: DataSource, val_d
 
 
 def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[int], pretrained: bool) -> nn.Module:
-    from zoo.api import check_count, create, model_info
+    from zoo.api import check_count, create, model_info, set_pretrained_cfg
 
     num_classes = check_count("num_classes", num_classes, minimum=1)
     if isinstance(model_or_name, str):
@@ -151,8 +151,9 @@ def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[i
     model = model_or_name
     if num_classes is not None and model.pretrained_cfg.get("num_classes") != num_classes:
         model.reset_classifier(num_classes)
-        model.pretrained_cfg = {**model.pretrained_cfg, "num_classes": num_classes,
-                                "input": {**model.pretrained_cfg["input"], "num_classes": num_classes}}
+        cfg = {**model.pretrained_cfg, "num_classes": num_classes,
+               "input": {**model.pretrained_cfg["input"], "num_classes": num_classes}}
+        set_pretrained_cfg(model, cfg)
     return model
 
 
