@@ -13,7 +13,7 @@ benchmark does not skew the ratio; the sides alternate ``--repeats`` times and t
 (interference only ever adds time: on this shared machine equal runs vary by up to 25 %).
 Writes benchmarks/train.{json,md}.
 
-    python scripts/bench_train.py --steps 20 --repeats 3 --threads 1
+    python scripts/bench_train.py --steps 20 --repeats 5 --threads 1
 """
 
 from __future__ import annotations
