@@ -167,20 +167,11 @@ class LipschitzWideResNet(_Classifier):
                               intermediates_only: bool = False) -> object:
         """timm's ``forward_intermediates``: the maps of ``feature_info`` (stem, end of each group) selected by
         ``indices`` (all by default), and the pooled features unless ``intermediates_only``."""
-        from timm.models._features import feature_take_indices
+        from zoo.intermediates import run_stages
 
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt {output_fmt!r} is not supported (only 'NCHW')")
         n = self._group_size
         stages = [nn.Sequential(self.normalize, self.stem)] + [self.blocks[g * n:(g + 1) * n] for g in range(3)]
-        take, last = feature_take_indices(len(stages), indices)
-        maps = []
-        for i, stage in enumerate(stages):
-            if (stop_early or intermediates_only) and i > last:
-                break
-            x = stage(x)
-            if i in take:
-                maps.append(x)
+        x, maps = run_stages(stages, x, indices, output_fmt, stop_early, intermediates_only)
         return maps if intermediates_only else (self.pool(x).flatten(1), maps)
 
 

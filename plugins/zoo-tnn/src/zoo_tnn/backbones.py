@@ -147,19 +147,10 @@ class CifarResNet(_Classifier, nn.Module):
                               output_fmt: str = "NCHW", intermediates_only: bool = False) -> Any:
         """timm's ``forward_intermediates``: the maps of ``feature_info`` (stem, layer1..3) selected by
         ``indices`` (all by default), and the final features unless ``intermediates_only``."""
-        from timm.models._features import feature_take_indices
+        from zoo.intermediates import run_stages
 
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt {output_fmt!r} is not supported (only 'NCHW')")
-        stages = [self._stem, self.layer1, self.layer2, self.layer3]
-        take, last = feature_take_indices(len(stages), indices)
-        maps = []
-        for i, stage in enumerate(stages):
-            if (stop_early or intermediates_only) and i > last:
-                break
-            x = stage(x)
-            if i in take:
-                maps.append(x)
+        x, maps = run_stages([self._stem, self.layer1, self.layer2, self.layer3], x, indices, output_fmt, stop_early,
+                             intermediates_only)
         return maps if intermediates_only else (x, maps)
 
     def forward(self, x: Tensor) -> Tensor:
