@@ -36,6 +36,13 @@ Hook = Callable[["nn.Module"], None]
 EpochHook = Callable[["nn.Module", Mapping[str, float]], None]
 """``after_epoch(model, row)`` with the epoch's metrics row (``train_loss``, ``val_loss``, ...)."""
 
+TrainingState = Callable[["nn.Module"], Mapping[str, Any]]
+"""``training_state(model) -> state``: what a family keeps on the model between epochs of a run (e.g. scheduled
+sampling's progress), as plain values (numbers, strings, booleans, None, lists, dicts, tensors)."""
+
+LoadTrainingState = Callable[["nn.Module", Mapping[str, Any]], None]
+"""``load_training_state(model, state)``: put back what :data:`TrainingState` returned (on ``--resume``)."""
+
 Evaluate = Callable[["nn.Module", Iterable[Any], "ModelEntry"], Mapping[str, float]]
 """``evaluate(model, batches, entry) -> metrics`` on held-out batches (default: by task, see zoo.metrics)."""
 
@@ -53,9 +60,14 @@ class Family:
         training_step: optional loss for :func:`zoo.finetune`; default depends on the task.
         after_step: optional hook run after each optimiser step (e.g. re-projection).
         after_epoch: optional hook run after each epoch with its metrics (e.g. scheduled sampling).
+        training_state / load_training_state: optional pair saving and restoring the family's run state (what its
+            hooks keep on the model) in the trainer's checkpoint, so that ``--resume`` continues exactly.
+            Every hook receives the model itself, never a ``DistributedDataParallel`` wrapper.
         summary: optional extra rows for model summaries.
         evaluate: optional held-out metrics for ``scripts/evaluate.py`` and ``scripts/train.py``.
         version: the plugin's version string, shown by ``zoo families``.
+        extras: free-form; ``extras={"build_args": [...]}`` names build arguments a saved ``config.json`` may set
+            beyond those the builders and the registry use (see docs/security.md).
     """
 
     name: str
@@ -65,6 +77,8 @@ class Family:
     training_step: Optional[TrainingStep] = None
     after_step: Optional[Hook] = None
     after_epoch: Optional[EpochHook] = None
+    training_state: Optional[TrainingState] = None
+    load_training_state: Optional[LoadTrainingState] = None
     summary: Optional[Summary] = None
     evaluate: Optional[Evaluate] = None
     version: str = "0"

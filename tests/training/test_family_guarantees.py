@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import Subset
 
@@ -74,3 +75,31 @@ def test_flow_finetunes_by_bits_per_dim_and_stays_invertible():
     x = data.x[:2].to(next(model.parameters()).device)
     z, _ = model(x)
     torch.testing.assert_close(model.inverse(z), x, atol=1e-4, rtol=0)
+
+
+def test_family_training_state_goes_through_the_checkpoint(rgb_toy, colour_data, tmp_path, monkeypatch):
+    """A family's run state is saved with each checkpoint and given back on resume; a state a checkpoint could
+    not load safely (an arbitrary object) is the plugin's error, named, and no checkpoint is written."""
+    import dataclasses
+
+    from zoo import plugins
+    from zoo.errors import PluginError
+
+    family = plugins.get_family("toy")
+    loaded = []
+    counting = dataclasses.replace(family, training_state=lambda m: {"epochs_seen": len(loaded) + 7},
+                                   load_training_state=lambda m, state: loaded.append(dict(state)))
+    monkeypatch.setattr(plugins, "get_family", lambda name: counting)
+    train, val = colour_data
+    options = dict(batch_size=8, progress=False, scheduler="none", output_dir=str(tmp_path / "run"))
+    zoo.finetune(rgb_toy, train, val, epochs=1, **options)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["family_state"] == {"epochs_seen": 7}
+    zoo.finetune(rgb_toy, train, val, epochs=2, resume=True, **options)
+    assert loaded == [{"epochs_seen": 7}]
+
+    broken = dataclasses.replace(family, training_state=lambda m: {"schedule": object()})
+    monkeypatch.setattr(plugins, "get_family", lambda name: broken)
+    with pytest.raises(PluginError, match=r"family 'toy': training_state .*state\['schedule'\] is a object"):
+        zoo.finetune(rgb_toy, train, val, epochs=1, output_dir=str(tmp_path / "other"), batch_size=8,
+                     progress=False, scheduler="none")
+    assert not (tmp_path / "other" / "checkpoint.pt").exists()

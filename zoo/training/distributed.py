@@ -55,6 +55,20 @@ def mean(value: float, device: torch.device) -> float:
     return float(t.item()) / torch_dist.get_world_size()
 
 
+def average_norm_statistics(model: nn.Module) -> None:
+    """Average every batch-norm layer's running mean and variance over the ranks, in place (timm's ``--dist-bn
+    reduce``): each rank updated them on its own batches, and evaluation and the saved model use them."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    world = torch_dist.get_world_size()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            for stat in (module.running_mean, module.running_var):
+                if stat is not None:
+                    torch_dist.all_reduce(stat)
+                    stat.div_(world)
+
+
 def shutdown() -> None:
     """Leave the process group if this module created it."""
     global _owned

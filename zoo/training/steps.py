@@ -37,6 +37,21 @@ DEFAULT_STEPS = {"classification": classification_step, "segmentation": segmenta
                  "video-prediction": video_step}
 
 
+class FamilyStep(nn.Module):
+    """A training step as a module: ``forward(batch)`` returns ``step(model, batch, entry)``, a scalar loss.
+
+    The trainer hands this module (not the model) to ``DistributedDataParallel``, so a family's step receives the
+    model itself, with its own methods and attributes (BQN's ``propagate`` and ``prior_weight``, Conv-TT-LSTM's
+    teacher-forcing ratio), while DDP still averages the gradients of everything the step used."""
+
+    def __init__(self, model: nn.Module, step: Step, entry: ModelEntry) -> None:
+        super().__init__()
+        self.model, self.step, self.entry = model, step, entry
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.step(self.model, batch, self.entry)
+
+
 def step_for(entry: ModelEntry) -> Step:
     """The family's ``training_step`` if it has one, else the task's default."""
     from zoo import plugins

@@ -24,14 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.errors import ZooError
+from zoo import plugins
+from zoo.errors import PluginError, ZooError
 from zoo.hub.files import atomic_path
 from zoo.registry.loader import parse_entry
 from zoo.registry.schema import ModelEntry
 from zoo.training import distributed as dist
 from zoo.training import output
 from zoo.training.datasets import DataSource, build_dataset
-from zoo.training.steps import step_for
+from zoo.training.steps import FamilyStep, step_for
 
 CHECKPOINT = output.CHECKPOINT
 METRICS = output.METRICS
@@ -210,8 +211,9 @@ class Trainer:
         self.val_set = (build_dataset(val_data, model.pretrained_cfg, False, classes=classes, **opts)
                         if val_data is not None else None)
         self.step_fn = step_for(self.entry)
-        self.after_step, self.after_epoch = _family_hooks(self.entry)
-        self.net = dist.wrap(self.model, self.device) if self.world > 1 else self.model
+        self.family = plugins.get_family(self.entry.family)
+        step = FamilyStep(self.model, self.step_fn, self.entry)
+        self.step = dist.wrap(step, self.device) if self.world > 1 else step  # forward(batch) -> loss
         self.epoch, self.history = 0, []
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
@@ -333,8 +335,8 @@ class Trainer:
                     if self.scheduler is not None:
                         self.scheduler.step(self.epoch, row.get("val_loss", train_loss))
                     self.history.append(row)
-                    if self.after_epoch is not None:
-                        self.after_epoch(self.model, row)
+                    if self.family.after_epoch is not None:
+                        self.family.after_epoch(self.model, row)
                     self._end_of_epoch(row)
         except KeyboardInterrupt:
             self._save_checkpoint()
@@ -342,7 +344,7 @@ class Trainer:
 
     def _train_epoch(self) -> float:
         """Train the rest of the current epoch; returns the mean loss over the whole epoch (resumed batches too)."""
-        self.net.train()
+        self.model.train()
         if self.cfg.freeze == "backbone":
             self.model.eval()
             self.model.get_classifier().train()
@@ -353,7 +355,7 @@ class Trainer:
         for index, batch in enumerate(bar, start=self.batches_done):
             batch = _to(batch, self.device)
             with _autocast(self.device, self.bf16):
-                loss = self.step_fn(self.net, batch, self.entry)
+                loss = self.step(batch)
             if not torch.isfinite(loss):
                 raise ZooError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, batch {index}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -363,29 +365,30 @@ class Trainer:
             # the update and the position that records it form one step: Ctrl-C waits until both are done
             with output.interrupts_deferred():
                 self.optimizer.step()
-                if self.after_step is not None:
-                    self.after_step(self.model)
+                if self.family.after_step is not None:
+                    self.family.after_step(self.model)
                 done = self.position
                 self.position = Position(index + 1, _rng_state(), done.loss_sum + loss.item(), done.loss_count + 1)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{self.position.loss_sum / self.position.loss_count:.4f}")
+        dist.average_norm_statistics(self.model)
         return dist.mean(self.position.loss_sum / max(self.position.loss_count, 1), self.device)
 
     @torch.no_grad()
     def _evaluate(self) -> Dict[str, float]:
         if self.val_set is None:
             return {}
-        self.net.eval()
+        self.model.eval()  # no gradients: every rank evaluates its share with the model itself
         total, count, correct, seen = 0.0, 0, 0, 0
         for batch in self._loader(self.val_set, False, 0):
             batch = _to(batch, self.device)
             with _autocast(self.device, self.bf16):
                 if self.entry.task == "classification":  # NLL of the predictions, whatever the training loss
-                    logits = self.net(batch[0]).float()
+                    logits = self.model(batch[0]).float()
                     total += F.cross_entropy(logits, batch[1], reduction="sum").item()
                     correct += int((logits.argmax(1) == batch[1]).sum())
                 else:
-                    total += self.step_fn(self.net, batch, self.entry).item() * len(batch[1])
+                    total += self.step_fn(self.model, batch, self.entry).item() * len(batch[1])
             count += len(batch[1])
         row = {"val_loss": dist.mean(total / count, self.device)}
         if self.entry.task == "classification":
@@ -428,7 +431,8 @@ class Trainer:
                  "epoch": self.epoch, "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
                  "batches_done": position.batches_done, "rng": _storable(position.rng),
                  "loss_sum": position.loss_sum, "loss_count": position.loss_count,
-                 "config": asdict(self.cfg), "data": self._data_signature(), "architecture": self.entry.name}
+                 "config": asdict(self.cfg), "data": self._data_signature(), "architecture": self.entry.name,
+                 "family_state": self._family_state()}
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
@@ -449,10 +453,23 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.history, self.best = state["epoch"], list(state["history"]), state["best"]
         self.best_epoch = state.get("best_epoch")  # None in checkpoints written before it was recorded
+        if state.get("family_state") is not None and self.family.load_training_state is not None:
+            self.family.load_training_state(self.model, state["family_state"])
         # the loss sum is missing from older checkpoints: their interrupted epoch's loss covers the resumed part
         _set_rng_state(state["rng"])
         self.position = Position(state["batches_done"], _rng_state(), float(state.get("loss_sum", 0.0)),
                                  int(state.get("loss_count", 0)))
+
+    def _family_state(self) -> Optional[Dict[str, Any]]:
+        """The family's run state (``Family.training_state``), checked to be plain values a checkpoint can hold."""
+        if self.family.training_state is None:
+            return None
+        state = self.family.training_state(self.model)
+        problem = _not_plain(state, "state")
+        if not isinstance(state, dict) or problem:
+            raise PluginError(f"family {self.family.name!r}: training_state must return a dict of numbers, strings, "
+                              f"booleans, None, lists, dicts and tensors ({problem or type(state).__name__})")
+        return state
 
     def _data_signature(self) -> Dict[str, Any]:
         """What identifies the training data cheaply: its length and class names (when it has them)."""
@@ -510,12 +527,20 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _family_hooks(entry: ModelEntry):
-    """The family's ``after_step`` and ``after_epoch`` hooks (either may be None)."""
-    from zoo import plugins
-
-    family = plugins.get_family(entry.family)
-    return family.after_step, family.after_epoch
+def _not_plain(value: Any, where: str) -> Optional[str]:
+    """Where ``value`` holds something ``torch.load(weights_only=True)`` refuses (``None`` when nothing does)."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((p for i, v in enumerate(value) if (p := _not_plain(v, f"{where}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r}"
+            if (problem := _not_plain(v, f"{where}[{key!r}]")):
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}"
 
 
 def _to(batch: Any, device: torch.device) -> Any:

@@ -41,6 +41,22 @@ def after_epoch(model, row: Mapping[str, float]) -> None:
     model.scheduled_sampling.apply(model)
 
 
+def training_state(model) -> Dict[str, Any]:
+    """Scheduled sampling's progress (ratio, plateau counter, best loss), for the trainer's checkpoint."""
+    schedule = model.__dict__.get("scheduled_sampling")
+    return {"scheduled_sampling": schedule.state_dict()} if schedule is not None else {}
+
+
+def load_training_state(model, state: Mapping[str, Any]) -> None:
+    """Put back what :func:`training_state` saved, so that a resumed run samples as the interrupted one would."""
+    from .training import ScheduledSampling
+
+    if "scheduled_sampling" in state:
+        model.scheduled_sampling = ScheduledSampling()
+        model.scheduled_sampling.load_state_dict(state["scheduled_sampling"])
+        model.scheduled_sampling.apply(model)
+
+
 def evaluate(model, batches: Iterable[Any], entry) -> Dict[str, float]:
     """Video prediction, as ``scripts/demo_convttlstm_mnist.py`` measures it: the model predicts all T target frames
     of each (inputs (B, T_in, ...), targets (B, T, ...)) batch from the inputs alone; predictions clipped to [0, 1];
@@ -96,6 +112,8 @@ FAMILY = Family(
     registry=Path(__file__).parent / "registry.yaml",
     training_step=training_step,
     after_epoch=after_epoch,
+    training_state=training_state,
+    load_training_state=load_training_state,
     summary=summary,
     evaluate=evaluate,
     version=__version__,
