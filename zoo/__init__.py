@@ -21,6 +21,7 @@ _LAZY = {
     "push_to_hub": "zoo.hub.pretrained",
     "conv_einsum": "zoo.conv_einsum",
     "conv_einsum_path": "zoo.conv_einsum",
+    "conv_einsum_expression": "zoo.conv_einsum",
     "summarize": "zoo.summary",
     "finetune": "zoo.training",
     "Family": "zoo.family",

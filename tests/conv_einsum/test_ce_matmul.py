@@ -10,6 +10,7 @@ from torch.autograd import gradcheck
 
 from zoo.conv_einsum import conv_einsum, conv_einsum_path
 from zoo.conv_einsum.atomic import MatmulStep
+from zoo.conv_einsum import ConvEinsumOptions
 from zoo.conv_einsum.plan import make_plan
 
 from .ce_reference import reference_conv_einsum
@@ -95,7 +96,7 @@ def test_batched_rank_to_channel_contraction_writes_the_output_in_place() -> Non
         _, info = conv_einsum_path(eq, *shapes, padding=1)
         assert info.steps[0].kernel == "matmul" and info.steps[0].equation.endswith("->brhw")
         assert info.steps[-1].kernel == "matmul" and info.steps[-1].equation.endswith("->bthw")
-        plan = make_plan(eq, shapes, padding=1)
+        plan = make_plan(eq, shapes, ConvEinsumOptions(padding=1))
         assert plan.final_perm is None
         assert all(step.out_perm is None for _, _, step in plan.steps if isinstance(step, MatmulStep))
         # 49 columns per image at 7 px: one 1x1 convolution on the CPU; 196 at 14 px: a bmm
@@ -108,7 +109,7 @@ def _check_cp_ends(eq: str, shapes: list[tuple[int, ...]], seed: int, conv_1x1: 
     """The first and last steps of ``eq``'s plan use ``conv_1x1``; values and gradients match the reference."""
     gen = torch.Generator().manual_seed(seed)
     ops = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
-    plan = make_plan(eq, shapes, padding=1)
+    plan = make_plan(eq, shapes, ConvEinsumOptions(padding=1))
     assert [plan.steps[k][2].conv_1x1 for k in (0, -1)] == [conv_1x1, conv_1x1]
     got = _grads(lambda *t: conv_einsum(eq, *t, padding=1), ops)
     ref = _grads(lambda *t: reference_conv_einsum(eq, *t, padding=1), ops)
@@ -120,6 +121,6 @@ def test_an_oversized_broadcast_becomes_a_1x1_convolution_on_every_device() -> N
     """Rank about the channel count, few pixels: broadcasting the (R, S) factor over the batch would outgrow the
     data and the result, so the step runs as one 1x1 convolution (any device) instead of permuting the data."""
     eq = "bshw,rs,rh,rw,rt->bthw|hw"
-    plan = make_plan(eq, [(16, 1024, 14, 14), (919, 1024), (919, 3), (919, 3), (919, 1024)], padding=1)
+    plan = make_plan(eq, [(16, 1024, 14, 14), (919, 1024), (919, 3), (919, 3), (919, 1024)], ConvEinsumOptions(padding=1))
     assert [plan.steps[k][2].conv_1x1 for k in (0, -1)] == ["any", "any"] and plan.final_perm is None
     _check_cp_ends(eq, [(4, 40, 3, 3), (40, 40), (40, 3), (40, 3), (40, 40)], seed=4, conv_1x1="any")

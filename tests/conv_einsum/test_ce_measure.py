@@ -15,6 +15,7 @@ import zoo.conv_einsum.measure as measure_mod
 from .ce_reference import reference_conv_einsum
 from zoo.conv_einsum import clear_plan_cache, conv_einsum, conv_einsum_path, set_autotune
 from zoo.conv_einsum.atomic import ConvStep
+from zoo.conv_einsum import ConvEinsumOptions
 from zoo.conv_einsum.plan import PLAN_CACHE, make_setup, plan_for_path
 
 N, S1, S2, H, W, K = 2, 2, 3, 6, 5, 3
@@ -140,7 +141,7 @@ def test_shapes_only_and_dense_first_layout() -> None:
     dense = next(m for m in info.measured if "dense-first" in m.label)
     assert dense.path[-1] == (0, 1)
     # the rebuilt kernel comes out as (out channels, in channels, kh, kw): the conv reads it without a copy
-    plan = plan_for_path(make_setup(eq, shapes, padding=1), dense.path)
+    plan = plan_for_path(make_setup(eq, shapes, ConvEinsumOptions(padding=1)), dense.path)
     conv = plan.steps[-1][2]
     assert isinstance(conv, ConvStep) and conv.w_perm == tuple(range(len(conv.w_perm)))
     assert conv.x_perm == tuple(range(len(conv.x_perm))) and plan.final_perm is None

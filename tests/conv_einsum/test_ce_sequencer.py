@@ -12,6 +12,7 @@ from .ce_paths import all_paths
 from zoo.conv_einsum import conv_einsum, conv_einsum_path
 from zoo.conv_einsum.modes import resolve_problem
 from zoo.conv_einsum.parse import parse_equation
+from zoo.conv_einsum import ConvEinsumOptions
 from zoo.conv_einsum.plan import PLAN_CACHE, make_plan
 from zoo.conv_einsum.sequencer import ConvPathOptimizer, Network, naive_path, path_cost
 
@@ -81,7 +82,7 @@ def test_plan_cache_pays_a_lookup() -> None:
     conv_einsum(eq, *ops, stride=2, padding={"h": 1})
     assert PLAN_CACHE.hits == hits + 1
     t0 = time.perf_counter()
-    make_plan(eq, shapes, stride=2, padding={"h": 1})
+    make_plan(eq, shapes, ConvEinsumOptions(stride=2, padding={"h": 1}))
     search = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(20):

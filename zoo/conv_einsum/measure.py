@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from .checkpoint import run_checkpointed
-from .plan import PLAN_CACHE, Measurement, Plan, Setup, choose_path, make_setup, option_key, plan_for_path, with_measurements
+from .options import ConvEinsumOptions
+from .plan import PLAN_CACHE, Measurement, Plan, Setup, choose_path, make_setup, plan_for_path, plan_key, with_measurements
 from .sequencer import AUTO_OPTIMAL_MAX, ConvPathOptimizer, Path, linear_to_masks, naive_path, path_cost
 
 AUTOTUNE_ENV = "ZOO_CONV_EINSUM_AUTOTUNE"
@@ -165,7 +166,8 @@ def measure(setup: Setup, operands: Sequence[Tensor], grads: Sequence[bool], che
     cands = candidate_paths(setup)
     search = time.perf_counter() - t_start
     net = setup.net
-    costs = [path_cost(net, c.path)[0].training for c in cands]
+    costs = [path_cost(net, c.path)[0].training if net.backward else path_cost(net, c.path)[0].forward
+             for c in cands]
     largest = [_largest_intermediate(setup, c.path) for c in cands]
     data = dense_data(setup)
     kernel = net.size(net.full & ~(1 << data)) if data is not None and net.n >= 3 else 0
@@ -196,25 +198,17 @@ def measure(setup: Setup, operands: Sequence[Tensor], grads: Sequence[bool], che
     return with_measurements(plans[winner], rows, time.perf_counter() - t_start, search)
 
 
-def measured_plan(equation: str, operands: Sequence[Tensor], stride: Any, padding: Any, dilation: Any,
-                  padding_mode: str, memory_limit: Any, checkpoint: bool) -> Plan:
+def measured_plan(equation: str, operands: Sequence[Tensor], options: ConvEinsumOptions) -> Plan:
     """The measured plan for these operands, from the plan cache or measured now (then cached)."""
     shapes = [tuple(t.shape) for t in operands]
     grads = tuple(torch.is_grad_enabled() and t.requires_grad for t in operands)
     ref = operands[0] if operands else None
-    key: Hashable | None = (
-        option_key(equation, shapes, stride, padding, dilation, padding_mode, "measure", memory_limit),
-        ref.dtype if ref is not None else None, ref.device if ref is not None else None, grads, bool(checkpoint),
-    )
-    try:
-        plan = PLAN_CACHE.get(key)
-    except TypeError as err:  # unhashable option values: measure without caching
-        if "unhashable" not in str(err):
-            raise
-        plan, key = None, None
+    options = options.replace(optimize="measure")
+    key: Hashable = (plan_key(equation, shapes, options), ref.dtype if ref is not None else None,
+                     ref.device if ref is not None else None, grads)
+    plan = PLAN_CACHE.get(key)
     if plan is None:
-        setup = make_setup(equation, shapes, stride, padding, dilation, padding_mode, memory_limit)
-        plan = measure(setup, operands, grads, checkpoint)
-        if key is not None:
-            PLAN_CACHE.put(key, plan)
+        setup = make_setup(equation, shapes, options)
+        plan = measure(setup, operands, grads, options.checkpoint)
+        PLAN_CACHE.put(key, plan)
     return plan

@@ -1,6 +1,7 @@
 """A complete evaluation plan: single-operand preprocessing, the pairwise steps of a path, final permute.
 
-Plans depend only on (equation, shapes, options) and are cached, so a training step pays a dict lookup.
+Plans depend only on (equation, shapes, options) and are cached, so a training step pays a dict lookup;
+``options`` is one hashable :class:`ConvEinsumOptions`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from torch import Tensor
 
 from .atomic import ConvStep, EinsumStep, MatmulStep, Step, UnfoldStep, plan_pair
 from .modes import Problem, resolve_problem
+from .options import ConvEinsumOptions
 from .parse import ConvEinsumError, parse_equation
-from .sequencer import AUTO_TRAFFIC_MACS, OPTIMIZE_WORDS, ConvPathOptimizer, Network, Path, StepCost, linear_to_masks, naive_path, path_cost
+from .sequencer import PATH_METHODS, Network, Path, StepCost, get_path_method, linear_to_masks, naive_path, path_cost
 
 PLAN_CACHE_SIZE = 4096
 
@@ -183,29 +185,19 @@ def _memory_limit(value: object, problem: Problem) -> int | None:
 
 
 def choose_path(net: Network, optimize: object, limit: int | None) -> Path:
-    """The path for a searched ``optimize`` word or an explicit path ("measure" is handled by measure.py)."""
+    """The path for a registered path method's name or an explicit path ("measure" is handled by measure.py)."""
     if isinstance(optimize, str):
-        if optimize not in OPTIMIZE_WORDS:
-            raise ConvEinsumError(
-                f"unknown optimize={optimize!r}; expected one of {OPTIMIZE_WORDS + ('measure',)} or a path"
-            )
-        if optimize == "naive":
-            return naive_path(net.n)
-        traffic = AUTO_TRAFFIC_MACS if optimize == "auto" else 0
-        if optimize == "auto" and net.n > 2:
-            # never a larger intermediate than left-to-right evaluation (which itself satisfies this bound)
-            steps = linear_to_masks(naive_path(net.n), net.n)
-            naive_largest = max(net.size(a | b) for a, b in steps[:-1])
-            try:
-                return ConvPathOptimizer(net, optimize, min(limit or naive_largest, naive_largest), traffic).search()
-            except ConvEinsumError:
-                pass  # greedy may miss the bound: fall back to the user's limit alone
-        return ConvPathOptimizer(net, optimize, limit, traffic).search()
+        path = [tuple(step) for step in get_path_method(optimize)(net, limit)]
+        try:
+            linear_to_masks(path, net.n)
+        except ConvEinsumError as err:
+            raise ConvEinsumError(f"path method {optimize!r} returned an invalid path: {err}") from None
+        return path  # type: ignore[return-value]
     if isinstance(optimize, (list, tuple)):
         path = [tuple(int(i) for i in step) for step in optimize]
         linear_to_masks(path, net.n)  # validates
         return path  # type: ignore[return-value]
-    raise ConvEinsumError(f"optimize must be one of {OPTIMIZE_WORDS} or a list of index pairs, got {optimize!r}")
+    raise ConvEinsumError(f"optimize must be a path method's name or a list of index pairs, got {optimize!r}")
 
 
 @dataclass(frozen=True)
@@ -219,14 +211,13 @@ class Setup:
     limit: int | None
 
 
-def make_setup(equation: str, shapes: Sequence[Sequence[int]], stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-               padding_mode: str = "zeros", memory_limit: Any = None) -> Setup:
+def make_setup(equation: str, shapes: Sequence[Sequence[int]], options: ConvEinsumOptions = ConvEinsumOptions()) -> Setup:
     """Parse and validate; resolve the geometry, the single-operand preprocessing and the network."""
     eq = parse_equation(equation, len(shapes))
-    problem = resolve_problem(eq, shapes, stride, padding, dilation, padding_mode)
+    problem = resolve_problem(eq, shapes, **options.geometry)
     preps, subs = _preprocess(problem)
-    net = Network(problem, [frozenset(s) for s in subs])
-    return Setup(problem, preps, tuple(subs), net, _memory_limit(memory_limit, problem))
+    net = Network(problem, [frozenset(s) for s in subs], options.backward)
+    return Setup(problem, preps, tuple(subs), net, _memory_limit(options.memory_limit, problem))
 
 
 def _plan_steps(setup: Setup, path: Path, orders: dict[int, str]) -> tuple[list[tuple[int, int, Step]], list[StepInfo], str, dict[int, str]]:
@@ -277,12 +268,11 @@ def plan_for_path(setup: Setup, path: Path, search_seconds: float = 0.0) -> Plan
     return Plan(setup.problem, setup.preps, tuple(steps), final_perm, info)
 
 
-def make_plan(equation: str, shapes: Sequence[Sequence[int]], stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-              padding_mode: str = "zeros", optimize: Any = "auto", memory_limit: Any = None) -> Plan:
+def make_plan(equation: str, shapes: Sequence[Sequence[int]], options: ConvEinsumOptions = ConvEinsumOptions()) -> Plan:
     """Parse, validate, search a path and plan every step (uncached; see ``cached_plan``)."""
-    setup = make_setup(equation, shapes, stride, padding, dilation, padding_mode, memory_limit)
+    setup = make_setup(equation, shapes, options)
     t0 = time.perf_counter()
-    path = choose_path(setup.net, optimize, setup.limit)
+    path = choose_path(setup.net, options.optimize, setup.limit)
     return plan_for_path(setup, path, time.perf_counter() - t0)
 
 
@@ -290,23 +280,6 @@ def with_measurements(plan: Plan, measured: Sequence[Measurement], seconds: floa
     """``plan`` whose PathInfo also reports the timed candidates, the time spent measuring and searching."""
     info = replace(plan.info, measured=tuple(measured), measure_seconds=seconds, search_seconds=search_seconds)
     return replace(plan, info=info)
-
-
-def freeze(value: Any) -> Any:
-    """A hashable stand-in for an option value (dicts and sequences become tuples)."""
-    if isinstance(value, dict):
-        return ("__dict__", tuple(sorted((k, freeze(v)) for k, v in value.items())))
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple) and len(value) == 2 and value[0] == "__dict__":
-        return {k: _thaw(v) for k, v in value[1]}
-    if isinstance(value, tuple):
-        return tuple(_thaw(v) for v in value)
-    return value
 
 
 class PlanCache:
@@ -345,26 +318,19 @@ class PlanCache:
 PLAN_CACHE = PlanCache(PLAN_CACHE_SIZE)
 
 
-def option_key(equation: str, shapes: Sequence[Sequence[int]], stride: Any, padding: Any, dilation: Any,
-               padding_mode: str, optimize: Any, memory_limit: Any) -> tuple:
-    """The cache key of (equation, shapes, options); may hold unhashable values (then nothing is cached)."""
-    return (equation, tuple(tuple(int(n) for n in s) for s in shapes), freeze(stride), freeze(padding),
-            freeze(dilation), padding_mode, freeze(optimize), memory_limit)
+def plan_key(equation: str, shapes: Sequence[Sequence[int]], options: ConvEinsumOptions) -> tuple:
+    """The plan cache's key of (equation, shapes, options), and the path method a name stands for now (so a
+    method registered again under the same name, or removed, is not served from the cache)."""
+    method = PATH_METHODS.get(options.optimize) if isinstance(options.optimize, str) else None
+    return (equation, tuple(tuple(int(n) for n in s) for s in shapes), options, method)
 
 
-def cached_plan(equation: str, shapes: Sequence[Sequence[int]], stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                padding_mode: str = "zeros", optimize: Any = "auto", memory_limit: Any = None) -> Plan:
+def cached_plan(equation: str, shapes: Sequence[Sequence[int]], options: ConvEinsumOptions = ConvEinsumOptions()) -> Plan:
     """``make_plan`` memoised on (equation, shapes, options)."""
-    key = option_key(equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit)
-    try:
-        plan = PLAN_CACHE.get(key)
-    except TypeError as err:  # unhashable option values
-        if "unhashable" not in str(err):
-            raise
-        return make_plan(equation, shapes, stride, padding, dilation, padding_mode, optimize, memory_limit)
+    key = plan_key(equation, shapes, options)
+    plan = PLAN_CACHE.get(key)
     if plan is None:
-        plan = make_plan(equation, shapes, _thaw(key[2]), _thaw(key[3]), _thaw(key[4]), padding_mode,
-                         _thaw(key[6]), memory_limit)
+        plan = make_plan(equation, shapes, options)
         PLAN_CACHE.put(key, plan)
     return plan
 

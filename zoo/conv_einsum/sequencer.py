@@ -10,6 +10,10 @@ two backward products dL/dA and dL/dB.  Per-letter factors:
 - full convolution of two kernels (lengths K1, K2): K1*K2 in all three.
 
 Paths are in opt_einsum's linear format (a list of index pairs; each result is appended at the end).
+
+Path methods live in a table (``PATH_METHODS``), as opt_einsum's ``paths`` registry: a method is a function
+``(network, memory_limit) -> path``; ``register_path_method`` adds one, ``get_path_method`` looks one up and
+names the known ones when it is missing.
 """
 
 from __future__ import annotations
@@ -17,15 +21,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import opt_einsum as oe
 
-from .modes import Problem
-from .parse import ConvEinsumError
+from .modes import Problem, resolve_problem
+from .parse import ConvEinsumError, parse_equation
 
 Path = list[tuple[int, int]]
-OPTIMIZE_WORDS = ("auto", "optimal", "greedy", "naive")
 AUTO_OPTIMAL_MAX = 8  # "auto" is exhaustive (dynamic programming over subsets) up to this many operands
 OPTIMAL_MAX = 12
 # "auto" also charges every element a step reads or writes (x3: forward and both gradients) this many
@@ -46,11 +49,13 @@ class Network:
     """The operands of a Problem as letter sets, with sizes and costs of any subset of operands.
 
     inputs: letter set of every operand after single-operand preprocessing (diagonals, sums).
+    backward: whether a step's cost counts its two backward products (training) or the forward one only.
     Subsets are bit masks over operand indices.
     """
 
-    def __init__(self, problem: Problem, inputs: Sequence[frozenset[str]]):
+    def __init__(self, problem: Problem, inputs: Sequence[frozenset[str]], backward: bool = True):
         self.problem = problem
+        self.backward = backward
         self.inputs = tuple(inputs)
         self.n = len(self.inputs)
         self.output = frozenset(problem.equation.output)
@@ -113,10 +118,25 @@ class Network:
                 f, g1, g2 = f * a * b, g1 * a * b, g2 * a * b
         return StepCost(forward=f, training=f + g1 + g2)
 
+    def step_cost(self, m1: int, m2: int) -> int:
+        """The multiply-adds a path search counts for one step: training (forward + backward) or forward only."""
+        cost = self.pair_cost(m1, m2)
+        return cost.training if self.backward else cost.forward
+
     def pair_objective(self, m1: int, m2: int, traffic: int) -> int:
-        """What a path search minimises for one step: training MACs + ``traffic`` x 3 x (elements read + written)."""
+        """What a path search minimises for one step: ``step_cost`` + ``traffic`` x (elements read + written),
+        x3 when the backward products count (each gradient reads and writes as much again)."""
         moved = self.size(m1) + self.size(m2) + self.size(m1 | m2)
-        return self.pair_cost(m1, m2).training + 3 * traffic * moved
+        return self.step_cost(m1, m2) + (3 if self.backward else 1) * traffic * moved
+
+    @classmethod
+    def from_sets(cls, inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
+                  backward: bool = True) -> "Network":
+        """A network without convolution letters, from opt_einsum's (inputs, output, size_dict)."""
+        subs = ["".join(sorted(s)) for s in inputs]
+        eq = parse_equation(",".join(subs) + "->" + "".join(sorted(output)), len(subs))
+        shapes = [tuple(size_dict[c] for c in sub) for sub in subs]
+        return cls(resolve_problem(eq, shapes), [frozenset(s) for s in subs], backward)
 
 
 def ssa_tree_to_linear(ssa: Sequence[tuple[int, int]]) -> Path:
@@ -177,28 +197,49 @@ def naive_path(n: int) -> Path:
 
 
 class ConvPathOptimizer(oe.paths.PathOptimizer):
-    """An opt_einsum PathOptimizer whose cost counts convolutions and backward products.
+    """An opt_einsum PathOptimizer whose cost counts convolutions and (with ``backward``) backward products.
 
     ``method``: "optimal" (dynamic programming over all subsets: the exact minimum over every pairwise
     tree, outer products included), "greedy" (cheapest pair first) or "auto" (optimal up to
     AUTO_OPTIMAL_MAX operands). ``memory_limit`` bounds every intermediate except the final result.
     ``traffic``: multiply-adds charged per element a step reads or writes (0: pure MAC counts).
-    It can be handed to ``opt_einsum.contract_path(..., optimize=...)``; the sizes it uses are its own
-    (convolution letters have different sizes in different operands), not opt_einsum's size_dict.
+
+    As every opt_einsum PathOptimizer it is called with ``(inputs, output, size_dict, memory_limit)`` and
+    returns a path, so it can be handed to ``opt_einsum.contract_path(..., optimize=...)``. Without a
+    ``network`` it plans the plain einsum those arguments describe. With a ``network`` (a conv_einsum
+    problem, whose convolution letters have different sizes in different operands, which a size_dict cannot
+    say) the call's inputs and output must be that network's letter sets, and the sizes are the network's.
+    A ``memory_limit`` given to the call replaces the one given at construction.
     """
 
-    def __init__(self, network: Network, method: str = "auto", memory_limit: int | None = None, traffic: int = 0):
+    def __init__(self, network: Network | None = None, method: str = "auto", memory_limit: int | None = None,
+                 traffic: int = 0, backward: bool = True):
         if method not in ("auto", "optimal", "greedy"):
-            raise ConvEinsumError(f"unknown path method {method!r}; expected 'auto', 'optimal' or 'greedy'")
+            raise ConvEinsumError(f"unknown search method {method!r}; expected 'auto', 'optimal' or 'greedy'")
         self.network = network
         self.method = method
         self.memory_limit = memory_limit
         self.traffic = traffic
+        self.backward = backward
 
-    def __call__(self, inputs=None, output=None, size_dict=None, memory_limit=None) -> Path:  # type: ignore[override]
-        return self.search()
+    def __call__(self, inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
+                 memory_limit: int | None = None) -> Path:
+        net = self.network
+        if net is None:
+            net = Network.from_sets(inputs, output, size_dict, self.backward)
+        elif [frozenset(s) for s in inputs] != list(net.inputs) or frozenset(output) != net.output:
+            raise ConvEinsumError(
+                f"ConvPathOptimizer was built for inputs {[''.join(sorted(s)) for s in net.inputs]} -> "
+                f"{''.join(sorted(net.output))}, called with {[''.join(sorted(s)) for s in inputs]} -> "
+                f"{''.join(sorted(output))}; build it without a network to plan a plain einsum"
+            )
+        limit = self.memory_limit if memory_limit is None else memory_limit
+        return ConvPathOptimizer(net, self.method, limit, self.traffic).search()
 
     def search(self) -> Path:
+        """The path for this optimizer's own network."""
+        if self.network is None:
+            raise ConvEinsumError("ConvPathOptimizer.search needs a network; call it with (inputs, output, size_dict)")
         n = self.network.n
         if n < 2:
             return []
@@ -214,7 +255,7 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
     def _cost(self, m1: int, m2: int) -> int:
         if self.traffic:
             return self.network.pair_objective(m1, m2, self.traffic)
-        return self.network.pair_cost(m1, m2).training
+        return self.network.step_cost(m1, m2)
 
     def _fits(self, mask: int) -> bool:
         net = self.network
@@ -309,3 +350,63 @@ class ConvPathOptimizer(oe.paths.PathOptimizer):
             del current[j], current[i]
             current.append(merged)
         return path
+
+
+# ---- the path-method table -------------------------------------------------------------------------------
+
+PathMethod = Callable[[Network, "int | None"], Path]
+PATH_METHODS: dict[str, PathMethod] = {}
+
+
+def register_path_method(name: str, method: PathMethod, replace: bool = False) -> None:
+    """Make ``optimize=name`` call ``method(network, memory_limit) -> path`` (opt_einsum's linear format).
+
+    ``network`` is a :class:`Network` (letter sets, sizes and ``pair_cost`` of any subset of operands);
+    ``memory_limit`` is the largest allowed intermediate in elements, or None. An existing name (a built-in
+    included) is replaced only with ``replace=True``; "measure" is reserved (it times paths on the operands).
+    """
+    if not isinstance(name, str) or not name or name == "measure":
+        raise ConvEinsumError(f"a path method needs a non-empty name other than 'measure', got {name!r}")
+    if not callable(method):
+        raise ConvEinsumError(f"path method {name!r} must be callable, got {type(method).__name__}")
+    if name in PATH_METHODS and not replace:
+        raise ConvEinsumError(f"path method {name!r} is already registered; pass replace=True to replace it")
+    PATH_METHODS[name] = method
+
+
+def unregister_path_method(name: str) -> None:
+    """Remove a registered path method (a no-op for unknown names)."""
+    PATH_METHODS.pop(name, None)
+
+
+def path_methods() -> tuple[str, ...]:
+    """The names ``optimize`` accepts besides "measure" and explicit paths."""
+    return tuple(PATH_METHODS)
+
+
+def get_path_method(name: str) -> PathMethod:
+    """The registered method ``name``; ConvEinsumError naming the known ones when there is none."""
+    method = PATH_METHODS.get(name)
+    if method is None:
+        known = ", ".join(repr(k) for k in (*PATH_METHODS, "measure"))
+        raise ConvEinsumError(f"unknown optimize={name!r}; known path methods: {known}, or a path (list of index pairs)")
+    return method
+
+
+def _auto(net: Network, limit: int | None) -> Path:
+    """Optimal up to AUTO_OPTIMAL_MAX operands, else greedy; charges memory traffic (AUTO_TRAFFIC_MACS per
+    element) and never makes a larger intermediate than left-to-right evaluation when that is possible."""
+    if net.n > 2:
+        steps = linear_to_masks(naive_path(net.n), net.n)
+        naive_largest = max(net.size(a | b) for a, b in steps[:-1])
+        try:
+            return ConvPathOptimizer(net, "auto", min(limit or naive_largest, naive_largest), AUTO_TRAFFIC_MACS).search()
+        except ConvEinsumError:
+            pass  # greedy may miss the bound: fall back to the user's limit alone
+    return ConvPathOptimizer(net, "auto", limit, AUTO_TRAFFIC_MACS).search()
+
+
+register_path_method("auto", _auto)
+register_path_method("optimal", lambda net, limit: ConvPathOptimizer(net, "optimal", limit).search())
+register_path_method("greedy", lambda net, limit: ConvPathOptimizer(net, "greedy", limit).search())
+register_path_method("naive", lambda net, limit: naive_path(net.n))
