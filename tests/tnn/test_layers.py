@@ -179,10 +179,10 @@ def test_factorised_and_reconstruct_first_paths_agree(name: str) -> None:
     ref = F.conv2d(x, layer.weight, layer.bias, stride=2, padding=1)
     outs = []
     for ratio in (float("inf"), 0.0):  # always the factorised sequence / always reconstruct first
-        layer.__dict__.pop("_paths", None)
+        layer._plans.clear()
         layer.path_ratio = ratio
         outs.append(layer(x))
-        assert len(layer._paths) == 1
+        assert len(layer._plans) == 1
     torch.testing.assert_close(outs[0], ref)
     torch.testing.assert_close(outs[1], ref)
     lin = TensorialLinear(24, 30, decomposition=name, rank=2, dtype=D)

@@ -1,21 +1,34 @@
 """Tensorial layers: a dense kernel replaced by the factors of a tensor network.
 
-The forward pass of every decomposition is the same line: ``zoo.conv_einsum(network.equation,
-input reshaped to its channel modes, *factors)``. Nothing here depends on which decomposition it is.
+The forward pass of every decomposition is the same line: a ``zoo.conv_einsum_expression`` of
+``network.equation`` compiled for the input reshaped to its channel modes, called with that input and the
+factors. Nothing here depends on which decomposition it is.
+
+Evaluation order, per input shape (the layer holds one compiled expression per shape and mode):
+
+- training, or whenever a gradient is needed: the FLOP-optimal factorised path, or "reconstruct first"
+  (merge the factors into the dense kernel, then one convolution) when the factorised path needs at least
+  ``path_ratio`` times reconstruct-first's multiply-adds (forward + both backward products). Both costs scale
+  differently with the batch (the rebuild does not shrink with it), so small batches tend to rebuild.
+- inference (``eval()`` and no gradient needed: ``torch.no_grad()``, ``torch.inference_mode()`` or frozen
+  factors): the factorised path, costed forward only, or a dense convolution with the kernel rebuilt once and
+  cached, whichever is cheaper (the factorised path again needs under ``path_ratio`` times the dense
+  convolution's multiply-adds). The cached kernel is rebuilt when any factor changes (its storage or version
+  counter: an optimizer step, an in-place edit, ``load_state_dict``), after ``to()`` / ``cuda()`` / ``half()``,
+  and dropped by ``train()``.
 """
 
 from __future__ import annotations
 
 from math import prod
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import opt_einsum
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.conv_einsum import conv_einsum, conv_einsum_path
-from zoo.conv_einsum.measure import measures
+from zoo.conv_einsum import ConvEinsumExpression, autotune_enabled, conv_einsum_expression
 from zoo_tnn.decompositions import Decomposition, TensorNetwork, build_network, get_decomposition
 from zoo_tnn.rank import network_for_rate
 
@@ -59,10 +72,39 @@ def _reconstruct_first_path(net: TensorNetwork) -> List[Tuple[int, ...]]:
     return [tuple(i + 1 for i in step) for step in sub] + [(0, 1)]
 
 
+class _Choice:
+    """What a layer runs for one input shape: ``kind`` ("factorized", "reconstruct", "given": the compiled
+    ``expression``; "dense": F.conv2d / F.linear with the cached kernel)."""
+
+    __slots__ = ("kind", "expression")
+
+    def __init__(self, kind: str, expression: Optional[ConvEinsumExpression]) -> None:
+        self.kind, self.expression = kind, expression
+
+    def __repr__(self) -> str:
+        return f"_Choice({self.kind!r}, path={self.expression.path if self.expression is not None else None})"
+
+
+def _forget_dense_kernel(module: "_Tensorial", incompatible_keys: Any = None) -> None:
+    """Drop the cached inference kernel (a load_state_dict post-hook; a module-level function so that a layer
+    pickles)."""
+    module.__dict__["_dense_kernel"] = None
+
+
 class _Tensorial(nn.Module):
-    """Shared parts: the factor parameters, their initialisation and the dense reconstruction."""
+    """Shared parts: the factor parameters, their initialisation, the dense reconstruction, and the choice of
+    evaluation per input shape (the compiled expressions and the cached inference kernel)."""
 
     network: TensorNetwork
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (input shape, "train" | "infer", autotune on) -> what forward runs for it
+        self._plans: Dict[Tuple[Any, ...], "_Choice"] = {}
+        self._path_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
+        self._inference_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
+        self._dense_kernel: Optional[Tuple[Tuple[Any, ...], Tensor]] = None
+        self.register_load_state_dict_post_hook(_forget_dense_kernel)
 
     def _init_factors(self, device: Any, dtype: Any) -> None:
         self.factors = nn.ParameterDict(
@@ -79,50 +121,104 @@ class _Tensorial(nn.Module):
             if getattr(self, "bias", None) is not None:
                 self.bias.zero_()
 
-    def _path(self, x_shape: Tuple[int, ...], geometry: Dict[str, Any]) -> Any:
-        """The contraction order for an input of ``x_shape`` (``optimize="auto"``), cached per shape.
+    # ---- caches: invalidation ------------------------------------------------------------------------------
 
-        Either conv_einsum's FLOP-optimal sequence, or "reconstruct first": merge the factors into the
-        dense kernel, then one convolution with the input. The factorised sequence is kept only when
-        its cost (multiply-adds, forward + backward) is below ``path_ratio`` times the other's, since
-        a single dense convolution runs several times more efficiently per multiply-add on CPU than
-        a chain of einsum steps with large intermediates. With conv_einsum autotuning on
-        (``zoo.conv_einsum.set_autotune(True)`` / ZOO_CONV_EINSUM_AUTOTUNE=1) the engine measures instead.
+    def train(self, mode: bool = True) -> "_Tensorial":
+        if mode:
+            _forget_dense_kernel(self)
+        return super().train(mode)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "_Tensorial":
+        _forget_dense_kernel(self)  # to() / cuda() / half(): new storages (a freed pointer may be reused)
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # copies and pickles carry no compiled expressions or cached kernel (rebuilt on the next call)
+        state = self.__dict__.copy()
+        state["_plans"], state["_dense_kernel"] = {}, None
+        return state
+
+    # ---- choosing the evaluation ---------------------------------------------------------------------------
+
+    def _infers(self) -> bool:
+        """Inference: eval mode and no gradient needed for the factors."""
+        if self.training:
+            return False
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.factors.values()))
+
+    def _choice(self, x_shape: Tuple[int, ...], options: Dict[str, Any], dense_macs: Callable[[], int]) -> "_Choice":
+        """What forward runs for an input of ``x_shape`` (reshaped to the channel modes) in the current mode.
+
+        ``options``: the geometry for conv_einsum; ``dense_macs()``: the forward multiply-adds of the dense layer.
         """
-        if measures("auto"):  # autotuning on: the engine times its candidates (dense-first included), caches the fastest
-            return "auto"
-        cache: Dict[Tuple[int, ...], Any] = self.__dict__.setdefault("_paths", {})
-        if x_shape not in cache:
-            shapes = [x_shape] + [f.shape for f in self.network.factors]
-            merged = _reconstruct_first_path(self.network)
-            eq = self._equation
-            _, fact = conv_einsum_path(eq, *shapes, optimize="auto", **geometry)
-            _, rec = conv_einsum_path(eq, *shapes, optimize=merged, **geometry)
-            factorized = fact.opt_cost < self.path_ratio * rec.opt_cost
-            cache[x_shape] = list(fact.path) if factorized else merged
-            self.path_costs[x_shape] = {"factorized": fact.opt_cost, "reconstruct": rec.opt_cost,
-                                        "chosen": "factorized" if factorized else "reconstruct"}
-        return cache[x_shape]
+        infer = self._infers()
+        autotune = self.optimize == "auto" and autotune_enabled()
+        checkpoint = bool(getattr(self, "checkpoint", False))
+        key = (x_shape, "infer" if infer else "train", autotune, checkpoint)
+        got = self._plans.get(key)
+        if got is not None:
+            return got
+        eq = self._equation
+        shapes = [x_shape] + [f.shape for f in self.network.factors]
+        opts = dict(options, checkpoint=checkpoint)
+        if self.optimize != "auto" or autotune:
+            # a user's path or method as given; autotuning: the engine times its candidates (dense-first included)
+            got = _Choice("given", conv_einsum_expression(eq, *shapes, optimize=self.optimize, **opts))
+        elif infer:
+            fact = conv_einsum_expression(eq, *shapes, optimize="auto", backward=False, **opts)
+            dense = dense_macs()
+            factorized = fact.info.opt_forward < self.path_ratio * dense  # type: ignore[union-attr]
+            self._inference_costs[x_shape] = {"factorized": fact.info.opt_forward, "dense": dense,  # type: ignore[union-attr]
+                                              "chosen": "factorized" if factorized else "dense"}
+            got = _Choice("factorized", fact) if factorized else _Choice("dense", None)
+        else:
+            fact = conv_einsum_expression(eq, *shapes, optimize="auto", **opts)
+            rec = conv_einsum_expression(eq, *shapes, optimize=_reconstruct_first_path(self.network), **opts)
+            f_cost, r_cost = fact.info.opt_cost, rec.info.opt_cost  # type: ignore[union-attr]
+            factorized = f_cost < self.path_ratio * r_cost
+            self._path_costs[x_shape] = {"factorized": f_cost, "reconstruct": r_cost,
+                                         "chosen": "factorized" if factorized else "reconstruct"}
+            got = _Choice("factorized", fact) if factorized else _Choice("reconstruct", rec)
+        self._plans[key] = got
+        return got
+
+    def _dense_weight(self) -> Tensor:
+        """The dense kernel, rebuilt only when a factor changed (storage, version, dtype or device)."""
+        factors = self.factor_list()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in factors)
+        cached = self._dense_kernel
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor even under inference_mode
+                weight = self.weight.contiguous()
+            cached = self._dense_kernel = (key, weight)
+        return cached[1]
 
     @property
     def path_ratio(self) -> float:
-        """Keep the factorised path only below this fraction of reconstruct-first's multiply-adds: the
-        decomposition's ``path_ratio`` (0.5; 0.2 for mCP and mTR, measured in benchmarks/tnn.md), unless set on
-        the layer."""
+        """Keep the factorised path only below this fraction of the multiply-adds of the alternative
+        (reconstruct-first in training, the cached dense kernel in inference): the decomposition's
+        ``path_ratio`` (0.5; 0.2 for mCP and mTR, measured in benchmarks/tnn.md), unless set on the layer."""
         return self.__dict__.get("_path_ratio", get_decomposition(self.decomposition).path_ratio)
 
     @path_ratio.setter
     def path_ratio(self, value: float) -> None:
         self.__dict__["_path_ratio"] = float(value)
-        self.__dict__.pop("_paths", None)
-        self.__dict__.pop("_path_costs", None)
+        self._plans.clear()
+        self._path_costs.clear()
+        self._inference_costs.clear()
 
     @property
     def path_costs(self) -> Dict[Tuple[int, ...], Dict[str, Any]]:
-        """Per reshaped input shape seen by ``forward`` (``optimize="auto"``, autotune off): multiply-adds,
-        forward + both backward products, of the FLOP-optimal factorised path and of reconstruct-first, and
-        which one the layer runs."""
-        return self.__dict__.setdefault("_path_costs", {})
+        """Per reshaped input shape seen by ``forward`` in training (``optimize="auto"``, autotune off):
+        multiply-adds, forward + both backward products, of the FLOP-optimal factorised path and of
+        reconstruct-first, and which one the layer runs."""
+        return self._path_costs
+
+    @property
+    def inference_costs(self) -> Dict[Tuple[int, ...], Dict[str, Any]]:
+        """Per reshaped input shape seen by ``forward`` in inference: forward multiply-adds of the factorised
+        path and of the dense convolution with the cached kernel, and which one the layer runs."""
+        return self._inference_costs
 
     @property
     def _equation(self) -> str:
@@ -279,50 +375,66 @@ class TensorialConv2d(_Tensorial):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        if self.pointwise:
-            return self._forward_pointwise(x)
-        padding: Any = self.padding
-        mode = self.padding_mode
-        # conv_einsum takes the first operand carrying a conv letter (our input) as the data, whatever the
-        # sizes, so a feature map smaller than the kernel needs nothing special; it has no reflect/replicate.
-        if mode in ("reflect", "replicate") and padding != "valid":
-            if padding == "same":
-                span = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
-                (ht, hb), (wl, wr) = [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in span]
-            else:
-                (ht, hb), (wl, wr) = [(p, p) for p in padding]
-            x = F.pad(x, (wl, wr, ht, hb), mode="constant" if mode == "zeros" else mode)
-            padding, mode = 0, "zeros"
-        elif isinstance(padding, tuple):
-            padding = {"h": padding[0], "w": padding[1]}
+        xp, geometry = self._prepare_input(x)
         net = self.network
-        b, _, h, w = x.shape
-        xm = x.reshape(b, *(m.size for m in net.in_modes), h, w)
-        geometry = dict(stride={"h": self.stride[0], "w": self.stride[1]}, padding=padding,
-                        dilation={"h": self.dilation[0], "w": self.dilation[1]}, padding_mode=mode)
-        factors = self.factor_list()
-        optimize = self._path(tuple(xm.shape), geometry) if self.optimize == "auto" else self.optimize
-        y = conv_einsum(net.equation, xm, *factors, optimize=optimize, checkpoint=self.checkpoint, **geometry)
+        b, _, h, w = xp.shape
+        xm = xp.reshape(b, *(m.size for m in net.in_modes), h, w)
+        choice = self._choice(tuple(xm.shape), geometry, lambda: self._dense_macs(x))
+        if choice.kind == "dense":
+            return self._dense_forward(x)
+        y = choice.expression(xm, *self.factor_list())  # type: ignore[misc]
         y = y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
 
-    def _forward_pointwise(self, x: Tensor) -> Tensor:
-        if isinstance(self.padding, tuple) and any(self.padding):
-            ph, pw = self.padding
-            x = F.pad(x, (pw, pw, ph, ph), mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
-        if self.stride != (1, 1):
-            x = x[:, :, :: self.stride[0], :: self.stride[1]]
-        net = self.network
-        b, _, h, w = x.shape
-        xm = x.reshape(b, *(m.size for m in net.in_modes), h, w)
-        optimize = self._path(tuple(xm.shape), {}) if self.optimize == "auto" else self.optimize
-        y = conv_einsum(net.pointwise_equation, xm, *self.factor_list(), optimize=optimize, checkpoint=self.checkpoint)
-        y = y.reshape(b, self.out_channels, h, w)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
+    def _explicit_pads(self) -> Tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding as F.pad takes it (for padding modes conv_einsum / F.conv2d lack)."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            span = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
+            (ht, hb), (wl, wr) = [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in span]
+        else:
+            (ht, hb), (wl, wr) = [(p, p) for p in self.padding]  # type: ignore[union-attr]
+        return (wl, wr, ht, hb)
+
+    def _prepare_input(self, x: Tensor) -> Tuple[Tensor, Dict[str, Any]]:
+        """The input as conv_einsum reads it and the geometry options of the expression."""
+        padding: Any = self.padding
+        mode = self.padding_mode
+        if self.pointwise:
+            # a 1x1 kernel: padding and stride are a pad and a slice of the input, then a channel contraction
+            if isinstance(padding, tuple) and any(padding):
+                x = F.pad(x, self._explicit_pads(), mode="constant" if mode == "zeros" else mode)
+            if self.stride != (1, 1):
+                x = x[:, :, :: self.stride[0], :: self.stride[1]]
+            return x, {}
+        # conv_einsum takes the first operand carrying a conv letter (our input) as the data, whatever the
+        # sizes, so a feature map smaller than the kernel needs nothing special; it has no reflect/replicate.
+        if mode in ("reflect", "replicate") and padding != "valid":
+            x = F.pad(x, self._explicit_pads(), mode=mode)
+            padding, mode = 0, "zeros"
+        elif isinstance(padding, tuple):
+            padding = {"h": padding[0], "w": padding[1]}
+        return x, dict(stride={"h": self.stride[0], "w": self.stride[1]}, padding=padding,
+                       dilation={"h": self.dilation[0], "w": self.dilation[1]}, padding_mode=mode)
+
+    def _dense_macs(self, x: Tensor) -> int:
+        """Forward multiply-adds of the dense convolution on ``x`` (as ``to_dense()`` would run it)."""
+        wl, wr, ht, hb = self._explicit_pads()
+        out = [(n + p - d * (k - 1) - 1) // s + 1 for n, p, k, s, d in
+               zip(x.shape[2:], (ht + hb, wl + wr), self.kernel_size, self.stride, self.dilation)]
+        return x.shape[0] * out[0] * out[1] * self.out_channels * self.in_channels * prod(self.kernel_size)
+
+    def _dense_forward(self, x: Tensor) -> Tensor:
+        """F.conv2d with the cached dense kernel (inference), exactly as ``to_dense()`` runs."""
+        weight = self._dense_weight()
+        padding: Any = self.padding
+        if self.padding_mode != "zeros" and padding != "valid":
+            x = F.pad(x, self._explicit_pads(), mode=self.padding_mode)
+            padding = 0
+        return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation)
 
     def to_dense(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` with the reconstructed kernel."""
@@ -394,8 +506,10 @@ class TensorialLinear(_Tensorial):
         lead = x.shape[:-1]
         net = self.network
         xm = x.reshape(prod(lead), *(m.size for m in net.in_modes))
-        optimize = self._path(tuple(xm.shape), {}) if self.optimize == "auto" else self.optimize
-        y = conv_einsum(net.equation, xm, *self.factor_list(), optimize=optimize)
+        choice = self._choice(tuple(xm.shape), {}, lambda: prod(lead) * self.out_features * self.in_features)
+        if choice.kind == "dense":
+            return F.linear(x, self._dense_weight(), self.bias)
+        y = choice.expression(xm, *self.factor_list())  # type: ignore[misc]
         y = y.reshape(*lead, self.out_features)
         if self.bias is not None:
             y = y + self.bias
