@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import pytest
 import torch
 
-from zoo import plugins
+import zoo.registry
 from zoo.paths import shared_data_dir
 
 # One intra-op thread for the whole suite: its tensors are tiny, and on the 2-core CI machine thread hand-offs
@@ -45,12 +45,12 @@ def site_dir(tmp_path: Path) -> Iterator[Path]:
     site = tmp_path / "site"
     site.mkdir()
     sys.path.insert(0, str(site))
-    plugins.refresh()
+    zoo.registry.refresh()
     yield site
     sys.path.remove(str(site))
     for name in [m for m in sys.modules if m.split(".")[0].startswith(("toy", "zoo_toy"))]:
         del sys.modules[name]
-    plugins.refresh()
+    zoo.registry.refresh()
 
 
 TOY_FAMILY = '''
@@ -126,12 +126,12 @@ def toy_family(site_dir: Path) -> Callable[..., Path]:
     install_dist(site_dir, "toy-family", "toyfam", {"__init__.py": "", "family.py": TOY_FAMILY,
                                                     "registry.yaml": TOY_REGISTRY},
                  "[zoo.families]\ntoy = toyfam.family:FAMILY\n")
-    plugins.refresh()
+    zoo.registry.refresh()
 
     def write_registry(text: str) -> Path:
         path = site_dir / "toyfam" / "registry.yaml"
         path.write_text(textwrap.dedent(text))
-        plugins.refresh()
+        zoo.registry.refresh()
         return path
 
     write_registry.site = site_dir  # type: ignore[attr-defined]

@@ -50,7 +50,7 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
             path, origin = locate_timm_weights(dense) if dense and entry.weights is None else locate_weights(entry)
         source = _load_weights(model, entry, path, origin, num_classes, in_chans)
     if features.get("features_only"):
-        from zoo.timm_compat import features_only
+        from zoo.timm_adapters import features_only
 
         model = features_only(model, entry.name, features.get("out_indices"))
     elif "out_indices" in features:
@@ -222,7 +222,7 @@ def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num
                 in_chans: Optional[int], source: Optional[str]) -> None:
     cfg: Dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     if timm_dense_name(entry) is None:  # the backbone's weights are not this model's
-        from zoo.timm_compat import WEIGHT_LOCATION_KEYS
+        from zoo.timm_adapters import WEIGHT_LOCATION_KEYS
 
         for key in (*WEIGHT_LOCATION_KEYS, *DENSE_WEIGHT_NOTES):
             cfg.pop(key, None)

@@ -125,14 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     else:
-        add_train_parser(sub)
+        add_debug_flag(add_train_parser(sub))
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command. A mistake is one ``zoo: error:`` line (exit 2), an unexpected failure one line naming
     its type (exit 1); ``--debug`` shows the traceback. A closed pipe (``| head``) ends quietly (exit 141);
-    Ctrl-C propagates as KeyboardInterrupt (``zoo train`` has saved its checkpoint by then)."""
+    Ctrl-C: ``zoo train`` saves its checkpoint and says how to resume (exit 130); other commands propagate it."""
     args = build_parser().parse_args(argv)
     try:
         code = args.fn(args)

@@ -91,13 +91,9 @@ def _dist_name(ep: EntryPoint) -> str:
     return dist.name if dist is not None else "?"
 
 
-def refresh() -> None:
-    """Forget discovered plugins (after installing one at run time)."""
+def clear_cache() -> None:
+    """Forget discovered plugins; :func:`zoo.registry.refresh` also forgets the registry read from them."""
     _records.cache_clear()
-    from zoo.registry import loader, resolve
-
-    loader.clear_cache()
-    resolve.clear_cache()
 
 
 def family_names() -> List[str]:

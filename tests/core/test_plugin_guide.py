@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import zoo
-from zoo import plugins
+import zoo.registry
 from tests.conftest import install_dist
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
@@ -26,7 +26,7 @@ def test_guide_example_family(site_dir):
     install_dist(site_dir, "zoo-toy", "zoo_toy",
                  {"__init__.py": "", "family.py": family_py, "registry.yaml": registry_yaml},
                  f"[zoo.families]\n{entry_point[1]} = {entry_point[2]}\n")
-    plugins.refresh()
+    zoo.registry.refresh()
     assert zoo.list_models("toynet-*") == ["toynet-cifar10"]
     model = zoo.create("toynet-cifar10", num_classes=5)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 5)

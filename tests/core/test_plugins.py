@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import zoo
-from zoo import plugins
+from zoo import plugins, registry
 from zoo.errors import PluginError, UnknownModelError, ZooError
 from tests.conftest import install_dist
 
@@ -74,7 +74,7 @@ def test_broken_plugin_warns_once_and_others_keep_working(toy_family):
     site = toy_family.site
     install_dist(site, "toy-broken", "toybroken", {"__init__.py": "", "family.py": "import does_not_exist\n"},
                  "[zoo.families]\ntoybroken = toybroken.family:FAMILY\n")
-    plugins.refresh()
+    registry.refresh()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rows = {r["name"]: r for r in zoo.list_families()}
@@ -91,7 +91,7 @@ def test_broken_plugin_warns_once_and_others_keep_working(toy_family):
 def test_entry_point_that_is_not_a_family_is_reported(toy_family):
     install_dist(toy_family.site, "toy-wrong", "toywrong", {"__init__.py": "", "family.py": "FAMILY = 3\n"},
                  "[zoo.families]\ntoywrong = toywrong.family:FAMILY\n")
-    plugins.refresh()
+    registry.refresh()
     with pytest.warns(RuntimeWarning, match="expected zoo.family.Family"):
         with pytest.raises(PluginError):
             plugins.get_family("toywrong")

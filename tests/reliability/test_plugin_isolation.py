@@ -12,7 +12,7 @@ import pytest
 
 import zoo
 from tests.conftest import install_dist
-from zoo import plugins
+import zoo.registry
 from zoo.cli import main
 from zoo.errors import PluginError, UnknownModelError
 
@@ -47,7 +47,7 @@ def add_family(site: Path, package: str, name: str, body: str = "", registry: st
     if registry is not None:
         files["registry.yaml"] = registry
     install_dist(site, f"{package}-dist", package, files, f"[zoo.families]\n{name} = {package}.family:FAMILY\n")
-    plugins.refresh()
+    zoo.registry.refresh()
 
 
 def messages(caught: List[warnings.WarningMessage], word: str) -> List[str]:

@@ -226,7 +226,7 @@ class TimmPretrainedCfg(BaseModel):
     @classmethod
     def _no_weight_location(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            from zoo.timm_compat import WEIGHT_LOCATION_KEYS
+            from zoo.timm_adapters import WEIGHT_LOCATION_KEYS
 
             found = sorted(k for k in WEIGHT_LOCATION_KEYS if data.get(k) is not None)
             if found:
@@ -268,7 +268,7 @@ class TimmConfig(_TimmHubFields):
     def _drop_weight_location(cls, data: Any) -> Any:
         """timm's loader replaces these anyway; the zoo never reads them (weights: the folder's safetensors)."""
         if isinstance(data, Mapping) and isinstance(data.get("pretrained_cfg"), Mapping):
-            from zoo.timm_compat import WEIGHT_LOCATION_KEYS
+            from zoo.timm_adapters import WEIGHT_LOCATION_KEYS
 
             cfg = {k: v for k, v in data["pretrained_cfg"].items() if k not in WEIGHT_LOCATION_KEYS}
             data = {**data, "pretrained_cfg": cfg}

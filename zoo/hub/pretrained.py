@@ -35,10 +35,10 @@ def config_of(model: nn.Module) -> Dict[str, Any]:
     weights = cfg.get("weights") or {}
     config["metrics"] = dict(cfg.get("metrics") or weights.get("metrics") or {})
     config["data"] = cfg.get("data") or weights.get("data")
-    import zoo
-    from zoo.timm_compat import hub_fields
+    from zoo.version import __version__
+    from zoo.timm_adapters import hub_fields
 
-    config["zoo_version"] = zoo.__version__
+    config["zoo_version"] = __version__
     config.update(hub_fields(model, cfg))  # timm's fields: timm.create_model("local-dir:...") reads them
     if config["build_kwargs"]:
         config["model_args"] = dict(config["build_kwargs"])
