@@ -13,6 +13,7 @@ import argparse
 import fnmatch
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple
 
@@ -63,8 +64,13 @@ def main() -> None:
         parser.error(f"{args.name} is a variant recipe of {recipe.model}: only scripts/recipes/{recipe.model}.yaml "
                      "publishes its weights")
     run_dir = Path(args.output) / run_name
-    trained = distill(recipe, run_dir, args.resume) if recipe.distill is not None else finetune(recipe, run_dir,
-                                                                                                args.resume)
+    try:
+        trained = distill(recipe, run_dir, args.resume) if recipe.distill is not None else finetune(recipe, run_dir,
+                                                                                                    args.resume)
+    except KeyboardInterrupt:
+        print(f"interrupted; the run is saved in {run_dir}: continue it with "
+              f"python scripts/train.py {args.name} --output {args.output} --resume", file=sys.stderr)
+        sys.exit(130)
     best = zoo.create(f"local-dir:{trained.folder}", pretrained=True)
     metrics = evaluate(best, DataLoader(trained.test, batch_size=trained.batch_size), entry_of(best))
     description = trained.description

@@ -96,6 +96,33 @@ def test_cli_train(rgb_toy, colour_data, tmp_path, capsys):
     assert len(report["history"]) == 2 and Path(report["best_dir"]).is_dir()
 
 
+def test_cli_train_ctrl_c_says_how_to_resume(rgb_toy, colour_data, tmp_path, capsys):
+    """Ctrl-C in ``zoo train``: no traceback, exit 130, and the command that continues the run."""
+    from zoo.training import steps
+
+    train, _ = colour_data
+    calls = []
+
+    def interrupted_step(model, batch, entry):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return steps.classification_step(model, batch, entry)
+
+    args = ["train", rgb_toy, "--data", str(train), "--output", str(tmp_path / "o"), "--epochs", "2",
+            "--batch-size", "8", "--no-augment"]
+    original = steps.DEFAULT_STEPS["classification"]
+    steps.DEFAULT_STEPS["classification"] = interrupted_step
+    try:
+        assert main(args) == 130
+    finally:
+        steps.DEFAULT_STEPS["classification"] = original
+    message = capsys.readouterr().err
+    assert "Traceback" not in message and f"saved in {tmp_path / 'o' / 'checkpoint.pt'}" in message
+    assert "--resume" in message
+    assert main(args + ["--resume"]) == 0
+
+
 def test_bad_data_errors_name_the_file(tmp_path):
     (tmp_path / "empty" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match=r"empty.cat: empty class folder"):

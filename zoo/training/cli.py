@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 
-def add_train_parser(sub: "argparse._SubParsersAction") -> None:
+def add_train_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Add ``zoo train`` (its flags are :class:`FinetuneConfig`'s fields) to ``sub``; returns its parser."""
     from zoo.training.trainer import FinetuneConfig
 
     p = sub.add_parser("train", help="fine-tune a model on your data (torchrun-aware)")
@@ -20,9 +23,6 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the best model when done")
     p.add_argument("--json", action="store_true", help="print the history as JSON")
-    from zoo.cli import add_debug_flag
-
-    add_debug_flag(p)
     defaults = FinetuneConfig()
     for f in dataclasses.fields(FinetuneConfig):
         if f.name in ("output_dir", "progress"):
@@ -36,6 +36,7 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> None:
                 f.name, type(default))
             p.add_argument(flag, type=kind, default=default)
     p.set_defaults(fn=cmd_train)
+    return p
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -48,8 +49,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from zoo.hub.pretrained import check_repo_id
 
         check_repo_id(args.push_to_hub)
-    result = finetune(args.name, args.data, args.val_data, num_classes=args.num_classes,
-                      pretrained=not args.no_pretrained, config=FinetuneConfig(**options))
+    try:
+        result = finetune(args.name, args.data, args.val_data, num_classes=args.num_classes,
+                          pretrained=not args.no_pretrained, config=FinetuneConfig(**options))
+    except KeyboardInterrupt:
+        return _interrupted(Path(args.output))
     if args.push_to_hub and result.best_dir is not None:
         from zoo.hub.pretrained import push_folder_to_hub
 
@@ -65,3 +69,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"skipped {len(result.skipped_files)} unreadable file(s): {', '.join(result.skipped_files)}")
         print(f"best model: {result.best_dir}")
     return 0
+
+
+def _interrupted(output: Path) -> int:
+    """One line on Ctrl-C (exit 130): where the run stands and how to continue it."""
+    from zoo.training.output import CHECKPOINT
+
+    if (output / CHECKPOINT).is_file():
+        print(f"zoo train: interrupted; the run is saved in {output / CHECKPOINT}: run the same command with "
+              f"--resume to continue it", file=sys.stderr)
+    else:
+        print(f"zoo train: interrupted before the first checkpoint; nothing to resume in {output}", file=sys.stderr)
+    return 130
