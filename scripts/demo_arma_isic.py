@@ -11,7 +11,6 @@ Same seed, split, data order, augmentation and optimiser for both models; only t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import time
@@ -20,14 +19,12 @@ from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 import zoo
 from zoo_arma import isic
 from zoo_arma.metrics import segmentation_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ROOT / "plugins" / "zoo-arma" / "src" / "zoo_arma"
 MODELS = ["unet-isic-small", "armaunet-isic-small"]
 
 
@@ -98,34 +95,17 @@ def train_one(name: str, data: Dict[str, torch.Tensor], args: argparse.Namespace
 
 
 def write_weights(name: str, result: Dict, split: Dict[str, List[str]], args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
+    """Bundle the trained weights and record them in the arma registry fragment (zoo.publish)."""
+    from zoo.publish import record_state_dict
 
-    rel = f"weights/{name}.safetensors"
-    path = PLUGIN / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in result["model"].state_dict().items()}
-    save_file(state, str(path), metadata={"model": name, "script": "scripts/demo_arma_isic.py"})
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    reg_path = PLUGIN / "registry.yaml"
-    text = reg_path.read_text()
-    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
-    reg = yaml.safe_load(text)
-    reg["models"][name]["weights"] = {
-        "hf_hub_id": f"spectral-zoo/{name}",
-        "revision": "main",
-        "filename": "model.safetensors",
-        "sha256": sha,
-        "bundled": rel,
-        "metrics": {k: round(v, 4) for k, v in result["test_pooled"].items()},
-        "data": (
-            f"trained {args.epochs} epochs (best val-F1 epoch {result['best_epoch']}) on {len(split['train'])} images of the "
-            f"93-image ISIC 2017/2018 Task-1 sample at 128x128 (shared/data/isic2018_sample), seeded 0.7/0.1/0.2 split "
-            f"(seed {args.seed}); metrics on the {len(split['test'])} held-out test images, pixel counts pooled, threshold 0.5; "
-            f"scripts/demo_arma_isic.py"
-        ),
-    }
-    reg_path.write_text(header + yaml.safe_dump(reg, sort_keys=False, width=120))
-    print(f"wrote {path} ({path.stat().st_size} bytes, sha256 {sha[:12]}...) and its registry entry")
+    data = (f"trained {args.epochs} epochs (best val-F1 epoch {result['best_epoch']}) on {len(split['train'])} images "
+            f"of the 93-image ISIC 2017/2018 Task-1 sample at 128x128 (shared/data/isic2018_sample), seeded "
+            f"0.7/0.1/0.2 split (seed {args.seed}); metrics on the {len(split['test'])} held-out test images, pixel "
+            f"counts pooled, threshold 0.5; scripts/demo_arma_isic.py")
+    metrics = {k: round(v, 4) for k, v in result["test_pooled"].items()}
+    registry = record_state_dict(zoo.model_info(name), result["model"].state_dict(), metrics, data,
+                                 metadata={"model": name, "script": "scripts/demo_arma_isic.py"})
+    print(f"recorded the weights of {name} in {registry}")
 
 
 def main() -> None:

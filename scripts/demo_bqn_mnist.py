@@ -12,17 +12,17 @@ the dissertation's 100. Writes the baseline state dicts to the zoo cache (for sc
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import save_file
 
+import zoo
 from zoo.paths import cache_dir
+from zoo.publish import record_state_dict
 from zoo_bqn.baselines.eqnn import EnsembleQNN, QNNCNN, QNNMLP, bootstrap_indices
 from zoo_bqn.baselines.sgvb import GaussianBNN, GaussianCNN, sgvb_loss
 from zoo_bqn.data import mnist_split
@@ -32,13 +32,7 @@ from zoo_bqn.objective import alt_elbo_loss
 from zoo_bqn.train import fit, predict
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ROOT / "plugins" / "zoo-bqn" / "src" / "zoo_bqn"
 SPLIT = "MNIST t10k (official test images) split with seed 0 into 8,000 train / 2,000 held-out, disjoint"
-
-
-class _NoAlias(yaml.SafeDumper):
-    def ignore_aliases(self, data):  # noqa: D401 - yaml hook
-        return True
 
 
 def bqn_loss(model, x, y):
@@ -56,24 +50,12 @@ def evaluate_bqn(model, x, y, seed=0):
     return rows
 
 
-def save_bqn(name, model, metrics, epochs, lr, train_info):
-    """Save the state dict to the plugin and write the entry's weights block (sha256, held-out metrics)."""
-    path = PLUGIN / "weights" / f"{name}.safetensors"
-    path.parent.mkdir(exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"model": name})
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    reg_path = PLUGIN / "registry.yaml"
-    reg = yaml.safe_load(reg_path.read_text())
-    reg["models"][name]["weights"] = {
-        "hf_hub_id": f"spectral-zoo/{name}", "revision": "main", "filename": "model.safetensors", "sha256": sha,
-        "bundled": f"weights/{name}.safetensors",
-        "metrics": {k: round(v, 6) for k, v in metrics.items() if k in ("nll", "error", "ece")},
-        "data": (f"trained {epochs} epochs (Adam lr {lr}, x0.98/epoch, batch 100, shifts <= 2 px, {train_info}) on "
-                 f"{SPLIT}; metrics: analytic inference on the 2,000 held-out images"),
-    }
-    reg_path.write_text(yaml.dump(reg, Dumper=_NoAlias, sort_keys=False, width=120, allow_unicode=True))
-    return sha
+def save_bqn(name, model, metrics, epochs, lr, train_info) -> None:
+    """Bundle the state dict and record the entry's weights block (sha256, held-out metrics) with zoo.publish."""
+    data = (f"trained {epochs} epochs (Adam lr {lr}, x0.98/epoch, batch 100, shifts <= 2 px, {train_info}) on "
+            f"{SPLIT}; metrics: analytic inference on the 2,000 held-out images")
+    kept = {k: v for k, v in metrics.items() if k in ("nll", "error", "ece")}
+    record_state_dict(zoo.model_info(name), model.state_dict(), kept, data, metadata={"model": name})
 
 
 def main() -> None:
@@ -91,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     xtr, ytr, xte, yte = mnist_split(8000, seed=0)
-    reg = yaml.safe_load((PLUGIN / "registry.yaml").read_text())["models"]
+    reg = {name: {"args": dict(zoo.model_info(name).args)} for name in ("bqn-mlp-mnist", "bqn-cnn-mnist")}
     results, timings = {}, {}
     wall = time.perf_counter()
 

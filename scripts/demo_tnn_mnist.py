@@ -21,7 +21,6 @@ from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
@@ -32,7 +31,6 @@ from zoo_tnn.naming import MNIST, entry_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-REGISTRY = ROOT / "plugins" / "zoo-tnn" / "src" / "zoo_tnn" / "registry.yaml"
 BLOCKS = ["act2", "act3", "act4"]  # Seq-KD blocks: conv2+ReLU, fc1+ReLU, fc2+ReLU (post-activation outputs)
 DATA_NOTE = ("LeNet-5 trained on 8,000 of the 10,000 official MNIST test images (t10k; zoo.datasets.split seed 0, "
              "holdout 2,000); metrics on the 2,000 held-out images. The MNIST training images are not available "
@@ -71,13 +69,10 @@ def train_teacher(loader: DataLoader, epochs: int, seed: int) -> torch.nn.Module
 
 def publish(name: str, fields: Dict[str, Any], model: torch.nn.Module, top1: float) -> None:
     """Add/replace the registry entry ``name`` and record its weights (written by zoo.publish)."""
-    from zoo.publish import record_weights
-    from zoo.registry.loader import clear_cache
+    from zoo.plugins import get_family
+    from zoo.publish import add_entries, record_weights
 
-    doc = yaml.safe_load(REGISTRY.read_text())
-    doc["models"][name] = {**fields, "weights": None}
-    REGISTRY.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
-    clear_cache()
+    add_entries(get_family("tnn").registry, {name: fields})
     built = zoo.create(name)  # the model as built from its entry must accept the state dict
     built.load_state_dict(model.state_dict())
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +139,7 @@ def main() -> None:
     name = "tnn_compression_quick" if args.quick else "tnn_compression"
     BENCH.mkdir(exist_ok=True)
     (BENCH / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# LeNet-5 on MNIST: TNN compression (Section 2.5.3)", "",
+    lines = ["# LeNet-5 on MNIST: TNN compression (Section 2.5.3)", "",
              f"Command: `{setup['command']}` ({setup['seconds']} s, {args.threads} thread). {DATA_NOTE}",
              f"Teacher: {teacher_epochs} epochs, Adam. KD: Adam lr 1e-3; Seq-KD {args.kd_epochs} epochs per block "
              f"(3 blocks: post-ReLU outputs of conv2, fc1, fc2), E2E-KD {args.kd_epochs * 3} epochs (the same number of optimiser steps). "
