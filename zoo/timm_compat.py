@@ -19,7 +19,7 @@ import importlib.util
 import os
 import sys
 import warnings
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 from zoo.timm_adapters import folder_source
 

@@ -5,7 +5,6 @@ Between the two runs rank 0 writes a distinctive scheduled-sampling state into t
 the test can tell a state carried through the checkpoint from one started afresh."""
 
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -379,7 +379,7 @@ class Trainer:
         if self.val_set is None:
             return {}
         self.model.eval()  # no gradients: every rank evaluates its share with the model itself
-        total, count, correct, seen = 0.0, 0, 0, 0
+        total, count, correct = 0.0, 0, 0
         for batch in self._loader(self.val_set, False, 0):
             batch = _to(batch, self.device)
             with _autocast(self.device, self.bf16):
