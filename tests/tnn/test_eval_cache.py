@@ -45,7 +45,7 @@ def _run(layer: torch.nn.Module, x: torch.Tensor, ratio: float) -> tuple[torch.T
     layer.path_ratio = ratio
     with torch.no_grad():
         y = layer(x)
-    ((_, choice),) = [(k, v) for k, v in layer._plans.items() if k[1] == "infer"]
+    ((_, choice),) = [(k, v) for k, v in layer._plans.items() if k[1][0] == "infer"]
     return y, choice.kind
 
 
@@ -177,7 +177,7 @@ def test_no_cache_in_training_mode_or_with_grad_enabled() -> None:
     layer, x = _dense_layer(), torch.randn(2, 8, 6, 6, dtype=D)
     layer.train()
     _infer(layer, x)  # no_grad but training mode
-    assert layer._dense_kernel is None and all(k[1] == "train" for k in layer._plans)
+    assert layer._dense_kernel is None and all(k[1][0] == "train" for k in layer._plans)
     layer.eval()
     y = layer(x)  # eval mode, grad enabled, factors require grad: gradients must reach the factors
     assert layer._dense_kernel is None and y.requires_grad

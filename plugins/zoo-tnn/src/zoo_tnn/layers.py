@@ -144,48 +144,65 @@ class _Tensorial(nn.Module):
         """Inference: eval mode and no gradient needed for the factors."""
         if self.training:
             return False
-        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.factors.values()))
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self._factor_tensors()))
 
-    def _choice(self, x_shape: Tuple[int, ...], options: Dict[str, Any], dense_macs: Callable[[], int]) -> "_Choice":
-        """What forward runs for an input of ``x_shape`` (reshaped to the channel modes) in the current mode.
+    def _factor_tensors(self) -> Tuple[Tensor, ...]:
+        """The factor parameters in network order (as ``factor_list``, without a module lookup per factor)."""
+        params = self.factors._parameters
+        return tuple(params[f.name] for f in self.network.factors)  # type: ignore[misc]
 
-        ``options``: the geometry for conv_einsum; ``dense_macs()``: the forward multiply-adds of the dense layer.
-        """
-        infer = self._infers()
-        autotune = self.optimize == "auto" and autotune_enabled()
-        checkpoint = bool(getattr(self, "checkpoint", False))
-        key = (x_shape, "infer" if infer else "train", autotune, checkpoint)
+    def _choice_for(self, x: Tensor) -> "_Choice":
+        """What forward runs for the input ``x`` in the current mode (made on the first call per shape and mode)."""
+        if self._infers():
+            mode: Tuple[Any, ...] = ("infer",)
+        else:
+            mode = ("train", self.optimize == "auto" and autotune_enabled(), bool(getattr(self, "checkpoint", False)))
+        key = (x.shape, mode)
         got = self._plans.get(key)
-        if got is not None:
-            return got
+        if got is None:
+            got = self._plans[key] = self._choose(x, mode)
+        return got
+
+    def _choose(self, x: Tensor, mode: Tuple[Any, ...]) -> "_Choice":
+        xp, geometry = self._prepare_input(x)
+        x_shape = self._modes_shape(xp)
         eq = self._equation
         shapes = [x_shape] + [f.shape for f in self.network.factors]
-        opts = dict(options, checkpoint=checkpoint)
-        if self.optimize != "auto" or autotune:
-            # a user's path or method as given; autotuning: the engine times its candidates (dense-first included)
-            got = _Choice("given", conv_einsum_expression(eq, *shapes, optimize=self.optimize, **opts))
-        elif infer:
-            fact = conv_einsum_expression(eq, *shapes, optimize="auto", backward=False, **opts)
-            dense = dense_macs()
-            factorized = fact.info.opt_forward < self.path_ratio * dense  # type: ignore[union-attr]
-            self._inference_costs[x_shape] = {"factorized": fact.info.opt_forward, "dense": dense,  # type: ignore[union-attr]
+        opts = dict(geometry, checkpoint=mode[0] == "train" and mode[2])
+        if self.optimize != "auto":
+            return _Choice("given", conv_einsum_expression(eq, *shapes, optimize=self.optimize, **opts))
+        if mode[0] == "infer":
+            # forward-only costs; the DP optimum stands in for a measured path's cost while autotuning
+            measured = autotune_enabled()
+            costed = conv_einsum_expression(eq, *shapes, optimize="optimal" if measured and len(shapes) <= 12 else
+                                            "greedy" if measured else "auto", backward=False, **opts)
+            dense = self._dense_macs(x)
+            cost = costed.info.opt_forward  # type: ignore[union-attr]
+            factorized = cost < self.path_ratio * dense
+            self._inference_costs[x_shape] = {"factorized": cost, "dense": dense,
                                               "chosen": "factorized" if factorized else "dense"}
-            got = _Choice("factorized", fact) if factorized else _Choice("dense", None)
-        else:
-            fact = conv_einsum_expression(eq, *shapes, optimize="auto", **opts)
-            rec = conv_einsum_expression(eq, *shapes, optimize=_reconstruct_first_path(self.network), **opts)
-            f_cost, r_cost = fact.info.opt_cost, rec.info.opt_cost  # type: ignore[union-attr]
-            factorized = f_cost < self.path_ratio * r_cost
-            self._path_costs[x_shape] = {"factorized": f_cost, "reconstruct": r_cost,
-                                         "chosen": "factorized" if factorized else "reconstruct"}
-            got = _Choice("factorized", fact) if factorized else _Choice("reconstruct", rec)
-        self._plans[key] = got
-        return got
+            if not factorized:
+                return _Choice("dense", None)
+            if measured:
+                costed = conv_einsum_expression(eq, *shapes, optimize="auto", backward=False, **opts)
+            return _Choice("factorized", costed)
+        if mode[1]:  # autotuning: the engine times its candidates (dense-first included)
+            return _Choice("given", conv_einsum_expression(eq, *shapes, optimize="auto", **opts))
+        fact = conv_einsum_expression(eq, *shapes, optimize="auto", **opts)
+        rec = conv_einsum_expression(eq, *shapes, optimize=_reconstruct_first_path(self.network), **opts)
+        f_cost, r_cost = fact.info.opt_cost, rec.info.opt_cost  # type: ignore[union-attr]
+        factorized = f_cost < self.path_ratio * r_cost
+        self._path_costs[x_shape] = {"factorized": f_cost, "reconstruct": r_cost,
+                                     "chosen": "factorized" if factorized else "reconstruct"}
+        return _Choice("factorized", fact) if factorized else _Choice("reconstruct", rec)
+
+    def _modes_shape(self, x: Tensor) -> Tuple[int, ...]:
+        """The shape of ``x`` (as ``_prepare_input`` returns it) with its channels split into the input modes."""
+        return (x.shape[0], *(m.size for m in self.network.in_modes), *x.shape[2:])
 
     def _dense_weight(self) -> Tensor:
         """The dense kernel, rebuilt only when a factor changed (storage, version, dtype or device)."""
-        factors = self.factor_list()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in factors)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self._factor_tensors())
         cached = self._dense_kernel
         if cached is None or cached[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # a normal tensor even under inference_mode
@@ -375,15 +392,12 @@ class TensorialConv2d(_Tensorial):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        xp, geometry = self._prepare_input(x)
-        net = self.network
-        b, _, h, w = xp.shape
-        xm = xp.reshape(b, *(m.size for m in net.in_modes), h, w)
-        choice = self._choice(tuple(xm.shape), geometry, lambda: self._dense_macs(x))
-        if choice.kind == "dense":
+        choice = self._choice_for(x)
+        if choice.expression is None:
             return self._dense_forward(x)
-        y = choice.expression(xm, *self.factor_list())  # type: ignore[misc]
-        y = y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])
+        xp, _ = self._prepare_input(x)
+        y = choice.expression(xp.reshape(self._modes_shape(xp)), *self._factor_tensors())
+        y = y.reshape(x.shape[0], self.out_channels, y.shape[-2], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
@@ -503,17 +517,24 @@ class TensorialLinear(_Tensorial):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected input (..., {self.in_features}), got {tuple(x.shape)}")
-        lead = x.shape[:-1]
-        net = self.network
-        xm = x.reshape(prod(lead), *(m.size for m in net.in_modes))
-        choice = self._choice(tuple(xm.shape), {}, lambda: prod(lead) * self.out_features * self.in_features)
-        if choice.kind == "dense":
+        choice = self._choice_for(x)
+        if choice.expression is None:
             return F.linear(x, self._dense_weight(), self.bias)
-        y = choice.expression(xm, *self.factor_list())  # type: ignore[misc]
+        lead = x.shape[:-1]
+        y = choice.expression(x.reshape(self._modes_shape(x)), *self._factor_tensors())
         y = y.reshape(*lead, self.out_features)
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def _prepare_input(self, x: Tensor) -> Tuple[Tensor, Dict[str, Any]]:
+        return x, {}
+
+    def _modes_shape(self, x: Tensor) -> Tuple[int, ...]:
+        return (prod(x.shape[:-1]), *(m.size for m in self.network.in_modes))
+
+    def _dense_macs(self, x: Tensor) -> int:
+        return prod(x.shape[:-1]) * self.out_features * self.in_features
 
     def to_dense(self) -> nn.Linear:
         ref = self.factor_list()[0]
