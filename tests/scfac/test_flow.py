@@ -109,7 +109,9 @@ def _near_linear_block(coeff: float, **kwargs) -> ResidualBlock:
 @pytest.mark.parametrize("kind,n_exact", [("random", 1), ("random", 3), ("near_linear", 1), ("near_linear", 2)])
 def test_roulette_estimator_is_unbiased(kind, n_exact):
     if kind == "random":
-        block = _random_block(0.9, seed=1, n_exact=n_exact)
+        # seed 2: a draw whose truncation bias is about 5 standard errors (how far it is depends on the draw: 0.1 to 5
+        # over seeds 0-5 with the current initialisation's random stream; the first assertion holds for every seed)
+        block = _random_block(0.9, seed=2, n_exact=n_exact)
         x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
     else:
         block = _near_linear_block(0.6, n_exact=n_exact)

@@ -29,25 +29,82 @@ import geotorch
 import torch
 import torch.nn.functional as F
 from geotorch.skew import Skew
-from geotorch.so import uniform_init_
+from geotorch.so import SO
+from geotorch.stiefel import Stiefel
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from zoo_scfac.expm import expm
-from zoo_scfac.initialization import INITS, centre_matrices, random_ranks
+from zoo_scfac.initialization import INITS, _centre, haar_frame, haar_orthogonal, random_ranks
 from zoo_scfac.paraunitary import paraunitary_1d, polyphase_to_strided, projectors, separable_2d
 
 PADDING_MODES = ("circular", "zeros")
 
 
-class _OrthogonalTensor(nn.Module):
-    """A batched orthogonal tensor ``weight`` of shape ``(..., n, n)``: ``base @ exp(skew)`` (``geotorch.orthogonal``)."""
+class _Orthogonal(Stiefel):
+    """geotorch's ``Stiefel`` / ``SO`` parametrisation (``weight = (base @ expm(skew))[..., :k]``, same buffers, same
+    forward and ``right_inverse``) built without sampling: geotorch's constructor draws a Haar ``base`` and
+    ``geotorch.orthogonal`` a second Haar matrix, both by QR of an ``n x n`` Gaussian matrix (and, for ``k < n``,
+    completes the frame with two more QRs), all overwritten by the layer's own initialisation. Here ``base`` is
+    left empty until :func:`_set_orthogonal_` writes it."""
 
-    def __init__(self, shape: Sequence[int]) -> None:
+    def __init__(self, size: Sequence[int], triv: Callable[[Tensor], Tensor] = expm) -> None:
+        nn.Module.__init__(self)
+        size = tuple(size)
+        n, tensorial_size = SO.parse_size(Stiefel.size_so(size))
+        self.n, self.tensorial_size, self.lower, self.triv = n, tensorial_size, True, SO.parse_triv(triv)
+        self.k = min(size[-1], size[-2])
+        self.transposed = size[-2] < size[-1]
+        self.register_buffer("base", torch.empty(*(tensorial_size + (n, n))))
+        self._registering = True
+
+    def right_inverse(self, X: Tensor, check_in_manifold: bool = True) -> Tensor:
+        if self.__dict__.pop("_registering", False):
+            raise NotImplementedError  # registration: keep the (zero) tensor as the unconstrained parameter
+        return super().right_inverse(X, check_in_manifold)
+
+
+def _register_orthogonal(module: nn.Module, name: str, shape: Sequence[int]) -> None:
+    """``module.<name>`` (``shape``, ``(..., rows, cols)``) parametrised as geotorch's ``orthogonal`` with ``expm``;
+    the unconstrained tensor starts at zero and ``base`` is set by :func:`_set_orthogonal_`."""
+    setattr(module, name, nn.Parameter(torch.zeros(*shape)))
+    parametrize.register_parametrization(module, name, _Orthogonal(shape, expm), unsafe=True)
+
+
+@torch.no_grad()
+def _set_orthogonal_(module: nn.Module, name: str, base: Tensor) -> None:
+    """Start ``module.<name>`` at ``base[..., :k]`` (transposed for wide shapes): ``base`` ``(..., n, n)`` orthogonal
+    is written as geotorch's base and the unconstrained tensor set to zero (``expm(0) = I``). No check, no
+    decomposition: the callers pass exactly orthogonal matrices."""
+    plist = module.parametrizations[name]
+    plist[0].base.copy_(base)
+    plist.original.zero_()
+
+
+def _init_orthogonal_(module: nn.Module, name: str) -> None:
+    """Haar-distributed start for ``module.<name>`` (geotorch's ``uniform`` sample): a Haar frame completed to an
+    orthogonal base (:func:`zoo_scfac.initialization.haar_frame`)."""
+    m = module.parametrizations[name][0]
+    _set_orthogonal_(module, name, haar_frame(m.tensorial_size, m.n, m.k, dtype=m.base.dtype))
+
+
+class _OrthogonalTensor(nn.Module):
+    """A batched orthogonal tensor ``weight`` of shape ``(..., n, n)``: ``base @ exp(skew)`` (``geotorch.orthogonal``).
+
+    Starts as a Haar sample unless ``init=False`` (the owner then sets it with :meth:`set_`)."""
+
+    def __init__(self, shape: Sequence[int], init: bool = True) -> None:
         super().__init__()
         if shape[-1] != shape[-2]:
             raise ValueError(f"expected square matrices, got shape {tuple(shape)}")
-        self.weight = nn.Parameter(torch.empty(*shape))
-        geotorch.orthogonal(self, "weight", triv=expm)
+        _register_orthogonal(self, "weight", shape)
+        if init:
+            dtype = self.parametrizations.weight.original.dtype
+            _set_orthogonal_(self, "weight", haar_orthogonal(tuple(shape), dtype))
+
+    def set_(self, value: Tensor) -> None:
+        """Start at the orthogonal ``value`` (``base = value``, skew parameter zero)."""
+        _set_orthogonal_(self, "weight", value)
 
     def factors(self, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
         """``(base, skew)`` with ``weight = base @ exp(skew)``, in ``dtype`` (default: the parameters' dtype)."""
@@ -160,8 +217,8 @@ class _OrthoConvNd(_EvalCache):
         self.cols = in_channels // groups * r**self.ndim
         self.width = max(self.rows, self.cols)
         batch = (groups, self.ndim)
-        self.q = _OrthogonalTensor(batch + (self.width, self.width))
-        self.u = _OrthogonalTensor(batch + (self.taps - 1, self.width, self.width)) if self.taps > 1 else None
+        self.q = _OrthogonalTensor(batch + (self.width, self.width), init=False)
+        self.u = _OrthogonalTensor(batch + (self.taps - 1, self.width, self.width), init=False) if self.taps > 1 else None
         self.register_buffer("ranks", torch.zeros(batch + (self.taps - 1,), dtype=torch.long))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         total = dil * (k - 1) - (r - 1)
@@ -174,17 +231,25 @@ class _OrthoConvNd(_EvalCache):
         """Re-initialise as ``Q`` at the kernel centre (Proposition 7.2); ``init`` picks ``Q`` (see :data:`INITS`)."""
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        dtype = self.q.weight.dtype
-        q = centre_matrices(init, (self.groups, self.ndim), self.width, dtype=torch.float64)
-        self.q.weight = q.to(dtype)
+        # Q and the U's are drawn and combined in float64 and rounded once into the (fixed) geotorch bases
+        q, perm = _centre(init, (self.groups, self.ndim), self.width, torch.float64)
+        self.q.set_(q)
         if self.u is not None:
             ranks = random_ranks(tuple(self.ranks.shape), self.width)
-            u = uniform_init_(torch.empty(tuple(self.ranks.shape) + (self.width, self.width), dtype=torch.float64))
-            for i in range(self.n_left):  # U^(-l) = Q U^(l): each pair cancels
+            # only the U^(l), l > 0 (the first n_right) are sampled; U^(-l) = Q U^(l): each pair cancels
+            u = haar_orthogonal(tuple(self.ranks.shape[:-1]) + (self.n_right, self.width, self.width), torch.float64)
+            base = self.u.parametrizations.weight[0].base
+            base[..., : self.n_right, :, :] = u
+            for i in range(self.n_left):
                 ranks[..., self.n_right + i] = ranks[..., i]
-                u[..., self.n_right + i, :, :] = q @ u[..., i, :, :]
+                ui = u[..., i, :, :]
+                if perm is not None:  # Q = I[perm]: Q U is a row gather, exact
+                    qu = torch.gather(ui, -2, perm.unsqueeze(-1).expand_as(ui))
+                else:
+                    qu = q @ ui
+                base[..., self.n_right + i, :, :] = qu
+            self.u.parametrizations.weight.original.zero_()
             self.ranks.copy_(ranks)
-            self.u.weight = u.to(dtype)
         if self.bias is not None:
             self.bias.zero_()
 
@@ -301,8 +366,8 @@ class OrthoLinear(_EvalCache):
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        geotorch.orthogonal(self, "weight", triv=expm)
+        _register_orthogonal(self, "weight", (out_features, in_features))
+        _init_orthogonal_(self, "weight")
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
