@@ -53,12 +53,53 @@ def build_tnn(
 
 def register_fx_leaves() -> None:
     """Make tensorial layers leaves of timm's FX tracing (``timm.models.create_feature_extractor``): their
-    ``forward`` chooses a contraction path per input shape, which symbolic tracing cannot follow."""
+    ``forward`` chooses a contraction path per input shape, which symbolic tracing cannot follow.
+
+    Only FX tracing through timm needs this, so a model on a plugin backbone (LeNet-5, the CIFAR ResNets) does not
+    import timm for it (a second or more of CPU): the registration then runs right after ``import timm``."""
+    import sys
+
+    if "timm" not in sys.modules:
+        _run_after_timm_import(register_fx_leaves)
+        return
     from timm.layers import register_notrace_module
 
     from zoo_tnn.layers import _Tensorial
 
     register_notrace_module(_Tensorial)
+
+
+def _run_after_timm_import(callback: Any) -> None:
+    """Call ``callback()`` once, right after ``import timm`` finishes (a one-shot import hook; chains with others)."""
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    class _AfterTimm(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+            if fullname != "timm":
+                return None
+            sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+            spec = importlib.util.find_spec("timm")
+            loader = getattr(spec, "loader", None)
+            if loader is None or not hasattr(loader, "exec_module"):
+                return spec
+            exec_module = loader.exec_module
+
+            def exec_then_call(module: Any) -> None:
+                exec_module(module)
+                try:
+                    callback()
+                except Exception:  # never break `import timm`
+                    pass
+
+            loader.exec_module = exec_then_call  # type: ignore[method-assign]
+            return spec
+
+    if not any(getattr(f, "_zoo_tnn_callback", None) is callback for f in sys.meta_path):
+        finder = _AfterTimm()
+        finder._zoo_tnn_callback = callback  # type: ignore[attr-defined]
+        sys.meta_path.insert(0, finder)
 
 
 def summary(model: "nn.Module", entry: "ModelEntry") -> Mapping[str, Any]:
