@@ -90,7 +90,7 @@ def test_the_cheaper_evaluation_is_chosen_per_input_shape() -> None:
         layer(torch.randn(2, 64, 16, 16))
     ((shape, costs),) = layer.inference_costs.items()
     assert costs["dense"] == 2 * 16 * 16 * 64 * 64 * 9
-    want = "factorized" if costs["factorized"] < layer.path_ratio * costs["dense"] else "dense"
+    want = "factorized" if costs["factorized"] < layer.inference_ratio * costs["dense"] else "dense"
     assert costs["chosen"] == want == "factorized"
     big = TensorialConv2d(16, 16, 3, padding=1, decomposition="mcp", rank=400).eval()
     with torch.no_grad():

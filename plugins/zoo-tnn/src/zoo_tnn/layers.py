@@ -12,8 +12,8 @@ Evaluation order, per input shape (the layer holds one compiled expression per s
   differently with the batch (the rebuild does not shrink with it), so small batches tend to rebuild.
 - inference (``eval()`` and no gradient needed: ``torch.no_grad()``, ``torch.inference_mode()`` or frozen
   factors): the factorised path, costed forward only, or a dense convolution with the kernel rebuilt once and
-  cached, whichever is cheaper (the factorised path again needs under ``path_ratio`` times the dense
-  convolution's multiply-adds). The cached kernel is rebuilt when any factor changes (its storage or version
+  cached, whichever is cheaper (the factorised path needs under ``inference_ratio`` = ``path_ratio`` / 2 times the
+  dense convolution's multiply-adds). The cached kernel is rebuilt when any factor changes (its storage or version
   counter: an optimizer step, an in-place edit, ``load_state_dict``), after ``to()`` / ``cuda()`` / ``half()``,
   and dropped by ``train()``.
 """
@@ -21,7 +21,7 @@ Evaluation order, per input shape (the layer holds one compiled expression per s
 from __future__ import annotations
 
 from math import prod
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import opt_einsum
 import torch
@@ -72,6 +72,9 @@ def _reconstruct_first_path(net: TensorNetwork) -> List[Tuple[int, ...]]:
     return [tuple(i + 1 for i in step) for step in sub] + [(0, 1)]
 
 
+INFERENCE_RATIO_SCALE = 0.5  # see _Tensorial.inference_ratio
+
+
 class _Choice:
     """What a layer runs for one input shape: ``kind`` ("factorized", "reconstruct", "given": the compiled
     ``expression``; "dense": F.conv2d / F.linear with the cached kernel)."""
@@ -99,7 +102,7 @@ class _Tensorial(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # (input shape, "train" | "infer", autotune on) -> what forward runs for it
+        # (input shape, ("infer",) or ("train", autotuning, checkpoint)) -> what forward runs for it
         self._plans: Dict[Tuple[Any, ...], "_Choice"] = {}
         self._path_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
         self._inference_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
@@ -178,7 +181,7 @@ class _Tensorial(nn.Module):
                                             "greedy" if measured else "auto", backward=False, **opts)
             dense = self._dense_macs(x)
             cost = costed.info.opt_forward  # type: ignore[union-attr]
-            factorized = cost < self.path_ratio * dense
+            factorized = cost < self.inference_ratio * dense
             self._inference_costs[x_shape] = {"factorized": cost, "dense": dense,
                                               "chosen": "factorized" if factorized else "dense"}
             if not factorized:
@@ -223,6 +226,15 @@ class _Tensorial(nn.Module):
         self._plans.clear()
         self._path_costs.clear()
         self._inference_costs.clear()
+
+    @property
+    def inference_ratio(self) -> float:
+        """In inference the factorised path runs only below this fraction of the dense convolution's
+        multiply-adds: ``path_ratio`` x INFERENCE_RATIO_SCALE. The alternative there is a plain dense convolution
+        at its full per-MAC efficiency, not reconstruct-first with its rebuild: reshaped TT at 1 % (factorised
+        paths with 0.46x the dense MACs) ran 1.27x dense at batch 8 with ``path_ratio`` alone
+        (benchmarks/tnn_inference.md)."""
+        return self.path_ratio * INFERENCE_RATIO_SCALE
 
     @property
     def path_costs(self) -> Dict[Tuple[int, ...], Dict[str, Any]]:
