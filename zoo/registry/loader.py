@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from zoo.errors import RegistryError
 from zoo.registry.schema import ModelEntry
 
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when built: ~5x faster, same result
+
 CORE_REGISTRY = Path(__file__).resolve().parents[1] / "registry.yaml"
 
 _lock = threading.Lock()
@@ -37,7 +39,7 @@ def _format_validation(name: str, source: Path, err: ValidationError) -> str:
 def parse_file(path: Path) -> List[ModelEntry]:
     """Validate one registry file; every error names the file, the entry and the field."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
     except FileNotFoundError:
         raise RegistryError(f"registry file {path} does not exist") from None
     except yaml.YAMLError as exc:
