@@ -42,7 +42,8 @@ from torch import nn
 
 from zoo.hub.files import write_text_atomic
 from zoo.memory import saved_bytes
-from zoo_arma.fft_solve import CPU_CHUNK_BYTES, _chunks
+from zoo_arma.ar import factor_coordinates
+from zoo_arma.fft_solve import CPU_CHUNK_BYTES, _chunks, separable_ar_solve
 from zoo_arma.layer import ARMAConv2d
 from zoo_arma.nonlocal_block import NonLocalBlock2d
 
@@ -187,8 +188,18 @@ class SolveFloor(nn.Module):
         return _MinimalSolve.apply(t, self.multipliers[key])
 
 
-def make_layers(c: int, device: torch.device) -> Dict[str, nn.Module]:
+class RealPathARMA(ARMAConv2d):
+    """``ARMAConv2d`` with its AR solve forced onto the ``rfft2`` / ``irfft2`` path at every batch size: the solve
+    as it was before the pairs path (``--compare-real``), for a before/after ratio measured in the same run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.moving_average(x)
+        return separable_ar_solve(t, factor_coordinates(self.ar_params, self.ar_margin), t.shape[-2:], path="real")
+
+
+def make_layers(c: int, device: torch.device, compare_real: bool = False) -> Dict[str, nn.Module]:
     return {
+        **({"arma3x3_real": RealPathARMA(c, c, 3, ar_kernel_size=3, ar_init=0.5)} if compare_real else {}),
         "conv3x3": nn.Conv2d(c, c, 3, padding=1),
         "conv5x5": nn.Conv2d(c, c, 5, padding=2),
         "arma3x3": ARMAConv2d(c, c, 3, ar_kernel_size=3, ar_init=0.5),
@@ -220,6 +231,9 @@ def main() -> None:
                    "--quick, else 8)")
     p.add_argument("--skip", nargs="+", default=[], choices=["conv5x5", "nonlocal"],
                    help="layers not to time (the 3x3 convolution, ARMA and the floors always run)")
+    p.add_argument("--compare-real", action="store_true",
+                   help="also time ARMA with its solve forced onto the rfft2/irfft2 path (the solve before the pairs "
+                        "path) in the same rounds: column 'ARMA real path'")
     p.add_argument("--max-elements", type=float, default=math.inf,
                    help="skip rows whose input has more than this many elements (batch x channels x pixels); listed "
                         "as not measured")
@@ -249,7 +263,7 @@ def main() -> None:
     not_measured: List[Dict] = []
     for batch in batches:
         for c in channels:
-            layers = {k: v.to(device) for k, v in make_layers(c, device).items() if k not in args.skip}
+            layers = {k: v.to(device) for k, v in make_layers(c, device, args.compare_real).items() if k not in args.skip}
             for s in sizes:
                 if batch * c * s * s > args.max_elements:
                     not_measured.append({"batch": batch, "channels": c, "size": s})
@@ -269,7 +283,7 @@ def main() -> None:
                     row[f"{name}_ms"] = round(1e3 * sec["time"], 3)
                     row[f"{name}_wall_ms"] = round(1e3 * sec["wall"], 3)
                     row[f"{name}_rounds"] = sec["rounds"]
-                for name in ("conv3x3", "conv5x5", "arma3x3", "nonlocal", "fft4", "solve_floor"):
+                for name in ("conv3x3", "conv5x5", "arma3x3", "arma3x3_real", "nonlocal", "fft4", "solve_floor"):
                     layer = layers.get(name)
                     if name not in active:
                         row[f"{name}_ms"] = row[f"{name}_wall_ms"] = row[f"{name}_saved_mb"] = None
@@ -285,7 +299,7 @@ def main() -> None:
                         except torch.cuda.OutOfMemoryError:  # the non-local block's (HW)^2 attention at large C
                             row[f"{name}_peak_mb"] = None
                 base = row["conv3x3_ms"]
-                for name in ("conv5x5", "arma3x3", "nonlocal", "fft4", "solve_floor"):
+                for name in ("conv5x5", "arma3x3", "arma3x3_real", "nonlocal", "fft4", "solve_floor"):
                     row[f"{name}_vs_conv3x3"] = None if row[f"{name}_ms"] is None else round(row[f"{name}_ms"] / base, 2)
                 nl = row["nonlocal_ms"]
                 row["arma_vs_nonlocal"] = None if nl is None else round(row["arma3x3_ms"] / nl, 3)
@@ -296,6 +310,7 @@ def main() -> None:
                 print(f"B={batch:3d} C={c:4d} {s:4d}px: conv3 {row['conv3x3_ms']:9.2f} ms  conv5 {fmt_x(row['conv5x5_vs_conv3x3'])}  "
                       f"arma x{row['arma3x3_vs_conv3x3']:5.2f}  4 FFTs x{row['fft4_vs_conv3x3']:5.2f}  "
                       f"solve floor x{row['solve_floor_vs_conv3x3']:5.2f}  nonlocal {fmt_x(row['nonlocal_vs_conv3x3'])}"
+                      + (f"  real path x{row['arma3x3_real_vs_conv3x3']:5.2f}" if args.compare_real else "")
                       + (f"  goal: {row['goal_1.5x']}" if batch > 1 else ""), flush=True)
                 del x
                 # partial results after every row: a kill mid-grid keeps what was measured
@@ -339,7 +354,7 @@ def write_report(args, rows, not_measured, batches, channels, sizes, reps, min_s
         "clock": clock_name,
         "load_average_1_5_15min": {"before": load_before, "after": load_after},
         "grid": {"channels": channels, "sizes": sizes, "batch": batches, "reps": reps, "min_seconds": min_seconds,
-                 "skipped_layers": args.skip},
+                 "skipped_layers": args.skip, "compare_real": args.compare_real},
         "layers": {"conv3x3": "nn.Conv2d 3x3", "conv5x5": "nn.Conv2d 5x5", "arma3x3": "ARMAConv2d MA 3x3 + AR 3x3 (FFT solve)",
                    "nonlocal": "embedded-Gaussian non-local block, C/2 inner channels",
                    "fft4": "fft2 + ifft2 of the input viewed as complex (two real values per complex point, no copy) in "
@@ -353,6 +368,7 @@ def write_report(args, rows, not_measured, batches, channels, sizes, reps, min_s
     write_text_atomic(args.out.with_suffix(".json"), json.dumps(report, indent=2))
     fmt = lambda v, suffix="": "-" if v is None else f"{v}{suffix}"
     bs = ", ".join(str(b) for b in batches)
+    real = any("arma3x3_real_vs_conv3x3" in r for r in rows)
     lines = [
         "# ARMAConv2d vs convolutions vs non-local block (forward + backward)", "",
         f"`{report['command']}` on {report['device']}, torch {torch.__version__}; batch {bs}, median of {reps} to 50 runs "
@@ -367,14 +383,18 @@ def write_report(args, rows, not_measured, batches, channels, sizes, reps, min_s
         "times its conjugate in backward, and the product with the saved spectrum that gives the transfer function's "
         "gradient), with a free complex multiplier in place of ARMA's parameterised one and without the bookkeeping "
         "of a real filter (ARMA pairs two samples per complex transform: one interleaving and one de-interleaving "
-        "pass per direction): ARMA minus that is the cost of the parameterisation, the pairing and the identity term.",
+        "pass per direction): ARMA minus that is the cost of the parameterisation, the pairing and the identity term."
+        + (" `ARMA real path (before)` = the same layer with its solve forced onto `rfft2` / `irfft2` at every batch "
+           "size, as it ran before the pairs path, timed in the same rounds." if real else ""),
         "",
-        "| batch | C | px | rounds | conv3x3 ms (wall) | conv5x5 | ARMA 3x3 | 4 FFTs | solve floor | non-local | ARMA / non-local | saved MB conv3 / ARMA / NL | goal (batch > 1: <= 1.5x) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| batch | C | px | rounds | conv3x3 ms (wall) | conv5x5 | ARMA 3x3 | " + ("ARMA real path (before) | " if real else "")
+        + "4 FFTs | solve floor | non-local | ARMA / non-local | saved MB conv3 / ARMA / NL | goal (batch > 1: <= 1.5x) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if real else ""),
     ]
     for r in rows:
+        real_cell = f"x{r['arma3x3_real_vs_conv3x3']} | " if real else ""
         lines.append(f"| {r['batch']} | {r['channels']} | {r['size']} | {r['conv3x3_rounds']} | {r['conv3x3_ms']} ({r['conv3x3_wall_ms']}) | "
-                     f"{fmt(r['conv5x5_vs_conv3x3'], '')} | x{r['arma3x3_vs_conv3x3']} | x{r['fft4_vs_conv3x3']} | x{r['solve_floor_vs_conv3x3']} | "
+                     f"{fmt(r['conv5x5_vs_conv3x3'], '')} | x{r['arma3x3_vs_conv3x3']} | {real_cell}x{r['fft4_vs_conv3x3']} | x{r['solve_floor_vs_conv3x3']} | "
                      f"{fmt(r['nonlocal_vs_conv3x3'], '')} | {fmt(r['arma_vs_nonlocal'])} | "
                      f"{r['conv3x3_saved_mb']} / {r['arma3x3_saved_mb']} / {fmt(r['nonlocal_saved_mb'])} | {r.get('goal_1.5x', '-')} |")
     if one:
