@@ -23,7 +23,7 @@ shift || true
 MODELS=("$@")
 ((${#MODELS[@]})) || MODELS=(resnet32 resnet32-mcp-10pct resnet32-mtt-10pct resnet32-cp-10pct resnet32-tt-10pct
                              resnet32-tk-10pct resnet32-mtr-10pct resnet32-mcp-5pct resnet32-mtt-5pct
-                             scripts/recipes/comparisons/resnet32-{cp,tt}-10pct-{layer-decomp,e2e-kd}.yaml
+                             comparisons/resnet32-{cp,tt}-10pct-{layer-decomp,e2e-kd}
                              sc-fac-wrn10-1-cifar10 bqn-cnn-cifar10)
 START=$SECONDS
 LOGS=$(mktemp -d)
@@ -47,7 +47,7 @@ for model in "${MODELS[@]}"; do
     left=$((BUDGET - (SECONDS - START) - 30))
     if ((left < 30)); then echo "$model: not run (budget spent)" | tee -a "$SUMMARY"; continue; fi
     publish=()
-    [[ $model != *.yaml ]] && publish=(--publish)  # a finished run of a registry model records its weights
+    [[ $model != *.yaml && $model != */* ]] && publish=(--publish)  # a finished run of a registry model (not a variant) records its weights
     echo "== $(date +%T) $model (limit ${left}s)"
     t0=$SECONDS
     log="$LOGS/$(basename "$model" .yaml).log"

@@ -13,3 +13,10 @@ done
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]" "${plugins[@]}"
 echo "installed: core + $(( ${#plugins[@]} / 2 )) plugin(s) into .venv"
+# The scripts read data sets by name below the zoo's data folder ($ZOO_DATA, else ~/.cache/zoo/data): point the
+# latter at the checkout's ../shared/data when there is one and nothing is there yet.
+cache=${ZOO_CACHE:-$HOME/.cache/zoo}
+if [ -d ../shared/data ] && [ ! -e "$cache/data" ]; then
+  mkdir -p "$cache" && ln -s "$(cd ../shared/data && pwd)" "$cache/data"
+  echo "linked $cache/data -> ../shared/data"
+fi

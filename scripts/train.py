@@ -1,9 +1,10 @@
-"""Train a registry model from its recipe (scripts/recipes/NAME.yaml), measure it on the held-out split,
+"""Train a registry model from its recipe (its family's recipes/NAME.yaml, see zoo.recipes), measure it on the held-out split,
 write a Hub-ready folder and benchmarks/trained/NAME.json (metrics, data, recipe, per-epoch history), and with
 --publish record the weights (sha256, metrics, data) in the registry.
 
     python scripts/train.py sc-fac-wrn10-1-cifar10-small --publish
     python scripts/train.py resnet32 --output checkpoints --resume   # continue a long run (Ctrl-C saves it)
+    python scripts/train.py comparisons/resnet32-cp-10pct-e2e-kd --output checkpoints  # a variant recipe
     python scripts/train.py --list
 """
 
@@ -25,7 +26,7 @@ from zoo.hub.files import write_text_atomic
 from zoo.hub.pretrained import WEIGHTS_NAME, push_folder_to_hub
 from zoo.metrics import evaluate
 from zoo.publish import record_weights
-from zoo.recipes import RECIPES, Recipe, build_data, load_recipe
+from zoo.recipes import Recipe, build_data, load_recipe, recipe_files
 from zoo.training.trainer import CHECKPOINT, FinetuneConfig, entry_of
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks" / "trained"
@@ -33,7 +34,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks" / "trained"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", nargs="?", help="model name (its recipe) or a recipe .yaml path")
+    parser.add_argument("name", nargs="?", help="model name (its recipe), a variant recipe (comparisons/NAME-e2e-kd) or a recipe .yaml path")
     parser.add_argument("--list", action="store_true", help="list the recipes")
     parser.add_argument("--output", default="runs", help="parent folder of the run folder")
     parser.add_argument("--publish", action="store_true", help="record the weights in the registry fragment")
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     _interrupt_on_signals()
     if args.list or not args.name:
-        print("\n".join(sorted(load_recipe(str(p)).model for p in RECIPES.glob("*.yaml"))))  # patterns as such
+        print("\n".join(sorted(load_recipe(str(p)).model for p in recipe_files())))  # patterns as such
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,11 +58,12 @@ def main() -> None:
     if recipe.produced_by is not None:
         parser.error(f"the weights of {recipe.model} are produced by `{recipe.produced_by}`; its recipe only defines "
                      f"the held-out split (scripts/evaluate.py {recipe.model} --check)")
-    # a recipe file named otherwise (scripts/recipes/comparisons/NAME-e2e-kd.yaml) is a variant of the model's own:
-    # its run folder and report take the file's name, and it cannot publish the model's weights
-    run_name = Path(args.name).stem if args.name.endswith((".yaml", ".yml")) else recipe.model
+    # a recipe named otherwise (comparisons/NAME-e2e-kd, or a .yaml path) is a variant of the model's own: its run
+    # folder and report take the file's name, and it cannot publish the model's weights
+    variant = args.name.endswith((".yaml", ".yml")) or "/" in args.name
+    run_name = Path(args.name).stem if variant else recipe.model
     if args.publish and run_name != recipe.model:
-        parser.error(f"{args.name} is a variant recipe of {recipe.model}: only scripts/recipes/{recipe.model}.yaml "
+        parser.error(f"{args.name} is a variant recipe of {recipe.model}: only its own recipe ({recipe.model}) "
                      "publishes its weights")
     run_dir = Path(args.output) / run_name
     try:

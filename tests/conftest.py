@@ -1,7 +1,10 @@
-"""Shared fixtures: the shared data folder and throwaway family plugins installed on sys.path."""
+"""Shared fixtures: the data folder and throwaway family plugins installed on sys.path.
+
+The tests read the checkout's ``../shared/data`` unless ``$ZOO_DATA`` names another folder."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +14,9 @@ import pytest
 import torch
 
 import zoo.registry
-from zoo.paths import shared_data_dir
+from zoo.paths import data_dir
+
+os.environ.setdefault("ZOO_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))  # subprocesses too
 
 # One intra-op thread for the whole suite: its tensors are tiny, and on the 2-core CI machine thread hand-offs
 # dominate (100 small rfft2 round trips: 7 s on 2 threads under load, 0.03 s on one).
@@ -20,10 +25,10 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The repository's ``../shared/data`` folder of small real data sets."""
-    root = shared_data_dir()
+    """The folder of small real data sets (``$ZOO_DATA``, set below to the checkout's ``../shared/data``)."""
+    root = data_dir()
     if not root.is_dir():
-        raise FileNotFoundError(f"shared data folder {root} is missing (set ZOO_SHARED_DATA)")
+        raise FileNotFoundError(f"shared data folder {root} is missing (set ZOO_DATA)")
     return root
 
 

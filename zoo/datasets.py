@@ -1,4 +1,4 @@
-"""The small real data sets of the shared data folder, as tensors, with seeded disjoint splits.
+"""The small real data sets of the data folder (:func:`zoo.paths.data_dir`), as tensors, with seeded disjoint splits.
 
 - ``mnist()``: the official 10,000 MNIST test images (the only MNIST images available here) — uint8 (N, 1, 28, 28);
 - ``cifar10()``: the 10,000 CIFAR-10 test images — uint8 (N, 3, 32, 32);
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from zoo.errors import DataError
-from zoo.paths import shared_data_dir
+from zoo.paths import data_dir
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -42,13 +42,13 @@ def read_idx(path: Path) -> torch.Tensor:
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        raise DataError(f"{path} not found: set ZOO_SHARED_DATA to the shared data folder")
+        raise DataError(f"{path} not found: set ZOO_DATA to the folder holding the data sets")
     return path
 
 
 def mnist(root: Optional[Path] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """MNIST t10k images uint8 (10000, 1, 28, 28) and labels int64 (10000,)."""
-    folder = Path(root) if root is not None else shared_data_dir() / "mnist"
+    folder = Path(root) if root is not None else data_dir() / "mnist"
     images = read_idx(_require(folder / "t10k-images-idx3-ubyte.gz")).unsqueeze(1)
     labels = read_idx(_require(folder / "t10k-labels-idx1-ubyte.gz")).long()
     return images, labels
@@ -56,7 +56,7 @@ def mnist(root: Optional[Path] = None) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def cifar10(root: Optional[Path] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 test images uint8 (10000, 3, 32, 32) and labels int64 (10000,)."""
-    folder = Path(root) if root is not None else shared_data_dir() / "cifar10_test"
+    folder = Path(root) if root is not None else data_dir() / "cifar10_test"
     with np.load(_require(folder / "cifar10_test.npz"), allow_pickle=False) as data:
         images = torch.from_numpy(np.ascontiguousarray(data["images"].transpose(0, 3, 1, 2)))
         labels = torch.from_numpy(data["labels"].astype(np.int64))
@@ -65,7 +65,7 @@ def cifar10(root: Optional[Path] = None) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def isic_dir(root: Optional[Path] = None) -> Path:
     """Folder with ``images/`` and ``masks/`` of the ISIC 2018 sample."""
-    return _require(Path(root) if root is not None else shared_data_dir() / "isic2018_sample")
+    return _require(Path(root) if root is not None else data_dir() / "isic2018_sample")
 
 
 def split(n: int, holdout: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Well-known locations: the repository's shared data folder and the zoo cache."""
+"""Where the zoo keeps and finds files: its cache and the data sets recipes name."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import os
 from pathlib import Path
 
 
-def shared_data_dir() -> Path:
-    """Folder of the small real data sets (``$ZOO_SHARED_DATA``, else ``<repo>/../shared/data``)."""
-    env = os.environ.get("ZOO_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def cache_dir() -> Path:
     """Folder for files the zoo owns (``$ZOO_CACHE``, else ``~/.cache/zoo``)."""
     return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
+
+
+def data_dir() -> Path:
+    """Folder of the data sets that recipes and :mod:`zoo.datasets` name by relative path (``mnist``,
+    ``cifar10_train``, ...): ``$ZOO_DATA``, else ``<cache>/data``."""
+    env = os.environ.get("ZOO_DATA")
+    return Path(env) if env else cache_dir() / "data"

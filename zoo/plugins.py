@@ -58,13 +58,24 @@ class FamilyRecord:
         """Top-level package of the entry point's module (``zoo_tnn`` for ``zoo_tnn.family:FAMILY``)."""
         return self.entry_point.value.split(":")[0].split(".")[0]
 
-    def registry_path(self) -> Optional[Path]:
-        """``<package>/registry.yaml``, located without importing the package."""
+    def package_dir(self) -> Optional[Path]:
+        """The folder of the family's top-level package, located without importing it."""
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
             return None
-        path = Path(list(spec.submodule_search_locations)[0]) / "registry.yaml"
-        return path if path.is_file() else None
+        return Path(list(spec.submodule_search_locations)[0])
+
+    def registry_path(self) -> Optional[Path]:
+        """``<package>/registry.yaml``, located without importing the package."""
+        folder = self.package_dir()
+        path = folder / "registry.yaml" if folder is not None else None
+        return path if path is not None and path.is_file() else None
+
+    def recipes_dir(self) -> Optional[Path]:
+        """``<package>/recipes``, the family's training recipes (see :mod:`zoo.recipes`), if it ships any."""
+        folder = self.package_dir()
+        path = folder / "recipes" if folder is not None else None
+        return path if path is not None and path.is_dir() else None
 
 
 _lock = threading.RLock()

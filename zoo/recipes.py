@@ -1,4 +1,6 @@
-"""Training recipes: a YAML file per model (``scripts/recipes/NAME.yaml``) naming its data, split and schedule.
+"""Training recipes: a YAML file per model naming its data, split and schedule. Each family ships its models'
+recipes in its package (``zoo_tnn/recipes/NAME.yaml``, installed with it); variants of a recipe (the same model
+trained another way, for a comparison) sit in subfolders and are named with them (``comparisons/NAME-e2e-kd``).
 
 A recipe is everything ``scripts/train.py NAME`` needs to reproduce published weights from a seed::
 
@@ -6,7 +8,7 @@ A recipe is everything ``scripts/train.py NAME`` needs to reproduce published we
     data: {source: cifar10, holdout: 2000, seed: 0}      # mnist | cifar10 | isic | folder | npz | python:module:function
     # folder: {source: folder, train: $IMAGENET_DIR/train, val: $IMAGENET_DIR/val}  (any zoo train data layout)
     # npz: {source: npz, train: cifar10_train, holdout: 5000, test: cifar10_test}  (.npz folders held in memory;
-    #      relative paths are below the shared data folder; holdout splits the selection set off the training set)
+    #      relative paths are below the data folder, $ZOO_DATA; holdout splits the selection set off the training set)
     finetune: {epochs: 5, lr: 0.001, batch_size: 128}   # any zoo.training.FinetuneConfig field
     # or, for a compressed model distilled from a trained teacher (chapter 2):
     # distill: {teacher: resnet32, method: seq-kd, epochs: 2, lr: 0.001, batch_size: 128, blocks: "layer?.?"}
@@ -23,7 +25,7 @@ import fnmatch
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Dict, Literal, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,18 @@ from torch.utils.data import Dataset
 from zoo import datasets
 from zoo.errors import ZooError
 
-RECIPES = Path(__file__).resolve().parents[1] / "scripts" / "recipes"
+
+
+def recipe_folders() -> List[Path]:
+    """The ``recipes/`` folder of every installed family that has one, in family-name order."""
+    from zoo import plugins
+
+    return [folder for rec in plugins.records() if (folder := rec.recipes_dir()) is not None]
+
+
+def recipe_files() -> List[Path]:
+    """Every model's own recipe (``recipes/*.yaml`` of each family; variants in subfolders are not listed)."""
+    return [path for folder in recipe_folders() for path in sorted(folder.glob("*.yaml"))]
 
 
 class DataSpec(BaseModel):
@@ -107,20 +120,25 @@ class Recipe(BaseModel):
         return self
 
 
-def load_recipe(name_or_path: str, folder: Path = RECIPES) -> Recipe:
-    """The recipe of a model name (``folder/NAME.yaml``, else the recipe whose ``model`` is an fnmatch pattern
-    matching NAME, e.g. ``resnet50-*``, with ``model`` set to NAME) or of a YAML file path."""
+def load_recipe(name_or_path: str, folders: Optional[Sequence[Path]] = None) -> Recipe:
+    """The recipe of a model name (``NAME.yaml`` in a family's recipes, or a variant such as
+    ``comparisons/NAME-e2e-kd``; else the recipe whose ``model`` is an fnmatch pattern matching NAME, e.g.
+    ``resnet50-*``, with ``model`` set to NAME) or of a YAML file path. ``folders``: where to look instead of the
+    installed families' recipe folders."""
     if name_or_path.endswith((".yaml", ".yml")):
         return _parse(Path(name_or_path))
-    path = folder / f"{name_or_path}.yaml"
-    if path.is_file():
-        return _parse(path)
-    recipes = [_parse(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
+    folders = recipe_folders() if folders is None else list(folders)
+    for folder in folders:
+        if (folder / f"{name_or_path}.yaml").is_file():
+            return _parse(folder / f"{name_or_path}.yaml")
+    recipes = [_parse(p) for folder in folders for p in sorted(folder.glob("*.yaml"))]
     for recipe in recipes:
         if recipe.is_pattern and fnmatch.fnmatchcase(name_or_path, recipe.model):
             return recipe.model_copy(update={"model": name_or_path})
     known = ", ".join(r.model for r in recipes) or "none"
-    raise ZooError(f"no recipe {path} and no recipe pattern matches {name_or_path!r}; recipes exist for: {known}")
+    where = ", ".join(map(str, folders)) or "no installed family ships recipes"
+    raise ZooError(f"no recipe {name_or_path!r} and no recipe pattern matches it (looked in {where}); recipes "
+                   f"exist for: {known}")
 
 
 def _parse(path: Path) -> Recipe:
@@ -177,15 +195,15 @@ def _npz_data(spec: DataSpec, cfg: Mapping[str, Any], augment: bool) -> RecipeDa
     training images."""
     from torch.utils.data import Subset
 
-    from zoo.paths import shared_data_dir
+    from zoo.paths import data_dir
     from zoo.training.tensor_data import npz_folder_data
 
     def folder(path: str) -> Path:
         resolved = Path(os.path.expandvars(path)).expanduser()
-        resolved = resolved if resolved.is_absolute() else shared_data_dir() / resolved
+        resolved = resolved if resolved.is_absolute() else data_dir() / resolved
         if not resolved.is_dir():
-            raise ZooError(f"recipe data {resolved} does not exist (relative paths are below the shared data "
-                           f"folder, $ZOO_SHARED_DATA; the recipe names {path})")
+            raise ZooError(f"recipe data {resolved} does not exist (relative paths are below the data folder "
+                           f"$ZOO_DATA, {data_dir()}; the recipe names {path})")
         return resolved
 
     train_dir = folder(spec.train)

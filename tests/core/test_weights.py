@@ -114,7 +114,7 @@ def test_checkpoint_path_and_mismatched_keys(published, tmp_path):
 
 
 def test_pretrained_without_weights_says_so_and_lists_models(published):
-    with pytest.raises(WeightsError, match=r"'toynet-bare' has no published weights.*scripts/train.py.*toynet-small"):
+    with pytest.raises(WeightsError, match=r"'toynet-bare' has no published weights.*zoo train toynet-bare --data.*toynet-small"):
         zoo.create("toynet-bare", pretrained=True)
 
 

@@ -97,28 +97,34 @@ def test_read_idx_round_trip_and_errors(tmp_path):
 
 
 def test_bad_recipes(tmp_path):
-    with pytest.raises(ZooError, match="no recipe"):
-        load_recipe("nope", folder=tmp_path)
+    with pytest.raises(ZooError, match="no recipe 'nope'"):
+        load_recipe("nope", folders=[tmp_path])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: x\ndata: {source: mnist, holdout: -1}\n")
     with pytest.raises(ZooError, match=r"data.holdout"):
         load_recipe(str(bad))
 
 
-def test_every_shipped_recipe_validates_and_names_a_registry_model():
-    from zoo.recipes import RECIPES
+def test_every_shipped_recipe_validates_and_names_a_model_of_its_family():
+    """Each family ships the recipes of its own models (``<package>/recipes``), variants in subfolders."""
+    from zoo import plugins
     from zoo.training.trainer import FinetuneConfig
 
-    recipes = sorted(RECIPES.glob("*.yaml"))
-    assert recipes
-    for path in recipes:
-        recipe = load_recipe(str(path))
-        if "*" in recipe.model:  # a pattern recipe covers registry models that have no recipe of their own
-            names = zoo.list_models(recipe.model)
-            assert names and all(load_recipe(n).model == n for n in names), path
-        else:
-            assert recipe.model == path.stem and zoo.model_info(recipe.model).name == recipe.model
-        FinetuneConfig(**recipe.finetune)  # every option is a real trainer option
+    shipped = {rec.name: rec.recipes_dir() for rec in plugins.records() if rec.recipes_dir() is not None}
+    assert set(shipped) >= {"arma", "bqn", "convttlstm", "sc-fac", "tnn"}
+    for family, folder in shipped.items():
+        for path in sorted(folder.rglob("*.yaml")):
+            recipe = load_recipe(str(path))
+            variant = path.parent != folder
+            if "*" in recipe.model:  # a pattern recipe covers registry models that have no recipe of their own
+                names = zoo.list_models(recipe.model)
+                assert names and all(load_recipe(n).model == n for n in names), path
+            else:
+                assert variant or recipe.model == path.stem, path
+                assert zoo.model_info(recipe.model).family == family, path
+            if variant:
+                assert load_recipe(str(path.relative_to(folder).with_suffix(""))) == recipe
+            FinetuneConfig(**recipe.finetune)  # every option is a real trainer option
 
 
 @pytest.mark.parametrize("name,needs", [("resnet50-mtt-1pct", "IMAGENET_DIR"), ("convttlstm-kth", "KTH_DIR"), ("convlstm-kth", "KTH_DIR"),
@@ -133,7 +139,8 @@ def test_out_of_reach_models_have_a_recipe_and_say_how_to_get_weights(name, need
     with pytest.raises(WeightsError) as err:
         zoo.create(name, pretrained=True)
     message = str(err.value)
-    assert f"has no published weights. Train them with `python scripts/train.py {name}`" in message
+    assert f"has no published weights. Train them with `zoo train {name} --data DIR" in message
+    assert f"zoo.recipes.load_recipe({name!r})" in message
     assert "zoo.create('local-dir:OUT/best', pretrained=True)" in message and "checkpoint_path=" in message
     monkeypatch.delenv(needs, raising=False)
     with pytest.raises(ZooError, match=needs):

@@ -16,9 +16,9 @@ def _no_weights_message(entry: ModelEntry) -> str:
 
     have = sorted(entries(pretrained=True))
     listing = ", ".join(have) if have else "none are installed"
-    return (f"model {entry.name!r} has no published weights. Train them with `python scripts/train.py {entry.name}` "
-            f"(in a source checkout, where scripts/recipes/ has a recipe for it: the recipe names the data to provide) "
-            f"or `zoo train {entry.name} --data DIR --output OUT`, then load them with "
+    return (f"model {entry.name!r} has no published weights. Train them with `zoo train {entry.name} --data DIR "
+            f"--output OUT` (where its family ships a recipe for it, zoo.recipes.load_recipe({entry.name!r}) names the "
+            f"data and schedule of the published weights), then load them with "
             f"zoo.create('local-dir:OUT/best', pretrained=True) or "
             f"checkpoint_path='.../model.safetensors'. Models with weights: {listing}")
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any, Dict
 
 
 def add_train_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
@@ -23,18 +24,23 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentPars
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the best model when done")
     p.add_argument("--json", action="store_true", help="print the history as JSON")
+    p.add_argument("--recipe", action="store_true",
+                   help="start from the schedule of NAME's recipe (shipped by its family, zoo.recipes); the flags "
+                        "given here override it")
     defaults = FinetuneConfig()
     for f in dataclasses.fields(FinetuneConfig):
         if f.name in ("output_dir", "progress"):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        # absent flags stay absent (SUPPRESS): cmd_train fills them from --recipe, else from FinetuneConfig
         if isinstance(default, bool) or f.name == "channels_last":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"(default: {default})")
         else:
             kind = {"grad_clip": float, "input_size": int, "device": str, "decay_epochs": float}.get(
                 f.name, type(default))
-            p.add_argument(flag, type=kind, default=default)
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=f"(default: {default})")
     p.set_defaults(fn=cmd_train)
     return p
 
@@ -42,8 +48,9 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentPars
 def cmd_train(args: argparse.Namespace) -> int:
     from zoo.training.trainer import FinetuneConfig, finetune
 
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
-               if hasattr(args, f.name)}
+    options = _recipe_schedule(args.name) if args.recipe else {}
+    options.update({f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
+                    if hasattr(args, f.name)})
     options["output_dir"] = args.output
     if args.push_to_hub:  # a typo in the repository id is found before training, not after it
         from zoo.hub.pretrained import check_repo_id
@@ -69,6 +76,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"skipped {len(result.skipped_files)} unreadable file(s): {', '.join(result.skipped_files)}")
         print(f"best model: {result.best_dir}")
     return 0
+
+
+def _recipe_schedule(name: str) -> Dict[str, Any]:
+    """The ``finetune`` options of ``name``'s recipe; a recipe without one (distillation, a demo's) is refused."""
+    from zoo.errors import ZooError
+    from zoo.recipes import load_recipe
+
+    recipe = load_recipe(name)
+    if recipe.distill is not None or recipe.produced_by is not None:
+        how = (f"it distils from {recipe.distill.teacher}" if recipe.distill is not None else
+               f"its weights come from {recipe.produced_by}")
+        raise ZooError(f"the recipe of {name!r} has no fine-tuning schedule for zoo train --recipe: {how}")
+    return dict(recipe.finetune)
 
 
 def _interrupted(output: Path) -> int:

@@ -1,4 +1,4 @@
-"""The ISIC lesion sample in the shared data folder (93 images + masks, 128x128 PNG): loading and splitting."""
+"""The ISIC lesion sample in the data folder (93 images + masks, 128x128 PNG): loading and splitting."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ STD = (0.5, 0.5, 0.5)
 
 
 def isic_folder(root: Optional[Path] = None) -> Path:
-    """``<shared data>/isic2018_sample`` (``zoo.paths.shared_data_dir()`` unless ``root`` is given)."""
+    """``<data folder>/isic2018_sample`` (``zoo.paths.data_dir()`` unless ``root`` is given)."""
     if root is None:
-        from zoo.paths import shared_data_dir
+        from zoo.paths import data_dir
 
-        root = shared_data_dir()
+        root = data_dir()
     folder = Path(root) / "isic2018_sample"
     if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
-        raise FileNotFoundError(f"expected {folder}/images and {folder}/masks (the ISIC sample); set ZOO_SHARED_DATA")
+        raise FileNotFoundError(f"expected {folder}/images and {folder}/masks (the ISIC sample); set ZOO_DATA")
     return folder
 
 

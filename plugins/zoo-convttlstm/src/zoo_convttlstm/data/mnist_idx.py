@@ -20,7 +20,7 @@ def read_idx_images(path: Union[str, Path]) -> np.ndarray:
 
 
 def default_mnist_images() -> Path:
-    """The shared MNIST test images (``zoo.paths.shared_data_dir() / 'mnist'``)."""
-    from zoo.paths import shared_data_dir
+    """The MNIST test images (``zoo.paths.data_dir() / 'mnist'``)."""
+    from zoo.paths import data_dir
 
-    return shared_data_dir() / "mnist" / "t10k-images-idx3-ubyte.gz"
+    return data_dir() / "mnist" / "t10k-images-idx3-ubyte.gz"
