@@ -105,6 +105,8 @@ def test_orthogonal_linear_starts_exactly_orthogonal_with_an_orthogonal_base(sha
     w = lin.weight
     gram = w @ w.T if shape[0] < shape[1] else w.T @ w
     assert torch.allclose(gram, torch.eye(min(shape), dtype=torch.float64), atol=1e-6)
+    if shape[0] == shape[1]:  # geotorch samples a square orthogonal weight from SO(n)
+        assert abs(float(torch.linalg.det(w.detach())) - 1) < 1e-6
 
 
 def test_haar_sampler_is_exactly_orthogonal_special_and_haar_distributed():

@@ -92,8 +92,8 @@ def haar_frame(batch: Tuple[int, ...], n: int, k: int, dtype: torch.dtype = torc
     Only ``k`` reflectors are drawn and the product is formed in compact WY form, ``I - V T V^T`` with
     ``T^{-1} = diag(1 / tau) + striu(V^T V)``: ``O(n^2 k)`` instead of the ``O(n^3)`` of sampling all of ``Q``.
     This is the base that geotorch's Stiefel parametrisation needs: any orthogonal completion of the frame."""
-    if k == n:
-        return haar_orthogonal(tuple(batch) + (n, n), dtype, special=False, generator=generator)
+    if k == n:  # Haar on SO(n), as geotorch's sample of a square orthogonal weight
+        return haar_orthogonal(tuple(batch) + (n, n), dtype, special=True, generator=generator)
     if not 0 <= k < n:
         raise ValueError(f"need 0 <= k <= n, got n={n}, k={k}")
     eye = torch.eye(n, dtype=dtype).expand(tuple(batch) + (n, n))
