@@ -7,9 +7,7 @@ once timm is imported (see :mod:`zoo.timm_compat`; ``ZOO_NO_TIMM_HOOK=1`` disabl
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from zoo.lazy import lazy_exports
 from zoo.version import __version__
 
 _LAZY = {
@@ -36,17 +34,7 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 from zoo.timm_compat import install_import_hook as _install_timm_hook  # noqa: E402

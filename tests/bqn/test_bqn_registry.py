@@ -79,8 +79,8 @@ def test_training_step_and_summary():
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss)
     rows = FAMILY.summary(model, entry)
-    assert rows["categorical weights"] == 784 * 256 + 256 * 256 + 256 * 10
-    assert rows["exported MAP QNN size (bytes)"] == rows["categorical weights"] // 8 + 4
+    assert rows["categorical_weights"] == 784 * 256 + 256 * 256 + 256 * 10
+    assert rows["map_qnn_bytes"] == rows["categorical_weights"] // 8 + 4
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if ENTRIES[n].get("weights")])

@@ -103,3 +103,47 @@ def test_family_training_state_goes_through_the_checkpoint(rgb_toy, colour_data,
         zoo.finetune(rgb_toy, train, val, epochs=1, output_dir=str(tmp_path / "other"), batch_size=8,
                      progress=False, scheduler="none")
     assert not (tmp_path / "other" / "checkpoint.pt").exists()
+
+
+IN_REPO_FAMILIES = {"arma": "armaunet-isic-small", "bqn": "bqn-mlp-mnist", "convttlstm": "convlstm-mnist-small",
+                    "sc-fac": "sc-fac-wrn10-1-cifar10-small", "tnn": "lenet5-mcp-5pct"}
+
+
+@pytest.mark.parametrize("family_name", sorted(IN_REPO_FAMILIES))
+def test_every_family_has_the_same_api_shape(family_name):
+    """The rule of docs/plugins.md ("One API shape"): package ``zoo_<name without hyphens>`` exporting its layer and
+    network classes from ``__init__``; builder ``K`` is ``build_K``; snake_case summary keys."""
+    import importlib
+    import re
+
+    from torch import nn
+
+    from zoo import plugins
+
+    record = next(r for r in plugins.records() if r.name == family_name)
+    assert record.package == "zoo_" + family_name.replace("-", "")
+    package = importlib.import_module(record.package)
+    exported = {name: getattr(package, name) for name in package.__all__ if name != "__version__"}
+    assert sorted(dir(package)) == sorted(package.__all__)
+    modules = [v for v in exported.values() if isinstance(v, type) and issubclass(v, nn.Module)]
+    assert len(modules) >= 2, f"{record.package} exports no layer and network classes: {sorted(exported)}"
+    family = plugins.get_family(family_name)
+    for key, builder in family.builders.items():
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", key) and builder.__name__ == f"build_{key}", (key, builder.__name__)
+    model_name = IN_REPO_FAMILIES[family_name]
+    rows = family.summary(zoo.create(model_name), zoo.model_info(model_name))
+    bad = [key for key in rows if not re.fullmatch(r"[a-z][a-z0-9_]*", key)]
+    assert not bad, f"{family_name}: summary keys must be snake_case: {bad}"
+
+
+def test_every_family_field_is_documented_in_the_plugin_guide():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from zoo.family import Family
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", guide, flags=re.M))
+    assert {f.name for f in dataclasses.fields(Family)} <= documented
+    assert all(f"{f.name}:" in Family.__doc__ or f.name in Family.__doc__ for f in dataclasses.fields(Family))

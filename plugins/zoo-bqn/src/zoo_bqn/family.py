@@ -12,13 +12,13 @@ from zoo.family import Family
 from zoo_bqn import __version__
 
 
-def _bqn_mlp(**kwargs: Any) -> nn.Module:
+def build_bqn_mlp(**kwargs: Any) -> nn.Module:
     from zoo_bqn.models import bqn_mlp
 
     return bqn_mlp(**kwargs)
 
 
-def _bqn_cnn(**kwargs: Any) -> nn.Module:
+def build_bqn_cnn(**kwargs: Any) -> nn.Module:
     from zoo_bqn.models import bqn_cnn
 
     return bqn_cnn(**kwargs)
@@ -50,20 +50,20 @@ def summary(model: nn.Module, entry: Any) -> Dict[str, Any]:
 
     layers = [m for m in model.modules() if isinstance(m, BayesWeighted)]
     rows: Dict[str, Any] = {
-        "categorical weights": model.num_weights(),
-        "weight levels": list(layers[0].level_values) if layers else [],
-        "prior weight lambda (Eq. 5.15)": model.prior_weight,
-        "softmax scale s": round(float(model.scale.detach()), 4),
-        "evaluation mode": model.mode,
+        "categorical_weights": model.num_weights(),
+        "weight_levels": list(layers[0].level_values) if layers else [],
+        "prior_weight": model.prior_weight,  # lambda of Eq. (5.15)
+        "softmax_scale": round(float(model.scale.detach()), 4),
+        "evaluation_mode": model.mode,
     }
     if model.num_classes > 0:
-        rows["exported MAP QNN size (bytes)"] = model.export().size_bytes()
+        rows["map_qnn_bytes"] = model.export().size_bytes()  # the exported MAP QNN
     return rows
 
 
 FAMILY = Family(
     name="bqn",
-    builders={"bqn_mlp": _bqn_mlp, "bqn_cnn": _bqn_cnn},
+    builders={"bqn_mlp": build_bqn_mlp, "bqn_cnn": build_bqn_cnn},
     registry=Path(__file__).parent / "registry.yaml",
     training_step=training_step,
     summary=summary,

@@ -10,14 +10,14 @@ from zoo.family import Family
 from . import __version__
 
 
-def video_prediction(**kwargs: Any):
+def build_video_prediction(**kwargs: Any):
     """Builder: :class:`zoo_convttlstm.network.VideoPredictionNet` (Fig. 4.6a)."""
     from .network import VideoPredictionNet
 
     return VideoPredictionNet(**kwargs)
 
 
-def activity_recognition(**kwargs: Any):
+def build_activity_recognition(**kwargs: Any):
     """Builder: :class:`zoo_convttlstm.recognition.EarlyActivityRecognizer` (Fig. 4.6b)."""
     from .recognition import EarlyActivityRecognizer
 
@@ -108,7 +108,7 @@ def summary(model, entry) -> Mapping[str, Any]:
 
 FAMILY = Family(
     name="convttlstm",
-    builders={"video_prediction": video_prediction, "activity_recognition": activity_recognition},
+    builders={"video_prediction": build_video_prediction, "activity_recognition": build_activity_recognition},
     registry=Path(__file__).parent / "registry.yaml",
     training_step=training_step,
     after_epoch=after_epoch,

@@ -1,7 +1,26 @@
-"""SC-Fac: separable complete factorization of paraunitary systems (dissertation chapter 7).
+"""zoo-scfac: SC-Fac, separable complete factorization of paraunitary systems (dissertation chapter 7):
+exactly orthogonal convolutions and 1-Lipschitz networks for the spectral zoo.
 
-Kept light: import the layers from :mod:`zoo_scfac.layers`, the networks from
-:mod:`zoo_scfac.networks` and the robustness tools from :mod:`zoo_scfac.robust`.
+Light on import: the public names (the layer and network classes, their builders) load on first access.
 """
 
+from __future__ import annotations
+
+from zoo.lazy import lazy_exports
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "OrthoConv1d": ".layers",
+    "OrthoConv2d": ".layers",
+    "OrthoLinear": ".layers",
+    "LipschitzBlock": ".networks",
+    "LipschitzWideResNet": ".networks",
+    "LipschitzResNet9": ".networks",
+    "LipschitzKWLarge": ".networks",
+    "ResidualFlow": ".flow",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -5,8 +5,7 @@ Light on import: torch/timm-heavy modules load on first attribute access.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from zoo.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -23,12 +22,12 @@ _LAZY = {
     "register_decomposition": "zoo_tnn.decompositions",
     "Decomposition": "zoo_tnn.decompositions",
     "build_backbone": "zoo_tnn.backbones",
+    "LeNet5": "zoo_tnn.backbones",
+    "CifarResNet": "zoo_tnn.backbones",
+    "CifarResNet34": "zoo_tnn.backbones",
+    "WideResNet": "zoo_tnn.backbones",
+    "CifarVGG16": "zoo_tnn.backbones",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'zoo_tnn' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -15,12 +15,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from zoo.registry.schema import ModelEntry
 
 
-def build_dense(backbone: str, num_classes: Optional[int] = None, in_chans: Optional[int] = None,
+def build_backbone(backbone: str, num_classes: Optional[int] = None, in_chans: Optional[int] = None,
                 **kwargs: Any) -> "nn.Module":
     """A dense backbone (plugin CIFAR/MNIST backbones or any timm model, not pretrained)."""
-    from zoo_tnn.backbones import build_backbone
+    from zoo_tnn import backbones
 
-    return build_backbone(backbone, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return backbones.build_backbone(backbone, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 def build_tnn(
@@ -45,7 +45,7 @@ def build_tnn(
     from zoo_tnn.tensorize import tensorize
 
     register_fx_leaves()
-    model = build_dense(backbone, num_classes=num_classes, in_chans=in_chans, **{**(backbone_args or {}),
+    model = build_backbone(backbone, num_classes=num_classes, in_chans=in_chans, **{**(backbone_args or {}),
                                                                                **timm_kwargs})
     return tensorize(model, decomposition, rate, rank=rank, m=m, skip_first=skip_first,
                      skip_classifier=skip_classifier, exclude=exclude, on_infeasible=on_infeasible)
@@ -130,7 +130,7 @@ def summary(model: "nn.Module", entry: "ModelEntry") -> Mapping[str, Any]:
 
 FAMILY = Family(
     name="tnn",
-    builders={"tnn": build_tnn, "backbone": build_dense},
+    builders={"tnn": build_tnn, "backbone": build_backbone},
     registry=Path(__file__).parent / "registry.yaml",
     resolve=resolve,
     summary=summary,
