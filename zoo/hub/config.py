@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 
 from zoo.errors import PluginError, WeightsError, ZooError
 from zoo.hub.files import sha256_of
-from zoo.registry.schema import InputSpec, ModelEntry, Reference, Task
+from zoo.registry.schema import ENTRY_FIELDS, InputSpec, ModelEntry, Reference, Task
 
 MAX_BYTES = 1 << 20
 """The largest ``config.json`` read (1 MiB; the zoo writes a few KiB)."""
@@ -345,8 +345,7 @@ class SavedConfig(_TimmHubFields):
 
     def entry(self, source: Path) -> ModelEntry:
         """The registry entry this config describes."""
-        fields = self.model_dump(include={"name", "family", "builder", "args", "task", "dataset", "input",
-                                          "reference", "tags", "description"}, exclude_none=True)
+        fields = self.model_dump(include={"name", *ENTRY_FIELDS}, exclude_none=True)
         return ModelEntry(**fields, source=str(source))
 
 

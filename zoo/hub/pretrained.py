@@ -12,7 +12,7 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.hub.files import atomic_path, sha256_of, write_text_atomic
-from zoo.registry.schema import ModelEntry
+from zoo.registry.schema import ENTRY_FIELDS, ModelEntry
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.hub.config import SavedConfig
@@ -21,15 +21,13 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 
-_ENTRY_KEYS = ("family", "builder", "args", "task", "dataset", "input", "reference", "tags", "description")
-
 
 def config_of(model: nn.Module) -> Dict[str, Any]:
     """Everything needed to rebuild ``model``: its registry entry, the build kwargs, and measured metrics."""
     cfg = getattr(model, "pretrained_cfg", None)
     if not isinstance(cfg, Mapping) or "family" not in cfg or "builder" not in cfg:
         raise ZooError("save_pretrained needs a model made by zoo.create (it reads model.pretrained_cfg)")
-    config = {key: cfg.get(key) for key in _ENTRY_KEYS}
+    config = {key: cfg.get(key) for key in ENTRY_FIELDS}
     config["name"] = cfg["architecture"]
     config["build_kwargs"] = dict(cfg.get("build_kwargs") or {})
     weights = cfg.get("weights") or {}

@@ -77,6 +77,10 @@ class Weights(_Strict):
         return v
 
 
+ENTRY_FIELDS = ("family", "builder", "args", "task", "dataset", "input", "reference", "tags", "description")
+"""What defines a model besides its name: how it is built and fed (not its weights, not where it was read)."""
+
+
 class ModelEntry(_Strict):
     """One model of the zoo."""
 

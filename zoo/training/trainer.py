@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo import plugins
 from zoo.errors import PluginError, ZooError
 from zoo.hub.files import atomic_path
-from zoo.registry.loader import parse_entry
+from zoo.registry.loader import entry_from_cfg
 from zoo.registry.schema import ModelEntry
 from zoo.training import distributed as dist
 from zoo.training import output
@@ -118,9 +118,7 @@ def entry_of(model: nn.Module) -> ModelEntry:
     cfg = getattr(model, "pretrained_cfg", None)
     if not isinstance(cfg, dict) or "family" not in cfg:
         raise ZooError("finetune needs a model made by zoo.create (it reads model.pretrained_cfg)")
-    keys = ("family", "builder", "args", "task", "dataset", "input", "reference", "tags", "description")
-    return parse_entry(cfg["architecture"], {k: cfg[k] for k in keys if cfg.get(k) is not None},
-                       Path("<model.pretrained_cfg>"))
+    return entry_from_cfg(cfg)
 
 
 def finetune(model_or_name: Union[str, nn.Module], train_data: DataSource, val_data: Optional[DataSource] = None,
