@@ -14,13 +14,12 @@ on the tag, which makes ``timm.create_model("resnet50-mtt-0.5pct")`` work too.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import sys
 import warnings
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional
 
+from zoo.import_hooks import call_after_import
 from zoo.timm_adapters import folder_source
 
 _registered: Dict[str, Dict[str, str]] = {}
@@ -86,31 +85,6 @@ def _entrypoint(arch: str) -> Callable[..., Any]:
     return create
 
 
-class _TimmImportHook(importlib.abc.MetaPathFinder):
-    """Runs :func:`register_timm` once, right after ``import timm`` finishes."""
-
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Any = None) -> Any:
-        if fullname != "timm":
-            return None
-        _remove_hook()
-        spec = importlib.util.find_spec("timm")
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_then_register(module: Any) -> None:
-            exec_module(module)
-            _register_quietly()
-
-        loader.exec_module = exec_then_register  # type: ignore[method-assign]
-        return spec
-
-
-def _remove_hook() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TimmImportHook)]
-
-
 def _register_quietly() -> None:
     try:
         register_timm()
@@ -123,9 +97,5 @@ def install_import_hook() -> None:
     """Register zoo names in timm now if timm is imported, else right after it is (``ZOO_NO_TIMM_HOOK=1``: never)."""
     if os.environ.get("ZOO_NO_TIMM_HOOK", "") not in ("", "0"):
         return
-    if "timm" in sys.modules:
-        if not _registered:
-            _register_quietly()
-        return
-    if not any(isinstance(f, _TimmImportHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TimmImportHook())
+    if "timm" not in sys.modules or not _registered:
+        call_after_import("timm", _register_quietly)
