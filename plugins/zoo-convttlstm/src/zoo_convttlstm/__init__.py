@@ -15,6 +15,9 @@ _LAZY = {
     "VideoPredictionNet": ".network",
     "EarlyActivityRecognizer": ".recognition",
     "ScheduledSampling": ".training",
+    "convert_official_state_dict": ".official",
+    "official_architecture": ".official",
+    "OfficialCheckpointError": ".official",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
