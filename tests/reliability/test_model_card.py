@@ -16,8 +16,10 @@ def test_tags_cannot_add_front_matter_keys():
     card = model_card(CONFIG)
     assert card.startswith("---\n")
     front = yaml.safe_load(card.split("\n---\n", 1)[0][4:])
-    assert front == {"library_name": "spectral-zoo",
-                     "tags": ["spectral-zoo", "toy", "toy", "x\nlicense: evil", "---"]}
+    assert set(front) == {"library_name", "license", "tags", "datasets", "pipeline_tag", "metrics", "model-index"}
+    assert front["license"] == "mit" and front["library_name"] == "spectral-zoo"
+    assert front["tags"] == ["spectral-zoo", "toy", "toy", "x\nlicense: evil", "---"]
+    assert [m["name"] for m in front["model-index"][0]["results"][0]["metrics"]] == ["top|1", "two\nlines"]
 
 
 def test_metric_names_stay_in_their_table_cell():

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from zoo.errors import PluginError, WeightsError, ZooError
 from zoo.hub.files import sha256_of
@@ -31,6 +31,9 @@ MAX_DEPTH = 16
 
 MAX_STRING = 256
 """The longest string value accepted in build arguments."""
+
+MAX_TEXT = 1024
+"""The longest descriptive string accepted in ``training`` (a data path as the user gave it)."""
 
 FORBIDDEN_ARGS: FrozenSet[str] = frozenset({
     "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_file", "pretrained_strict",
@@ -297,6 +300,49 @@ class TimmConfig(_TimmHubFields):
         return ModelEntry(**{**fields, "input": InputSpec(**spec)}, source=str(source))
 
 
+class TrainingRecord(BaseModel):
+    """How a folder written by ``zoo train`` / :func:`zoo.finetune` was trained (``config.json``'s ``training``):
+    descriptive only, never used to find or load anything. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = Field(max_length=MAX_TEXT)           # what was fine-tuned: a zoo name or local-dir:/hf-hub:
+    from_weights: bool                                     # started from trained weights (else a random init)
+    data: str = Field(max_length=MAX_TEXT)                 # the training data as given (a path, or a Dataset's type)
+    data_format: str = Field(max_length=64)                # image-folder, csv, npz, segmentation, video, dataset
+    train_samples: int = Field(ge=0)
+    val_data: Optional[str] = Field(None, max_length=MAX_TEXT)
+    val_samples: Optional[int] = Field(None, ge=0)
+    num_classes: Optional[int] = Field(None, ge=1)
+    epochs: int = Field(ge=1)                              # epochs the run was set to train
+    best_epoch: int = Field(ge=1)                          # the epoch these weights come from
+    input_size: List[int]
+    metrics: Dict[str, float] = {}                         # the best epoch's validation metrics
+    zoo_version: Optional[str] = Field(None, max_length=64)
+
+
+class FolderEntry(ModelEntry):
+    """The registry entry of a saved folder, with what its ``config.json`` adds to a model's ``pretrained_cfg``
+    beyond an entry: the class names, timm's eval preprocessing (``crop_pct``, ``interpolation``, ``crop_mode``)
+    and the training record. They become top-level ``pretrained_cfg`` keys of the model ``zoo.create`` builds, so
+    ``timm.data.resolve_data_config(model=...)`` and the labels of its outputs are those it was trained with."""
+
+    label_names: Optional[List[str]] = None
+    crop_pct: Optional[float] = None
+    interpolation: Optional[str] = None
+    crop_mode: Optional[str] = None
+    training: Optional[TrainingRecord] = None
+
+    def pretrained_cfg(self) -> Dict[str, Any]:
+        """The entry's ``pretrained_cfg`` plus the folder's own keys; one it does not record is left out, so the
+        built model's own value (timm's ``crop_pct``, say) stays."""
+        cfg = super().pretrained_cfg()
+        for key in ("label_names", "crop_pct", "interpolation", "crop_mode", "training"):
+            if cfg.get(key) is None:
+                cfg.pop(key, None)
+        return cfg
+
+
 class SavedConfig(_TimmHubFields):
     """The ``config.json`` written by :func:`zoo.save_pretrained` (unknown keys are refused): the zoo's fields
     plus timm's hub fields, so ``timm.create_model('local-dir:...')`` / ``'hf-hub:...'`` load it too."""
@@ -318,6 +364,7 @@ class SavedConfig(_TimmHubFields):
     data: Optional[str] = None
     zoo_version: Optional[str] = None
     weights_sha256: Optional[str] = None
+    training: Optional[TrainingRecord] = None
 
     @field_validator("args", "build_kwargs")
     @classmethod
@@ -341,12 +388,23 @@ class SavedConfig(_TimmHubFields):
         if self.num_classes is not None and self.num_classes != self.input.num_classes:
             raise ValueError(f"num_classes {self.num_classes} differs from input.num_classes "
                              f"{self.input.num_classes}")
+        names = self.label_names if self.label_names is not None else (
+            self.pretrained_cfg.label_names if self.pretrained_cfg is not None else None)
+        if names is not None and self.input.num_classes is not None and len(names) != self.input.num_classes:
+            raise ValueError(f"label_names has {len(names)} names but the model has {self.input.num_classes} "
+                             f"classes (input.num_classes)")
+        if (self.label_names is not None and self.pretrained_cfg is not None
+                and self.pretrained_cfg.label_names is not None and self.pretrained_cfg.label_names != self.label_names):
+            raise ValueError("label_names differs from pretrained_cfg.label_names")
         return self
 
-    def entry(self, source: Path) -> ModelEntry:
-        """The registry entry this config describes."""
+    def entry(self, source: Path) -> FolderEntry:
+        """The registry entry this config describes, with its class names, preprocessing and training record."""
         fields = self.model_dump(include={"name", *ENTRY_FIELDS}, exclude_none=True)
-        return ModelEntry(**fields, source=str(source))
+        cfg = self.pretrained_cfg or TimmPretrainedCfg()
+        names = self.label_names if self.label_names is not None else cfg.label_names
+        return FolderEntry(**fields, source=str(source), label_names=names, crop_pct=cfg.crop_pct,
+                           interpolation=cfg.interpolation, crop_mode=cfg.crop_mode, training=self.training)
 
 
 def load_config(path: Path) -> SavedConfig:

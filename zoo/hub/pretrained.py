@@ -40,6 +40,10 @@ def config_of(model: nn.Module) -> Dict[str, Any]:
     config.update(hub_fields(model, cfg))  # timm's fields: timm.create_model("local-dir:...") reads them
     if config["build_kwargs"]:
         config["model_args"] = dict(config["build_kwargs"])
+    if cfg.get("label_names") is not None:  # timm writes the class names at the top level too
+        config["label_names"] = [str(n) for n in cfg["label_names"]]
+    if cfg.get("training") is not None:  # written by zoo.finetune: how this model was trained
+        config["training"] = dict(cfg["training"])
     return config
 
 
@@ -136,29 +140,66 @@ def _load_folder_config(directory: Path) -> "SavedConfig":
     return load_config(path)
 
 
-def model_card(config: Mapping[str, Any]) -> str:
-    """A Hugging Face model card (YAML front matter + markdown) from a config dict."""
-    import yaml
+PIPELINE_TAGS = {"classification": "image-classification", "segmentation": "image-segmentation",
+                 "activity-recognition": "video-classification", "generative": "unconditional-image-generation"}
+"""The Hub's ``pipeline_tag`` of each task (video prediction has none)."""
 
+DEFAULT_LICENSE = "mit"
+"""The card's ``license`` when the config names none: the project's (weights fine-tuned from others' may carry
+their source's terms too; the card says which model they started from)."""
+
+
+def model_card(config: Mapping[str, Any]) -> str:
+    """A Hugging Face model card (YAML front matter + markdown) from a config dict.
+
+    The front matter carries ``library_name``, ``license``, ``tags``, ``datasets``, ``pipeline_tag`` and, when the
+    config has measured metrics, a ``model-index`` of them; a config written by :func:`zoo.finetune` (with
+    ``training``) gets a card saying it was fine-tuned, from which model, on what data, for how long, with what
+    result, and how to preprocess its inputs."""
     name = config["name"]
     ref = config.get("reference") or {}
+    training = config.get("training") or None
+    metrics = config.get("metrics") or {}
     tags = ["spectral-zoo", str(config["family"]), *(str(t) for t in config.get("tags") or [])]
-    front = yaml.safe_dump({"library_name": "spectral-zoo", "tags": tags}, sort_keys=False, allow_unicode=True)
-    lines = ["---", front.rstrip("\n"), "---", "", f"# {name}", ""]  # quoted by YAML: a tag cannot add keys
+    if training:
+        tags.append("fine-tuned")
+    licence = config.get("license") or (config.get("pretrained_cfg") or {}).get("license") or DEFAULT_LICENSE
+    front: Dict[str, Any] = {"library_name": "spectral-zoo", "license": str(licence), "tags": tags}
+    if config.get("dataset"):
+        front["datasets"] = [str(config["dataset"])]
+    if config.get("task") in PIPELINE_TAGS:
+        front["pipeline_tag"] = PIPELINE_TAGS[config["task"]]
+    if metrics:
+        front["metrics"] = sorted({_metric_type(k) for k in metrics})
+        front["model-index"] = [{"name": str(name), "results": [{
+            "task": {"type": PIPELINE_TAGS.get(config.get("task"), str(config.get("task")))},
+            "dataset": {"name": str(config.get("dataset")), "type": str(config.get("dataset"))},
+            "metrics": [{"type": _metric_type(k), "value": float(v), "name": str(k)} for k, v in sorted(metrics.items())],
+        }]}]
+    front_text = yaml_dump(front)
+    lines = ["---", front_text.rstrip("\n"), "---", "", f"# {name}", ""]  # quoted by YAML: a tag cannot add keys
+    if training:
+        lines += [_fine_tuned_summary(config, training), ""]
     if config.get("description"):
         lines += [config["description"], ""]
     lines += [f"Family `{config['family']}`, builder `{config['builder']}`, task {config['task']}, "
               f"dataset {config['dataset']}.", "", "## Usage", "", "```python", "import zoo",
               f"model = zoo.create(\"hf-hub:ORG/{name}\", pretrained=True)  # or zoo.create(\"local-dir:PATH\")",
               "```", ""]
-    metrics = config.get("metrics") or {}
+    if training:
+        lines += _preprocessing_lines(config)
     ref_metrics = ref.get("metrics") or {}
     if metrics or ref_metrics:
-        lines += ["## Metrics", "", "| metric | measured here | dissertation |", "|---|---|---|"]
+        measured = "validation (best epoch)" if training else "measured here"
+        lines += ["## Metrics", "", f"| metric | {measured} | dissertation |", "|---|---|---|"]
         for key in sorted(set(metrics) | set(ref_metrics)):
             lines.append(f"| {_cell(key)} | {_cell(_fmt(metrics.get(key)))} | {_cell(_fmt(ref_metrics.get(key)))} |")
         lines.append("")
-    lines += ["## Training data", "", config.get("data") or "Not trained by this project (architecture only).", ""]
+    lines += ["## Training data", ""]
+    if training:
+        lines += [_training_lines(training, config), ""]
+    else:
+        lines += [config.get("data") or "Not trained by this project (architecture only).", ""]
     if ref:
         where = f"section {ref.get('section')}" + (f", Table {ref['table']}" if ref.get("table") else "")
         lines += ["## Reference", "", f"Jiahao Su, *Spectral Methods for Neural Network Designs*, PhD dissertation, "
@@ -166,6 +207,60 @@ def model_card(config: Mapping[str, Any]) -> str:
         if ref.get("note"):
             lines += [ref["note"], ""]
     return "\n".join(lines)
+
+
+def yaml_dump(data: Mapping[str, Any]) -> str:
+    """``data`` as YAML by ``yaml.safe_dump`` (every value quoted as YAML requires: no value adds a key)."""
+    import yaml
+
+    return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
+
+
+def _metric_type(key: str) -> str:
+    """The Hub's metric id of a metric key (``val_acc`` -> ``accuracy``); other keys keep their name."""
+    bare = str(key).removeprefix("val_").removeprefix("test_")
+    return {"acc": "accuracy", "top1": "accuracy", "loss": "loss", "miou": "mean_iou", "iou": "iou",
+            "dice": "dice"}.get(bare, bare)
+
+
+def _fine_tuned_summary(config: Mapping[str, Any], training: Mapping[str, Any]) -> str:
+    start = "its trained weights" if training.get("from_weights") else "a random initialisation"
+    classes = training.get("num_classes")
+    what = f"{training.get('train_samples')} samples" + (f", {classes} classes" if classes else "")
+    best = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted((training.get("metrics") or {}).items()))
+    return (f"Fine-tuned with `zoo train` (spectral-zoo {training.get('zoo_version') or '?'}) from "
+            f"`{_inline(training.get('base_model'))}` ({start}) on `{_inline(training.get('data'))}` ({what}) for up "
+            f"to {training.get('epochs')} epoch(s); these are the weights of epoch {training.get('best_epoch')}"
+            + (f", the best on validation ({best})." if best else "."))
+
+
+def _training_lines(training: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    text = (f"`{_inline(training.get('data'))}` ({training.get('data_format')}, {training.get('train_samples')} "
+            f"training samples")
+    if training.get("val_data") is not None:
+        text += f"; validation: `{_inline(training.get('val_data'))}`, {training.get('val_samples')} samples"
+    text += ")."
+    names = config.get("label_names")
+    if names:
+        shown = ", ".join(_inline(n) for n in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        text += f" Classes ({len(names)}, in output order): {shown}."
+    return text
+
+
+def _preprocessing_lines(config: Mapping[str, Any]) -> list:
+    cfg = config.get("pretrained_cfg") or {}
+    size = "x".join(str(v) for v in (cfg.get("input_size") or config["input"]["shape"]))
+    norm = (f"normalised with mean {cfg.get('mean')} and std {cfg.get('std')}" if cfg.get("mean") is not None
+            else "not normalised")
+    return ["## Preprocessing", "", f"Trained on {size} inputs, {norm}; evaluated after a "
+            f"{cfg.get('interpolation') or 'bilinear'} resize (crop_pct {cfg.get('crop_pct', 1.0)}). "
+            f"`timm.data.resolve_data_config(model=model)` returns these; "
+            f"`model.pretrained_cfg[\"label_names\"]` names the outputs.", ""]
+
+
+def _inline(text: Any) -> str:
+    """``text`` on one line without backticks (it is shown as inline code)."""
+    return " ".join(str(text).splitlines()).replace("`", "'")
 
 
 def _cell(text: str) -> str:

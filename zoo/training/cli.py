@@ -20,7 +20,8 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentPars
     p.add_argument("--val-data", help="validation data in the same form")
     p.add_argument("--output", required=True, help="folder for metrics.jsonl, curves.png, checkpoint.pt, best/ "
                    "(new or empty, unless --resume continues the run in it or --overwrite replaces its results)")
-    p.add_argument("--num-classes", type=int, help="replace the classifier head")
+    p.add_argument("--num-classes", type=int, help="classes of the new classifier head (default: read from the "
+                   "data: class folders, CSV labels, .npz label ids; an error if the data disagrees)")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the best model when done")
     p.add_argument("--json", action="store_true", help="print the history as JSON")
@@ -29,14 +30,16 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentPars
                         "given here override it")
     defaults = FinetuneConfig()
     for f in dataclasses.fields(FinetuneConfig):
-        if f.name in ("output_dir", "progress"):
+        if f.name == "output_dir":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         # absent flags stay absent (SUPPRESS): cmd_train fills them from --recipe, else from FinetuneConfig
         if isinstance(default, bool) or f.name == "channels_last":
+            what = {"progress": "a progress bar while an epoch runs (one summary line per epoch is printed "
+                                "either way) "}.get(f.name, "")
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"(default: {default})")
+                           help=f"{what}(default: {default})")
         else:
             kind = {"grad_clip": float, "input_size": int, "device": str, "decay_epochs": float}.get(
                 f.name, type(default))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, List, Mapping, NamedTuple, Optional, Union
 
 from torch.utils.data import Dataset
 
 from zoo.errors import ZooError
 from zoo.training.data import ImageClassificationData, SegmentationData, VideoSequenceData
-from zoo.training.tensor_data import is_npz_folder, npz_folder_data
+from zoo.training.tensor_data import MAX_CLASSES, is_npz_folder, npz_folder_data
 
 DataSource = Union[str, Path, Dataset]
 
@@ -51,3 +51,92 @@ def build_dataset(source: DataSource, cfg: Mapping[str, Any], train: bool, *, au
         channels = shape[1] if len(shape) == 4 else shape[0]
         return VideoSequenceData(source, input_frames=input_frames, future_frames=future_frames, channels=channels)
     raise ZooError(f"no file loader for {task} models: pass a torch Dataset instead of {source}")
+
+
+class DataClasses(NamedTuple):
+    """The classes a classification data source holds, learnt without opening its images.
+
+    ``named``: the classes have names (class folders, CSV label names), so their number is exact; otherwise the
+    labels are class ids 0..``count``-1 (CSV ids, ``.npz`` labels) and a model may have more classes than appear."""
+
+    names: List[str]
+    named: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    def describe(self, limit: int = 5) -> str:
+        if not self.named:
+            return f"class ids 0..{self.count - 1}"
+        shown = ", ".join(self.names[:limit]) + (f", ... ({self.count} in all)" if self.count > limit else "")
+        return shown
+
+
+def data_classes(source: DataSource) -> Optional[DataClasses]:
+    """The classes of classification data ``source``, read cheaply (folder names, CSV labels, ``.npz`` label
+    arrays; no image is opened), or ``None`` when the source does not say (a Dataset without ``classes``, a path
+    that is none of these: :func:`build_dataset` reports it). Errors in the data's structure (an empty class
+    folder, a CSV row without a label) are raised here, before any model is built."""
+    if isinstance(source, Dataset):
+        classes = getattr(source, "classes", None)
+        return DataClasses([str(c) for c in classes], True) if classes else None
+    path = Path(source)
+    if is_npz_folder(path):
+        largest = max((_largest_label(f) for f in sorted(path.glob("*.npz"))), default=None)
+        return DataClasses([str(i) for i in range(largest + 1)], False) if largest is not None and largest >= 0 \
+            else None
+    if path.is_dir():
+        _, names = ImageClassificationData._from_tree(path, None)
+        return DataClasses(names, True)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        _, names = ImageClassificationData._from_csv(path, None)
+        numeric = all(n == str(i) for i, n in enumerate(names))
+        return DataClasses(names, not numeric)
+    return None
+
+
+def data_format(source: DataSource, task: str) -> str:
+    """A short name of what ``source`` is: image-folder, csv, npz, images+masks, video, or dataset."""
+    if isinstance(source, Dataset):
+        return "dataset"
+    path = Path(source)
+    if task == "segmentation":
+        return "images+masks"
+    if task == "video-prediction":
+        return "npz" if path.suffix == ".npz" else "frame-folders"
+    if is_npz_folder(path):
+        return "npz"
+    return "csv" if path.suffix.lower() == ".csv" else "image-folder"
+
+
+GENERIC_NAMES = frozenset({"train", "training", "trn", "val", "valid", "validation", "test", "data", "dataset",
+                           "labels", "images", "all", "."})
+
+
+def dataset_name(source: DataSource) -> str:
+    """The name a fine-tuned model's ``dataset`` field gets: the data folder's (or CSV's) name, or its parent's
+    when that name is generic (``example`` for ``example/train``); a Dataset's ``name`` or type."""
+    if isinstance(source, Dataset):
+        return str(getattr(source, "name", None) or type(source).__name__)
+    path = Path(source)
+    name = path.stem if path.suffix.lower() in (".csv", ".npz") else path.name
+    if name.lower() in GENERIC_NAMES or not name:
+        name = path.resolve().parent.name or name
+    return name or str(source)
+
+
+def _largest_label(path: Path) -> Optional[int]:
+    """The largest class id in the ``labels`` array of one ``.npz`` file (only that array is read; never
+    unpickled), or ``None`` when it cannot be read: :func:`build_dataset` then reports the file."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            labels = data["labels"]
+    except Exception:  # noqa: BLE001 - the full reader names the problem
+        return None
+    if (not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < 0
+            or labels.max() >= MAX_CLASSES):
+        return None
+    return int(labels.max())

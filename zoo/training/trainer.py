@@ -11,7 +11,9 @@ import contextlib
 import functools
 import itertools
 import math
+import os
 import random
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -134,9 +136,78 @@ def finetune(model_or_name: Union[str, nn.Module], train_data: DataSource, val_d
     cfg = config or FinetuneConfig(**options)
     if config is not None and options:
         raise ZooError(f"pass either config= or keyword options, not both (got {sorted(options)})")
+    check_schedule(cfg)  # a bad optimiser or scheduler name fails before the data is read or a model is built
+    num_classes = _classes_from_data(model_or_name, train_data, num_classes)
     _seed_everything(cfg.seed)  # a model built here from a name starts from a reproducible initialisation
     model = _prepare_model(model_or_name, num_classes, pretrained)
-    return Trainer(model, train_data, val_data, cfg).fit()
+    base = model_or_name if isinstance(model_or_name, str) else None
+    return Trainer(model, train_data, val_data, cfg, base_model=base).fit()
+
+
+def check_schedule(cfg: FinetuneConfig) -> None:
+    """Refuse an optimiser or scheduler name timm does not know, on a stand-in parameter (nothing is read)."""
+    create_optimizer_v2 = _timm_create_optimizer()
+    from timm.optim import list_optimizers
+
+    if cfg.optimizer.lower() not in list_optimizers():
+        raise ZooError(f"unknown optimizer {cfg.optimizer!r}; timm's include sgd, momentum, adam, adamw, "
+                       f"lamb, lion, rmsprop (all: timm.optim.list_optimizers())")
+    if cfg.scheduler != "none":
+        optimizer = create_optimizer_v2([nn.Parameter(torch.zeros(1))], opt=cfg.optimizer, lr=cfg.lr,
+                                        weight_decay=cfg.weight_decay)
+        _scheduler(optimizer, cfg)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: FinetuneConfig) -> Any:
+    from timm.scheduler import create_scheduler_v2
+
+    try:
+        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs,
+                                           warmup_epochs=cfg.warmup_epochs, min_lr=cfg.lr * 1e-2,
+                                           decay_rate=cfg.decay_rate, plateau_mode="min",
+                                           **({"decay_epochs": cfg.decay_epochs} if cfg.decay_epochs is not None
+                                              else {}))
+    except ValueError as exc:
+        raise ZooError(f"scheduler {cfg.scheduler!r}: {exc} Use one of timm's: cosine, tanh, step, "
+                       f"multistep, plateau, poly, constant, wsd, rsqrt, or none") from None
+    return scheduler
+
+
+def _classes_from_data(model_or_name: Union[str, nn.Module], train_data: DataSource,
+                       num_classes: Optional[int]) -> Optional[int]:
+    """The head size to train: ``num_classes`` checked against the classes of the training data, or, when not
+    given, the data's class count where the model's head differs (said in one line on stderr). The data is
+    only listed here (class folders, CSV labels, ``.npz`` label arrays), never decoded."""
+    from zoo.api import check_count, model_info
+
+    num_classes = check_count("num_classes", num_classes, minimum=1)
+    if isinstance(model_or_name, str):
+        entry = model_info(model_or_name)
+        task, head, name = entry.task, entry.input.num_classes, model_or_name
+    else:
+        cfg = getattr(model_or_name, "pretrained_cfg", None) or {}
+        task, head, name = cfg.get("task"), cfg.get("num_classes"), cfg.get("architecture", "the model")
+    if task != "classification":
+        return num_classes
+    from zoo.training.datasets import data_classes
+
+    found = data_classes(train_data)
+    if found is None:
+        return num_classes
+    where = train_data if not isinstance(train_data, Dataset) else f"the {type(train_data).__name__} given"
+    if num_classes is not None:
+        if (num_classes != found.count) if found.named else (num_classes < found.count):
+            raise ZooError(f"num_classes={num_classes} (--num-classes) contradicts the training data: {where} has "
+                           f"{found.count} classes ({found.describe()}); pass --num-classes {found.count} or "
+                           f"leave it out (it is read from the data)")
+        return num_classes
+    if head == found.count:
+        return None
+    if int(os.environ.get("RANK", "0")) == 0:  # one line under torchrun, not one per process
+        print(f"zoo: {where} has {found.count} classes ({found.describe()}), {name}'s head has "
+              f"{head if head is not None else 'none'}: training a new {found.count}-way head (--num-classes "
+              f"{found.count})", file=sys.stderr, flush=True)
+    return found.count
 
 
 def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[int], pretrained: bool) -> nn.Module:
@@ -181,8 +252,11 @@ class Trainer:
     """One fine-tuning run; :meth:`fit` trains, evaluates, checkpoints and exports."""
 
     def __init__(self, model: nn.Module, train_data: DataSource, val_data: Optional[DataSource],
-                 cfg: FinetuneConfig):
+                 cfg: FinetuneConfig, *, base_model: Optional[str] = None):
         self.cfg, self.entry = cfg, entry_of(model)
+        self.base_model = base_model or self.entry.name  # what was fine-tuned, for the model card
+        self.from_weights = model.pretrained_cfg.get("weights_source") is not None
+        self.sources = (train_data, val_data)
         self.device = _device(cfg.device)  # a bad name or an absent GPU: refused before anything starts
         self.rank, self.world = dist.init_from_env(cfg.device)
         if self.device.type == "cuda" and self.world > 1:
@@ -208,6 +282,7 @@ class Trainer:
         classes = getattr(self.train_set, "classes", None)
         self.val_set = (build_dataset(val_data, model.pretrained_cfg, False, classes=classes, **opts)
                         if val_data is not None else None)
+        self._record_inputs(train_data)
         self.step_fn = step_for(self.entry)
         self.family = plugins.get_family(self.entry.family)
         step = FamilyStep(self.model, self.step_fn, self.entry)
@@ -230,6 +305,56 @@ class Trainer:
             for p in self.model.parameters():
                 p.requires_grad_(id(p) in head_params)
 
+    def _record_inputs(self, train_data: DataSource) -> None:
+        """Put what the model is now trained on into its ``pretrained_cfg`` (and so into ``best/config.json``):
+        the data's name, its class names, and, for images the zoo loads, the input size, normalisation and
+        evaluation resize used, so ``timm.data.resolve_data_config(model=...)`` preprocesses as training did."""
+        from zoo.api import set_pretrained_cfg
+        from zoo.training.datasets import dataset_name
+
+        cfg = dict(self.model.pretrained_cfg)
+        spec = dict(cfg["input"])
+        cfg["dataset"] = dataset_name(train_data)
+        task = self.entry.task
+        if task in ("classification", "segmentation") and not isinstance(train_data, Dataset):
+            channels = int(spec["shape"][0])
+            if self.cfg.input_size is not None:
+                spec["shape"] = [channels, self.cfg.input_size, self.cfg.input_size]
+            spec["mean"] = list(spec.get("mean") or [0.5] * channels)  # what build_dataset normalised with
+            spec["std"] = list(spec.get("std") or [0.5] * channels)
+            cfg["input_size"] = tuple(spec["shape"])
+            cfg["mean"], cfg["std"] = tuple(spec["mean"]), tuple(spec["std"])
+            if task == "classification":  # evaluation: a bilinear resize to the input size, no crop
+                cfg.update(crop_pct=1.0, interpolation="bilinear", crop_mode="center")
+        if task == "classification":
+            classes = getattr(self.train_set, "classes", None)
+            named = classes and not all(str(c) == str(i) for i, c in enumerate(classes))
+            if named and len(classes) == spec.get("num_classes"):
+                cfg["label_names"] = [str(c) for c in classes]
+            else:  # class ids only, or names that are not this head's: none rather than wrong ones
+                cfg.pop("label_names", None)
+                cfg.pop("label_descriptions", None)
+        cfg["input"] = spec
+        cfg.pop("training", None)  # a previous fine-tuning's record; this run's is written with its best epoch
+        set_pretrained_cfg(self.model, cfg)
+        self.entry = entry_of(self.model)
+
+    def _training_record(self, metrics: Dict[str, float]) -> Dict[str, Any]:
+        """``config.json``'s ``training`` for the best model of epoch :attr:`epoch` (see zoo.hub.config)."""
+        from zoo.training.datasets import data_format
+        from zoo.version import __version__
+
+        def shown(source: Optional[DataSource]) -> Optional[str]:
+            return None if source is None else (type(source).__name__ if isinstance(source, Dataset) else str(source))
+
+        train, val = self.sources
+        return {"base_model": self.base_model, "from_weights": self.from_weights, "data": shown(train),
+                "data_format": data_format(train, self.entry.task), "train_samples": len(self.train_set),
+                "val_data": shown(val), "val_samples": len(self.val_set) if self.val_set is not None else None,
+                "num_classes": self.entry.input.num_classes if self.entry.task == "classification" else None,
+                "epochs": self.cfg.epochs, "best_epoch": self.epoch, "input_size": list(self.entry.input.shape),
+                "metrics": dict(metrics), "zoo_version": __version__}
+
     def _check_input_size(self, size: int) -> None:
         """One forward pass of a blank ``size`` x ``size`` image (eval mode, RNG states kept), so that an input
         size the network cannot take is refused before the data is read, not in the first step."""
@@ -249,8 +374,6 @@ class Trainer:
 
     def _optim(self):
         create_optimizer_v2 = _timm_create_optimizer()
-        from timm.scheduler import create_scheduler_v2
-
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ZooError("no trainable parameters (check freeze=)")
@@ -263,16 +386,7 @@ class Trainer:
                                         lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         if self.cfg.scheduler == "none":
             return optimizer, None
-        try:
-            scheduler, _ = create_scheduler_v2(optimizer, sched=self.cfg.scheduler, num_epochs=self.cfg.epochs,
-                                               warmup_epochs=self.cfg.warmup_epochs, min_lr=self.cfg.lr * 1e-2,
-                                               decay_rate=self.cfg.decay_rate, plateau_mode="min",
-                                               **({"decay_epochs": self.cfg.decay_epochs}
-                                                  if self.cfg.decay_epochs is not None else {}))
-        except ValueError as exc:
-            raise ZooError(f"scheduler {self.cfg.scheduler!r}: {exc} Use one of timm's: cosine, tanh, step, "
-                           f"multistep, plateau, poly, constant, wsd, rsqrt, or none") from None
-        return optimizer, scheduler
+        return optimizer, _scheduler(optimizer, self.cfg)
 
     def _loader(self, dataset: Dataset, train: bool, epoch: int, skip_batches: int = 0) -> DataLoader:
         """Batches of ``batch_size / world`` samples in an order fixed by (seed, epoch); ``skip_batches`` resumes
@@ -336,6 +450,8 @@ class Trainer:
                     if self.family.after_epoch is not None:
                         self.family.after_epoch(self.model, row)
                     self._end_of_epoch(row)
+                if self.rank == 0:
+                    _say(epoch_line(row, self.cfg.epochs, best=self.best_epoch == self.epoch))
         except KeyboardInterrupt:
             self._save_checkpoint()
             raise
@@ -408,11 +524,17 @@ class Trainer:
         the epoch's metrics row when it improved on the best model."""
         staged = None
         if best_row is not None:  # complete but invisible until the checkpoint commits it
+            from zoo.api import set_pretrained_cfg
             from zoo.hub.pretrained import save_pretrained
 
-            metrics = {k: v for k, v in best_row.items() if k.startswith("val_")} or None
-            staged = output.stage_best(self.out, self.epoch, functools.partial(save_pretrained, self.model,
-                                                                                metrics=metrics))
+            # the validation metrics of this epoch only: never the metrics of the weights it started from
+            metrics = {k: v for k, v in best_row.items() if k.startswith("val_")}
+            record = self._training_record(metrics)
+            about = (f"{record['data']} ({record['train_samples']} samples"
+                     + (f", {record['num_classes']} classes" if record["num_classes"] else "") + ")")
+            set_pretrained_cfg(self.model, {**self.model.pretrained_cfg, "training": record})
+            staged = output.stage_best(self.out, self.epoch, functools.partial(
+                save_pretrained, self.model, metrics=metrics, data=f"Fine-tuned here on {about}."))
         self._save_checkpoint()  # the commit point: everything below is derived from it (see output.recover)
         if staged is not None:
             output.publish_best(self.out, staged)
@@ -573,6 +695,32 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def epoch_line(row: Dict[str, float], epochs: int, best: bool = False) -> str:
+    """The one line an epoch leaves on screen: ``epoch 3/10  train_loss 0.4123  val_loss 0.3811  val_acc 0.9167
+    lr 1.00e-03  12.3s`` (``*`` marks a new best model)."""
+    width = len(str(epochs))
+    parts = [f"epoch {row['epoch']:>{width}}/{epochs}"]
+    for key, value in row.items():
+        if key in ("epoch", "lr", "time_s") or not isinstance(value, (int, float)):
+            continue
+        parts.append(f"{key} {value:.4f}")
+    if "lr" in row:
+        parts.append(f"lr {row['lr']:.2e}")
+    if "time_s" in row:
+        parts.append(f"{row['time_s']:.1f}s")
+    return "  ".join(parts) + ("  *" if best else "")
+
+
+def _say(line: str) -> None:
+    """``line`` on stderr, above any progress bar (which is transient: it leaves nothing behind)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        print(line, file=sys.stderr, flush=True)
+        return
+    tqdm.write(line, file=sys.stderr)
+
+
 def _progress(iterable, enabled: bool, desc: str):
     if not enabled:
         return iterable
@@ -607,23 +755,40 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])  # map_location may have moved them
 
 
-def _plot_curves(history: List[Dict[str, float]], path: Path) -> None:
+def curves_figure(history: List[Dict[str, float]]):
+    """The figure of ``curves.png``: train and validation loss on one axis, validation accuracy (when measured)
+    and the learning rate each on their own, whole epochs on every x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
-    keys = [k for k in ("train_loss", "val_loss", "val_acc") if all(k in row for row in history)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        ax.plot(epochs, [row[key] for row in history], marker="o")
+    losses = [k for k in ("train_loss", "val_loss") if all(k in row for row in history)]
+    panels = [("loss", losses)] + [(key, [key]) for key in ("val_acc", "lr") if all(key in row for row in history)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
+        for key in keys:
+            ax.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
         ax.set_xlabel("epoch")
-        ax.set_title(key)
+        ax.set_title({"loss": "loss", "val_acc": "validation accuracy", "lr": "learning rate"}[title])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+        if title == "loss" and len(keys) > 1:
+            ax.legend()
+        if title == "lr":
+            values = [row["lr"] for row in history]
+            if min(values) > 0 and max(values) / min(values) > 20:
+                ax.set_yscale("log")
     fig.tight_layout()
+    return fig
+
+
+def _plot_curves(history: List[Dict[str, float]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
