@@ -43,9 +43,70 @@ def cmd_list(args: argparse.Namespace) -> int:
         e = model_info(n)
         rows.append({"name": n, "family": e.family, "task": e.task, "dataset": e.dataset,
                      "weights": "yes" if e.weights else "no"})
-    _emit(args, rows, lambda: _table(rows, ["name", "family", "task", "dataset", "weights"]) +
-          f"\n{len(rows)} model(s)")
+    hints = [] if args.json or args.pretrained or len(rows) >= FEW else grammar_hints(args.pattern, args.family)
+    _emit(args, rows, lambda: "\n".join([_table(rows, ["name", "family", "task", "dataset", "weights"]),
+                                         f"{len(rows)} model(s) in the registry", *hints]))
     return 0
+
+
+FEW = 10
+"""``zoo list PATTERN`` matching fewer registry names than this also shows the families' name grammars."""
+
+
+def grammar_hints(pattern: str, family: Optional[str] = None) -> List[str]:
+    """Lines saying which names beyond the registry a family builds: each pattern its plugin declares in
+    ``Family(extras={"grammar": [{"pattern": ..., "example": {field: value}, "about": ...}]})`` with an example
+    name, made to match ``pattern`` where the family's ``resolve`` accepts it (the pattern's leading literal
+    text as the first field: ``resnet18*`` -> ``resnet18-mtt-7pct``), else the declared one."""
+    import fnmatch
+    import re
+
+    from zoo import plugins
+    from zoo.registry.resolve import find_entry
+
+    prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0].rstrip("-_.")
+    lines: List[str] = []
+    for rec in plugins.records():
+        if family is not None and rec.name != family:
+            continue
+        try:
+            fam = plugins.get_family(rec.name)
+        except Exception:  # noqa: BLE001 - a broken plugin is reported by zoo families, not here
+            continue
+        grammar = fam.extras.get("grammar") if fam.resolve is not None else None
+        if not grammar:
+            continue
+        shown = []
+        for form in grammar:
+            text, example = str(form["pattern"]), {k: str(v) for k, v in dict(form["example"]).items()}
+            name = _example_name(text, example, prefix, pattern, rec.name, find_entry) or text.format(**example)
+            about = f"  ({form['about']})" if form.get("about") else ""
+            shown.append((text, name, about))
+        width = max(len(t) for t, _, _ in shown)
+        lines.append(f"family {rec.name} also builds, on demand, names not listed here:")
+        lines += [f"  {text.ljust(width)}  e.g. {name}{about}" for text, name, about in shown]
+    return lines
+
+
+def _example_name(text: str, example: Dict[str, str], prefix: str, pattern: str, family: str,
+                  find_entry: Callable[[str], Any]) -> Optional[str]:
+    """``text`` filled from ``example`` with ``prefix`` as its first field, when that name matches ``pattern``
+    and is one ``family`` builds; else the plain example when it matches; else ``None``."""
+    import fnmatch
+    import string
+
+    fields = [f for _, f, _, _ in string.Formatter().parse(text) if f]
+    candidates = ([text.format(**{**example, fields[0]: prefix})] if prefix and fields else []) + [
+        text.format(**example)]
+    for name in candidates:
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        try:
+            if find_entry(name).family == family:
+                return name
+        except ZooError:
+            continue
+    return None
 
 
 def cmd_info(args: argparse.Namespace) -> int:

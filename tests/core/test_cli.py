@@ -36,3 +36,17 @@ def test_python_dash_m_zoo():
     done = subprocess.run([sys.executable, "-m", "zoo", "families", "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert isinstance(json.loads(done.stdout), list)
+
+
+def test_list_shows_the_grammar_names_it_does_not_list(capsys):
+    """``zoo list 'resnet18*'`` matches no registry name, but the tnn grammar builds such names: the pattern and
+    an example that fits what was asked (one the grammar accepts), and timm's dense model."""
+    assert main(["list", "resnet18*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "0 model(s) in the registry" in lines
+    hint = lines[lines.index("family tnn also builds, on demand, names not listed here:") + 1:]
+    assert hint[0].split()[:3] == ["{backbone}-{decomposition}-{rate}pct", "e.g.", "resnet18-mtt-7pct"]
+    assert hint[1].split()[:3] == ["{timm_model}", "e.g.", "resnet18"]
+    assert main(["info", "resnet18-mtt-7pct", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["family"] == "tnn"
+    assert main(["list", "resnet18*", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []

@@ -135,4 +135,10 @@ FAMILY = Family(
     resolve=resolve,
     summary=summary,
     version=__version__,
+    extras={"grammar": [  # shown by `zoo list PATTERN` (names the grammar builds are not listed)
+        {"pattern": "{backbone}-{decomposition}-{rate}pct", "example": {"backbone": "resnet18", "decomposition": "mtt",
+                                                                        "rate": "7"},
+         "about": "any timm or CIFAR backbone; decompositions: zoo_tnn.list_decompositions()"},
+        {"pattern": "{timm_model}", "example": {"timm_model": "resnet18"}, "about": "timm's dense model"},
+    ]},
 )
