@@ -233,6 +233,9 @@ def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num
             cfg[key] = value
     entry_input = dict(cfg["input"])
     if num_classes is not None:
+        if num_classes != entry_input.get("num_classes"):  # a new head: a saved folder's class names and training
+            for key in ("label_names", "label_descriptions", "training"):  # record describe the old one
+                cfg.pop(key, None)
         entry_input["num_classes"] = cfg["num_classes"] = num_classes
     if in_chans is not None:
         entry_input["shape"] = [in_chans, *entry_input["shape"][1:]]

@@ -58,7 +58,6 @@ def grammar_hints(pattern: str, family: Optional[str] = None) -> List[str]:
     ``Family(extras={"grammar": [{"pattern": ..., "example": {field: value}, "about": ...}]})`` with an example
     name, made to match ``pattern`` where the family's ``resolve`` accepts it (the pattern's leading literal
     text as the first field: ``resnet18*`` -> ``resnet18-mtt-7pct``), else the declared one."""
-    import fnmatch
     import re
 
     from zoo import plugins

@@ -183,3 +183,12 @@ def test_curves_put_both_losses_on_one_axis_and_lr_on_its_own(trained):
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_a_new_head_on_a_fine_tuned_folder_drops_its_class_names(trained, tmp_path):
+    _, best, _, _ = trained
+    model = zoo.create(f"local-dir:{best}", pretrained=True, num_classes=5)
+    assert model.pretrained_cfg["num_classes"] == 5
+    assert "label_names" not in model.pretrained_cfg and "training" not in model.pretrained_cfg
+    config = load_config(zoo.save_pretrained(model, tmp_path / "five") / "config.json")
+    assert config.label_names is None and config.pretrained_cfg.label_names is None and config.training is None

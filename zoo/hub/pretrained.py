@@ -40,8 +40,11 @@ def config_of(model: nn.Module) -> Dict[str, Any]:
     config.update(hub_fields(model, cfg))  # timm's fields: timm.create_model("local-dir:...") reads them
     if config["build_kwargs"]:
         config["model_args"] = dict(config["build_kwargs"])
-    if cfg.get("label_names") is not None:  # timm writes the class names at the top level too
-        config["label_names"] = [str(n) for n in cfg["label_names"]]
+    names = cfg.get("label_names")
+    if names is not None and len(names) == config["input"].get("num_classes"):  # timm writes them at the top too
+        config["label_names"] = [str(n) for n in names]
+    elif names is not None:  # names of another head (e.g. a model whose head was replaced by hand): none saved
+        config["pretrained_cfg"].pop("label_names", None)
     if cfg.get("training") is not None:  # written by zoo.finetune: how this model was trained
         config["training"] = dict(cfg["training"])
     return config
