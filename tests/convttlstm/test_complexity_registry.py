@@ -40,7 +40,8 @@ def test_registry_entries_validate(name):
     entry = ModelEntry(name=name, **ENTRIES[name])
     assert entry.family == "convttlstm" and entry.builder in FAMILY.builders
     assert entry.reference is not None
-    assert entry.reference.metrics or "reduced" in entry.tags  # reduced demo models carry measured weights.metrics
+    # reduced demo models carry measured weights.metrics; the text's M = 5 configuration has no table number
+    assert entry.reference.metrics or {"reduced", "text-hyperparameters"} & set(entry.tags)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +71,21 @@ def test_text_hyperparameters_m5_do_not_give_table_count():
     m = VideoPredictionNet(cell="convttlstm", cell_kwargs=dict(order=3, steps=5, ranks=8))
     assert count_parameters(m) == closed_form_params("convttlstm", steps=5)
     assert round(count_parameters(m) / 1e6, 2) == 3.26
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "kth"])
+def test_m3_and_m5_entries_side_by_side(dataset):
+    """Issue 18: the registry names both. ``convttlstm-{dataset}`` (M = 3) is Table 4.2's model, 2,687,281 = 2.69 M;
+    ``convttlstm-{dataset}-m5`` is the text's M = 5 (Sec. 4.7.3), 3,263,281 = 3.26 M; otherwise identical."""
+    from zoo_convttlstm.complexity import count_parameters as count
+
+    m3, m5 = zoo.model_info(f"convttlstm-{dataset}"), zoo.model_info(f"convttlstm-{dataset}-m5")
+    assert m3.args["cell_kwargs"]["steps"] == 3 and m5.args["cell_kwargs"]["steps"] == 5
+    assert {k: v for k, v in m5.args.items() if k != "cell_kwargs"} == {k: v for k, v in m3.args.items() if k != "cell_kwargs"}
+    assert dict(m5.args["cell_kwargs"], steps=3) == m3.args["cell_kwargs"]
+    assert (m5.dataset, m5.input.shape) == (m3.dataset, m3.input.shape)
+    assert count(zoo.create(m3.name)) == 2_687_281 and m3.reference.metrics["params_m"] == 2.69
+    assert count(zoo.create(m5.name)) == 3_263_281 and not m5.reference.metrics
 
 
 @pytest.mark.parametrize("cell,kw", [("convlstm", {}), ("convttlstm", dict(order=3, steps=4, ranks=3, window="fixed")),
