@@ -182,6 +182,19 @@ def test_architecture_is_read_from_the_shapes_and_the_wrappers_are_removed():
     assert official_architecture(official_state_dict(1, (4, 4), (1, 1), None, "convlstm"))["skip_stride"] is None
 
 
+def test_cells_without_biases():
+    kw = dict(order=3, steps=4, version="v4")
+    sd = {k: v for k, v in official_state_dict(2, HIDDEN, LPB, SKIP, "convttlstm", **kw).items()
+          if not (k.endswith("bias") and k.startswith("layers.b"))}
+    arch = official_architecture(sd)
+    assert arch["cell_kwargs"]["bias"] is False
+    model = VideoPredictionNet(**arch).to(D)
+    model.load_state_dict(convert_official_state_dict(sd, model), strict=True)
+    inputs = torch.rand(1, 4, 2, 5, 5, generator=torch.Generator().manual_seed(3), dtype=D)
+    with torch.no_grad():
+        assert (model(inputs, future_frames=2) - official_forward(sd, inputs, 2, LPB, SKIP, "convttlstm", **kw)).abs().max() < 1e-10
+
+
 def test_code_opt_layout_converts_like_code():
     """code_opt/ keeps the preprocessing as a Conv2d over the states concatenated over channels, oldest first."""
     sd = official_state_dict(2, HIDDEN, LPB, SKIP, "convttlstm", order=3, steps=5)

@@ -228,6 +228,8 @@ def official_architecture(state: Mapping[str, Any], window: str = "sliding", out
         ranks = [int(first["layers_"][n - i]["weight"].shape[0]) for i in range(1, n + 1)]
         kwargs["cell_kwargs"] = dict(order=n, steps=d + n - 1 if window == "sliding" else d,
                                      ranks=ranks if len(set(ranks)) > 1 else ranks[0], window=window)
+        if "bias" not in first["layers"][n - 1]:  # the official bias=False
+            kwargs["cell_kwargs"]["bias"] = False
     return kwargs
 
 
