@@ -192,3 +192,19 @@ def test_a_new_head_on_a_fine_tuned_folder_drops_its_class_names(trained, tmp_pa
     assert "label_names" not in model.pretrained_cfg and "training" not in model.pretrained_cfg
     config = load_config(zoo.save_pretrained(model, tmp_path / "five") / "config.json")
     assert config.label_names is None and config.pretrained_cfg.label_names is None and config.training is None
+
+
+def test_fine_tuning_a_fine_tuned_folder_records_where_it_started(trained, tmp_path):
+    result, best, train, _ = trained
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("red", "blue"):
+        (train / name).rename(two / name)
+    zoo.finetune(f"local-dir:{best}", two, epochs=1, batch_size=8, progress=False, output_dir=str(tmp_path / "again"))
+    config = load_config(tmp_path / "again" / "best" / "config.json")
+    assert config.training.base_model == f"local-dir:{best}" and config.training.from_weights is True
+    assert config.label_names == ["blue", "red"] and config.training.val_data is None and config.metrics == {}
+    assert config.input.shape == [3, 6, 6]  # the size the folder was trained at, kept
+    card = (tmp_path / "again" / "best" / "README.md").read_text()
+    assert f"Fine-tuned here with `zoo train`" in card and "(its trained weights)" in card
+    assert "model-index" not in front_matter(card)  # no validation data: no metrics claimed

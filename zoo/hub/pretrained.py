@@ -227,12 +227,13 @@ def _metric_type(key: str) -> str:
 
 
 def _fine_tuned_summary(config: Mapping[str, Any], training: Mapping[str, Any]) -> str:
-    start = "its trained weights" if training.get("from_weights") else "a random initialisation"
+    start = ("Fine-tuned", "its trained weights") if training.get("from_weights") else (
+        "Trained", "a random initialisation: it had no trained weights")
     classes = training.get("num_classes")
     what = f"{training.get('train_samples')} samples" + (f", {classes} classes" if classes else "")
     best = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted((training.get("metrics") or {}).items()))
-    return (f"Fine-tuned with `zoo train` (spectral-zoo {training.get('zoo_version') or '?'}) from "
-            f"`{_inline(training.get('base_model'))}` ({start}) on `{_inline(training.get('data'))}` ({what}) for up "
+    return (f"{start[0]} here with `zoo train` (spectral-zoo {training.get('zoo_version') or '?'}) from "
+            f"`{_inline(training.get('base_model'))}` ({start[1]}) on `{_inline(training.get('data'))}` ({what}) for up "
             f"to {training.get('epochs')} epoch(s); these are the weights of epoch {training.get('best_epoch')}"
             + (f", the best on validation ({best})." if best else "."))
 

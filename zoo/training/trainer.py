@@ -326,6 +326,9 @@ class Trainer:
             cfg["mean"], cfg["std"] = tuple(spec["mean"]), tuple(spec["std"])
             if task == "classification":  # evaluation: a bilinear resize to the input size, no crop
                 cfg.update(crop_pct=1.0, interpolation="bilinear", crop_mode="center")
+            if self.cfg.input_size is not None:  # timm's test-time size and pool size were for its own input size
+                cfg.update(test_input_size=None, test_crop_pct=None, pool_size=None, test_pool_size=None,
+                           min_input_size=None)
         if task == "classification":
             classes = getattr(self.train_set, "classes", None)
             named = classes and not all(str(c) == str(i) for i, c in enumerate(classes))
