@@ -208,3 +208,18 @@ def test_fine_tuning_a_fine_tuned_folder_records_where_it_started(trained, tmp_p
     card = (tmp_path / "again" / "best" / "README.md").read_text()
     assert f"Fine-tuned here with `zoo train`" in card and "(its trained weights)" in card
     assert "model-index" not in front_matter(card)  # no validation data: no metrics claimed
+
+
+def test_class_count_is_read_from_npz_label_ids(rgb_toy, tmp_path, capsys):
+    folder = tmp_path / "npz"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for part, labels in enumerate([np.array([0, 1, 2, 3] * 4), np.array([4, 0, 1, 2] * 4)]):
+        np.savez(folder / f"part{part}.npz", images=rng.integers(0, 255, (16, 8, 8, 3)).astype(np.uint8),
+                 labels=labels)
+    result = zoo.finetune(rgb_toy, folder, epochs=1, batch_size=8, progress=False, output_dir=str(tmp_path / "o"))
+    assert result.model.get_classifier().out_features == 5
+    assert f"{folder} has 5 classes (class ids 0..4)" in capsys.readouterr().err
+    config = load_config(tmp_path / "o" / "best" / "config.json")
+    assert config.input.num_classes == 5 and config.label_names is None  # ids: no names invented
+    assert (config.training.data_format, config.training.train_samples) == ("npz", 32)
