@@ -95,7 +95,7 @@ def test_model_card_says_it_was_fine_tuned_here(trained):
     assert {r.metric_name: r.metric_value for r in ModelCard(card).data.eval_results} == config["metrics"]
     assert "architecture only" not in card and "imagenet" not in card
     epoch = config["training"]["best_epoch"]
-    assert f"from `toynet-rgb`" in card and f"`{train}` (48 samples, 3 classes)" in card
+    assert "from `toynet-rgb`" in card and f"`{train}` (48 samples, 3 classes)" in card
     assert f"up to 3 epoch(s); these are the weights of epoch {epoch}" in card
     assert "Classes (3, in output order): blue, green, red." in card and "6x6" in card
 
@@ -105,6 +105,7 @@ def test_saved_config_schema_refuses_what_it_does_not_know(trained, tmp_path):
     config = json.loads((best / "config.json").read_text())
     for change, message in [({"training": {**config["training"], "script": "x"}}, r"training\.script"),
                             ({"label_names": ["a", "b"]}, "label_names has 2 names but the model has 3 classes"),
+                            ({"label_names": ["x", "y", "z"]}, "label_names differs from pretrained_cfg.label_names"),
                             ({"training": {**config["training"], "train_samples": -1}}, "train_samples")]:
         path = tmp_path / "bad" / "config.json"
         path.parent.mkdir(exist_ok=True)
@@ -206,7 +207,7 @@ def test_fine_tuning_a_fine_tuned_folder_records_where_it_started(trained, tmp_p
     assert config.label_names == ["blue", "red"] and config.training.val_data is None and config.metrics == {}
     assert config.input.shape == [3, 6, 6]  # the size the folder was trained at, kept
     card = (tmp_path / "again" / "best" / "README.md").read_text()
-    assert f"Fine-tuned here with `zoo train`" in card and "(its trained weights)" in card
+    assert "Fine-tuned here with `zoo train`" in card and "(its trained weights)" in card
     assert "model-index" not in front_matter(card)  # no validation data: no metrics claimed
 
 

@@ -393,8 +393,8 @@ class SavedConfig(_TimmHubFields):
         if names is not None and self.input.num_classes is not None and len(names) != self.input.num_classes:
             raise ValueError(f"label_names has {len(names)} names but the model has {self.input.num_classes} "
                              f"classes (input.num_classes)")
-        if (self.label_names is not None and self.pretrained_cfg is not None
-                and self.pretrained_cfg.label_names is not None and self.pretrained_cfg.label_names != self.label_names):
+        timm_names = self.pretrained_cfg.label_names if self.pretrained_cfg is not None else None
+        if self.label_names is not None and timm_names is not None and timm_names != self.label_names:
             raise ValueError("label_names differs from pretrained_cfg.label_names")
         return self
 

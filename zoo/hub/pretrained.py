@@ -177,7 +177,8 @@ def model_card(config: Mapping[str, Any]) -> str:
         front["model-index"] = [{"name": str(name), "results": [{
             "task": {"type": PIPELINE_TAGS.get(config.get("task"), str(config.get("task")))},
             "dataset": {"name": str(config.get("dataset")), "type": str(config.get("dataset"))},
-            "metrics": [{"type": _metric_type(k), "value": float(v), "name": str(k)} for k, v in sorted(metrics.items())],
+            "metrics": [{"type": _metric_type(k), "value": float(v), "name": str(k)}
+                        for k, v in sorted(metrics.items())],
         }]}]
     front_text = yaml_dump(front)
     lines = ["---", front_text.rstrip("\n"), "---", "", f"# {name}", ""]  # quoted by YAML: a tag cannot add keys
@@ -233,7 +234,8 @@ def _fine_tuned_summary(config: Mapping[str, Any], training: Mapping[str, Any]) 
     what = f"{training.get('train_samples')} samples" + (f", {classes} classes" if classes else "")
     best = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted((training.get("metrics") or {}).items()))
     return (f"{start[0]} here with `zoo train` (spectral-zoo {training.get('zoo_version') or '?'}) from "
-            f"`{_inline(training.get('base_model'))}` ({start[1]}) on `{_inline(training.get('data'))}` ({what}) for up "
+            f"`{_inline(training.get('base_model'))}` ({start[1]}) on `{_inline(training.get('data'))}` ({what}) "
+            f"for up "
             f"to {training.get('epochs')} epoch(s); these are the weights of epoch {training.get('best_epoch')}"
             + (f", the best on validation ({best})." if best else "."))
 
