@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
@@ -12,6 +9,7 @@ import torch
 from torch import nn
 
 from zoo.family import Family
+from zoo.import_hooks import call_after_import
 
 from . import __version__
 
@@ -22,11 +20,12 @@ def register_fx_leaves() -> None:
     """Make the SC-Fac layers, GroupSort and SubtractMean leaves of timm's FX tracing
     (``timm.models.create_feature_extractor``): they check shapes and cache kernels in ``forward``.
 
-    Only FX tracing through timm needs this, so timm is not imported for it (about a second of CPU): when timm is not
-    imported yet, the registration runs right after ``import timm`` (a one-shot import hook)."""
-    if "timm" not in sys.modules:
-        _register_after_timm_import()
-        return
+    Only FX tracing through timm needs this, so timm is not imported for it (about a second of CPU): the
+    registration runs now if timm is imported, else right after ``import timm`` (:mod:`zoo.import_hooks`)."""
+    call_after_import("timm", _register_fx_leaves_now)
+
+
+def _register_fx_leaves_now() -> None:
     try:
         from timm.layers import register_notrace_module
     except ImportError:  # timm is optional for this family
@@ -36,35 +35,6 @@ def register_fx_leaves() -> None:
 
     for cls in (_OrthoConvNd, OrthoLinear, GroupSort, SubtractMean):
         register_notrace_module(cls)
-
-
-class _AfterTimmImport(importlib.abc.MetaPathFinder):
-    """Runs :func:`register_fx_leaves` once, right after ``import timm`` finishes (chains with other such hooks)."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "timm":
-            return None
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterTimmImport)]
-        spec = importlib.util.find_spec("timm")
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_then_register(module: Any) -> None:
-            exec_module(module)
-            try:
-                register_fx_leaves()
-            except Exception:  # never break `import timm`
-                pass
-
-        loader.exec_module = exec_then_register  # type: ignore[method-assign]
-        return spec
-
-
-def _register_after_timm_import() -> None:
-    if not any(isinstance(f, _AfterTimmImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterTimmImport())
 
 
 def build_lipschitz_wrn(**kwargs: Any) -> nn.Module:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 
 from zoo.family import Family
+from zoo.import_hooks import call_after_import
 from zoo_tnn import __version__
 from zoo_tnn.naming import resolve
 
@@ -56,50 +57,17 @@ def register_fx_leaves() -> None:
     ``forward`` chooses a contraction path per input shape, which symbolic tracing cannot follow.
 
     Only FX tracing through timm needs this, so a model on a plugin backbone (LeNet-5, the CIFAR ResNets) does not
-    import timm for it (a second or more of CPU): the registration then runs right after ``import timm``."""
-    import sys
+    import timm for it (a second or more of CPU): the registration runs now if timm is imported, else right after
+    ``import timm`` (:mod:`zoo.import_hooks`)."""
+    call_after_import("timm", _register_fx_leaves_now)
 
-    if "timm" not in sys.modules:
-        _run_after_timm_import(register_fx_leaves)
-        return
+
+def _register_fx_leaves_now() -> None:
     from timm.layers import register_notrace_module
 
     from zoo_tnn.layers import _Tensorial
 
     register_notrace_module(_Tensorial)
-
-
-def _run_after_timm_import(callback: Any) -> None:
-    """Call ``callback()`` once, right after ``import timm`` finishes (a one-shot import hook; chains with others)."""
-    import importlib.abc
-    import importlib.util
-    import sys
-
-    class _AfterTimm(importlib.abc.MetaPathFinder):
-        def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-            if fullname != "timm":
-                return None
-            sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
-            spec = importlib.util.find_spec("timm")
-            loader = getattr(spec, "loader", None)
-            if loader is None or not hasattr(loader, "exec_module"):
-                return spec
-            exec_module = loader.exec_module
-
-            def exec_then_call(module: Any) -> None:
-                exec_module(module)
-                try:
-                    callback()
-                except Exception:  # never break `import timm`
-                    pass
-
-            loader.exec_module = exec_then_call  # type: ignore[method-assign]
-            return spec
-
-    if not any(getattr(f, "_zoo_tnn_callback", None) is callback for f in sys.meta_path):
-        finder = _AfterTimm()
-        finder._zoo_tnn_callback = callback  # type: ignore[attr-defined]
-        sys.meta_path.insert(0, finder)
 
 
 def summary(model: "nn.Module", entry: "ModelEntry") -> Mapping[str, Any]:
