@@ -10,7 +10,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Hashable, Sequence
+from typing import Hashable, Sequence
 
 import torch
 from torch import Tensor
