@@ -16,6 +16,16 @@ Evaluation order, per input shape (the layer holds one compiled expression per s
   dense convolution's multiply-adds). The cached kernel is rebuilt when any factor changes (its storage or version
   counter: an optimizer step, an in-place edit, ``load_state_dict``), after ``to()`` / ``cuda()`` / ``half()``,
   and dropped by ``train()``.
+
+Under ``torch.compile`` the choice is made outside the traced region: ``_traced_plan_key`` is marked
+``torch._dynamo.assume_constant_result``, so dynamo calls it once per input shape and mode while tracing (planning
+runs in plain Python, on the shape alone) and bakes the chosen expression into the graph, with no graph break. The
+graph is guarded on what the choice depends on (the layer, the input's shape, dtype and device, ``training``, grad
+mode, the factors' ``requires_grad``, autotuning, ``path_ratio``). A "dense" choice rebuilds the kernel inside the
+graph on every call instead of reading the cached one (the cache's storage / version bookkeeping is eager-only).
+Shapes must be static in the trace (``torch.compile(..., dynamic=False)``): a plan is made for one shape, and with a
+symbolic batch size (automatic dynamic shapes, after a second batch size) the choice cannot be a constant, so dynamo
+breaks the graph at each layer (results stay correct).
 """
 
 from __future__ import annotations
@@ -88,6 +98,16 @@ class _Choice:
         return f"_Choice({self.kind!r}, path={self.expression.path if self.expression is not None else None})"
 
 
+@torch._dynamo.assume_constant_result
+def _traced_plan_key(layer: "_Tensorial", shape: Tuple[int, ...], mode: Tuple[Any, ...], epoch: int) -> Tuple[Any, ...]:
+    """The key of ``layer._plans`` for inputs of ``shape`` in ``mode``, its choice made if needed, as a constant of
+    a torch.compile trace: dynamo calls this in plain Python while tracing (planning never enters the graph) and
+    guards on the layer's identity; the arguments are read in the traced code, so the graph is also guarded on them
+    (``epoch`` changes when the plans are dropped). The traced forward then reads the choice from ``_plans`` (an
+    object reached from the layer, so dynamo can call it and guard on it). In eager mode an ordinary call."""
+    return layer._plan_key(shape, mode)
+
+
 def _forget_dense_kernel(module: "_Tensorial", incompatible_keys: Any = None) -> None:
     """Drop the cached inference kernel (a load_state_dict post-hook; a module-level function so that a layer
     pickles)."""
@@ -107,6 +127,7 @@ class _Tensorial(nn.Module):
         self._path_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
         self._inference_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
         self._dense_kernel: Optional[Tuple[Tuple[Any, ...], Tensor]] = None
+        self._plan_epoch = 0  # bumped when the plans are dropped (a compiled graph is guarded on it)
         self.register_load_state_dict_post_hook(_forget_dense_kernel)
 
     def _init_factors(self, device: Any, dtype: Any) -> None:
@@ -154,19 +175,35 @@ class _Tensorial(nn.Module):
         params = self.factors._parameters
         return tuple(params[f.name] for f in self.network.factors)  # type: ignore[misc]
 
+    def _mode(self) -> Tuple[Any, ...]:
+        """("infer",) or ("train", autotuning, checkpoint): the part of a plan's key besides the input shape."""
+        if self._infers():
+            return ("infer",)
+        return ("train", self.optimize == "auto" and autotune_enabled(), bool(getattr(self, "checkpoint", False)))
+
+    def _choice(self, x: Tensor) -> "_Choice":
+        """What forward runs for ``x``: the plan lookup in eager mode; under ``torch.compile`` a constant of the trace
+        (``_traced_plan_key``, called by dynamo outside the graph, once per shape and mode)."""
+        if torch.compiler.is_compiling():
+            key = _traced_plan_key(self, tuple(x.shape), self._mode(), getattr(self, "_plan_epoch", 0))
+            return self._plans[key]
+        return self._choice_for(x)
+
     def _choice_for(self, x: Tensor) -> "_Choice":
         """What forward runs for the input ``x`` in the current mode (made on the first call per shape and mode)."""
-        if self._infers():
-            mode: Tuple[Any, ...] = ("infer",)
-        else:
-            mode = ("train", self.optimize == "auto" and autotune_enabled(), bool(getattr(self, "checkpoint", False)))
-        key = (x.shape, mode)
-        got = self._plans.get(key)
-        if got is None:
-            got = self._plans[key] = self._choose(x, mode)
-        return got
+        mode = self._mode()
+        got = self._plans.get((x.shape, mode))  # a torch.Size hashes and compares as the tuple of the key
+        return got if got is not None else self._plans[self._plan_key(x.shape, mode)]
+
+    def _plan_key(self, shape: Sequence[int], mode: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        """The key of ``_plans`` for inputs of ``shape`` in ``mode``, the choice made if it is not there yet."""
+        key = (tuple(int(n) for n in shape), mode)
+        if key not in self._plans:
+            self._plans[key] = self._choose(torch.empty(key[0], device="meta"), mode)
+        return key
 
     def _choose(self, x: Tensor, mode: Tuple[Any, ...]) -> "_Choice":
+        """The evaluation for inputs shaped as ``x`` (only its shape is read: a meta tensor will do)."""
         xp, geometry = self._prepare_input(x)
         x_shape = self._modes_shape(xp)
         eq = self._equation
@@ -224,6 +261,7 @@ class _Tensorial(nn.Module):
     def path_ratio(self, value: float) -> None:
         self.__dict__["_path_ratio"] = float(value)
         self._plans.clear()
+        self._plan_epoch = getattr(self, "_plan_epoch", 0) + 1
         self._path_costs.clear()
         self._inference_costs.clear()
 
@@ -404,7 +442,7 @@ class TensorialConv2d(_Tensorial):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        choice = self._choice_for(x)
+        choice = self._choice(x)
         if choice.expression is None:
             return self._dense_forward(x)
         xp, _ = self._prepare_input(x)
@@ -455,7 +493,8 @@ class TensorialConv2d(_Tensorial):
 
     def _dense_forward(self, x: Tensor) -> Tensor:
         """F.conv2d with the cached dense kernel (inference), exactly as ``to_dense()`` runs."""
-        weight = self._dense_weight()
+        # traced: the kernel is rebuilt in the graph (the cache is keyed on storages and version counters)
+        weight = self.weight if torch.compiler.is_compiling() else self._dense_weight()
         padding: Any = self.padding
         if self.padding_mode != "zeros" and padding != "valid":
             x = F.pad(x, self._explicit_pads(), mode=self.padding_mode)
@@ -529,9 +568,9 @@ class TensorialLinear(_Tensorial):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected input (..., {self.in_features}), got {tuple(x.shape)}")
-        choice = self._choice_for(x)
+        choice = self._choice(x)
         if choice.expression is None:
-            return F.linear(x, self._dense_weight(), self.bias)
+            return F.linear(x, self.weight if torch.compiler.is_compiling() else self._dense_weight(), self.bias)
         lead = x.shape[:-1]
         y = choice.expression(x.reshape(self._modes_shape(x)), *self._factor_tensors())
         y = y.reshape(*lead, self.out_features)
