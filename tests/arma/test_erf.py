@@ -36,12 +36,14 @@ class _CausalLayer(nn.Module):
 ])
 def test_measured_radius_matches_theorem_6_3(layers):
     net = nn.Sequential(*[_CausalLayer(k, d, a) for k, d, a in layers])
-    result = erf(net, (1, 1, 4096), center=(0, 3072))
+    # 3 rows: the 3x3 AR kernel acts only on maps of at least 3x3 (as in the official code); rows stay independent
+    result = erf(net, (1, 3, 4096), center=(1, 3072))
     expected = theorem_6_3_radius(*zip(*layers))
     assert result.radius == pytest.approx(expected, rel=1e-6)
     assert result.std == pytest.approx(expected, rel=1e-6)
     assert result.map.sum().item() == pytest.approx(1.0)
-    assert result.map[0, 3073:].abs().max() < 1e-12  # causal: nothing from the right (up to FFT round-off)
+    assert result.map[1, 3073:].abs().max() < 1e-12  # causal: nothing from the right (up to FFT round-off)
+    assert result.map[[0, 2]].abs().max() < 1e-12  # nothing from the other rows (identity row factor)
 
 
 def test_theorem_6_3_cnn_special_case_and_errors():

@@ -25,6 +25,13 @@ The solve is circular (periodic boundary): ``y = irfft2(rfft2(t) / A_hat)``, com
 :mod:`zoo_arma.fft_solve` as ``y = t + irfft2(rfft2(t) * (1 / A_hat - 1))`` with the separable ``1 / A_hat`` in
 closed form, so that an identity filter (all parameters 0) returns ``t`` bit-for-bit while the gradient with
 respect to the AR parameters still flows.
+
+Small maps: a circular solve on an ``n``-point grid with ``n < 2Q+1`` folds the taps at offsets ``k`` and
+``k - n`` onto one another, i.e. it solves with a different (aliased) filter. Like the official ARMA-Networks code,
+:func:`ar_solve` therefore applies the AR part only where the solve grid holds the whole ``(2Q+1) x (2Q+1)``
+kernel (:func:`ar_fits`) and returns the moving-average output unchanged otherwise. The AR parameters then get an
+exact zero gradient from that call (the official code leaves them out of the graph, a ``None`` gradient), so that
+``DistributedDataParallel`` finds every parameter used when a network's deepest maps are small.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ __all__ = [
     "filter_1d",
     "filter_2d",
     "transfer_function",
+    "ar_fits",
     "ar_solve",
     "ar_apply",
 ]
@@ -149,8 +157,18 @@ def transfer_function(params: Tensor, size: Tuple[int, int], margin: float = DEF
     return rows[:, :, None] * cols[:, None, :]
 
 
+def ar_fits(size: Tuple[int, int], order: int, padding: int = 0) -> bool:
+    """Whether a ``(2Q+1) x (2Q+1)`` AR kernel (``Q = order``) fits the circular solve grid of an ``H x W`` map
+    (``size``) with ``padding`` zeros on every side: ``min(H, W) + 2 padding >= 2Q + 1``.
+
+    With ``padding = 0`` this is the official code's test (the AR part is skipped on a map smaller than
+    ``2Q+1`` along either side); a padded grid large enough for the kernel is solved without aliasing.
+    """
+    return min(int(size[0]), int(size[1])) + 2 * int(padding) >= 2 * int(order) + 1
+
+
 def ar_solve(t: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN, padding: int = 0) -> Tensor:
-    """Solve ``A * y = t`` per channel in the frequency domain.
+    """Solve ``A * y = t`` per channel in the frequency domain; ``t`` itself where the kernel does not fit.
 
     Args:
         t: ``(B, T, H, W)`` moving-average output.
@@ -160,17 +178,30 @@ def ar_solve(t: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN, padding:
             (Circular shifts commute with the solve, so the ``2 * padding`` zeros go to the bottom/right
             inside the FFT instead of being padded onto ``t``.)
     Returns:
-        ``(B, T, H, W)`` solution ``y``, same dtype as ``t`` (half precision is solved in float32).
+        ``(B, T, H, W)`` solution ``y``, same dtype as ``t`` (half precision is solved in float32). When the
+        ``(2Q+1) x (2Q+1)`` kernel does not fit the ``(H + 2 padding) x (W + 2 padding)`` grid
+        (:func:`ar_fits`), ``t`` unchanged: the AR part is skipped, as in the official code (``params`` get a
+        zero gradient).
     """
     if t.dim() != 4 or t.shape[1] != params.shape[0]:
         raise ValueError(f"expected t of shape (B, {params.shape[0]}, H, W), got {tuple(t.shape)}")
     if params.shape[2] == 0:
         return t
+    if not ar_fits(t.shape[-2:], params.shape[2], padding):
+        return _skipped(t, params)
     dtype = t.dtype
     work = t.float() if dtype in (torch.float16, torch.bfloat16) else t
     sd = factor_coordinates(params.to(work.dtype), margin)
     h, w = work.shape[-2:]
     return separable_ar_solve(work, sd, (h + 2 * padding, w + 2 * padding)).to(dtype)
+
+
+def _skipped(t: Tensor, params: Tensor) -> Tensor:
+    """``t`` unchanged, with a zero gradient for ``params`` when autograd records (``t + 0 * sum(params)``: the same
+    values, ``-0.0`` aside); ``t`` itself otherwise."""
+    if torch.is_grad_enabled() and params.requires_grad:
+        return t + params.sum().mul(0.0).to(t.dtype)
+    return t
 
 
 def ar_apply(y: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN) -> Tensor:

@@ -258,8 +258,15 @@ def separable_ar_solve(t: Tensor, sd: Tensor, size: Tuple[int, int], path: Optio
             ``"pairs"`` for a batch of two or more, else ``"real"``. Both give the same result up to rounding.
     Returns:
         ``(B, T, H, W)``.
+    Raises:
+        ValueError: ``min(H', W') < 2Q+1`` (the grid cannot hold the kernel without aliasing).
     """
     size = (int(size[0]), int(size[1]))
+    span = 2 * sd.shape[2] + 1
+    if min(size) < span:
+        raise ValueError(f"the circular solve of a {span}x{span} AR kernel (Q={sd.shape[2]}) needs a grid of at least "
+                         f"{span}x{span}, got {size[0]}x{size[1]}: a smaller grid aliases the kernel's taps "
+                         f"(zoo_arma.ar.ar_solve skips the AR part there)")
     if path is None:
         path = "pairs" if t.shape[0] >= 2 else "real"
     if path == "pairs":

@@ -7,7 +7,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .ar import DEFAULT_MARGIN, ar_solve, filter_2d, parameters_from_coefficients, transfer_function
+from .ar import DEFAULT_MARGIN, ar_fits, ar_solve, filter_2d, parameters_from_coefficients, transfer_function
 
 __all__ = ["ARMAConv2d"]
 
@@ -43,6 +43,11 @@ class ARMAConv2d(nn.Conv2d):
             each factor's ``f_-1 + f_1`` uniformly in ``[-a, 0]`` with ``f_-1 = f_1`` (a low-pass AR filter
             with DC gain up to ``1 / (1 - a)`` per factor and axis), as in the simulations of 6.5.1.
         ar_margin: ``1 - rho``; every factor satisfies ``|f_-1| + |f_1| <= 1 - ar_margin``.
+
+    Small maps: the AR part acts only where the ``(2Q+1) x (2Q+1)`` kernel fits the circular solve grid,
+    ``min(H', W') + 2 * ar_padding >= 2Q+1`` (:meth:`ar_fits`). On a smaller map the layer returns the moving
+    average alone, as the official code does on maps smaller than ``2Q+1`` (a circular solve there would use an
+    aliased filter, not ``A``); ``ar_params`` then gets an exact zero gradient from that call.
 
     Shapes: input ``(B, in_channels, H, W)`` -> output ``(B, out_channels, H', W')`` as ``nn.Conv2d``.
     """
@@ -108,6 +113,10 @@ class ARMAConv2d(nn.Conv2d):
     def ar_transfer(self, size: Tuple[int, int]) -> Tensor:
         """``A_hat`` on the ``rfft2`` grid of ``size = (H, W)``: complex ``(out_channels, H, W//2+1)``."""
         return transfer_function(self.ar_params, size, self.ar_margin)
+
+    def ar_fits(self, size: Tuple[int, int]) -> bool:
+        """Whether the AR part acts on a moving-average output of ``size = (H', W')`` (see the class docstring)."""
+        return ar_fits(size, self.ar_order, self.ar_padding)
 
     def moving_average(self, x: Tensor) -> Tensor:
         """The plain convolution part (eq. 6.5a): ``(B, S, H, W) -> (B, T, H', W')``."""
