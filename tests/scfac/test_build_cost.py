@@ -79,8 +79,8 @@ def test_initial_factors_are_exactly_orthogonal_and_the_layer_starts_at_q(dtype,
         layer = OrthoConv2d(40, 40, 5, init=init)
     finally:
         torch.set_default_dtype(default)
-    q = layer.q.parametrizations.weight[0].base
-    u = layer.u.parametrizations.weight[0].base
+    q = layer.q.base()  # (G, 2, C, C) views of the flat-stored bases
+    u = layer.u.base()
     assert q.dtype == dtype and u.dtype == dtype
     assert _max_orthogonality_error(q) < tol and _max_orthogonality_error(u) < tol
     assert float(layer.q.parametrizations.weight.original.detach().abs().max()) == 0.0  # the value is the base: expm(0) = I

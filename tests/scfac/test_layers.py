@@ -211,8 +211,8 @@ def test_state_dict_round_trip_into_a_fresh_build():
 
 def _kernel_from(layer: OrthoConv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The layer's kernel as a function of geotorch's unconstrained tensors ``a`` (Q) and ``b`` (U's)."""
-    q = layer.q.parametrizations.weight[0](a)
-    u = layer.u.parametrizations.weight[0](b)
+    q = layer.q.parametrizations.weight[0](a).view(layer.q.shape)  # stored flat: (G * 2, C, C) -> (G, 2, C, C)
+    u = layer.u.parametrizations.weight[0](b).view(layer.u.shape)
     p = projectors(u, layer.ranks)
     h = paraunitary_1d(q, p[:, :, : layer.n_right], p[:, :, layer.n_right:])
     return separable_2d(h[:, 0], h[:, 1]).reshape(layer.out_channels, layer.cols, 3, 3)

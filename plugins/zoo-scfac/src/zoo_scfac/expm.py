@@ -7,6 +7,9 @@ forward pass costs ``7 + s`` batched products and the autograd backward pass twi
 ``torch.linalg.matrix_exp`` has a similar forward pass, but its backward pass exponentiates a
 ``2n x 2n`` block matrix (8x the flops of each product, and more squarings): about 10x slower in
 training. This is the map geotorch's ``SO`` applies to skew-symmetric matrices (``triv``).
+Under ``torch.export`` the squaring count (a Python int read from the data) cannot be traced: :func:`expm` then
+calls ``torch.linalg.matrix_exp`` (one ATen op; same values to rounding), so exported programs carry no
+data-dependent guard.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def expm(a: Tensor) -> Tensor:
     """``exp(a)`` of ``(..., n, n)`` matrices, accurate to the dtype's rounding (relative to ``exp(||a||)``)."""
     if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"expected square matrices (..., n, n), got shape {tuple(a.shape)}")
+    if torch.compiler.is_exporting():  # the number of squarings is data-dependent: torch.export takes the one op
+        return torch.linalg.matrix_exp(a)
     s = squarings(a)
     out = taylor(a.reshape(-1, *a.shape[-2:]) * 2.0 ** -s)
     for _ in range(s):

@@ -88,10 +88,11 @@ class ResidualBlock(nn.Module):
         p_stop: parameter of the geometric number of extra (Russian-roulette) terms, ``P(extra >= j) = (1 - p)^j``.
         atol: fixed-point tolerance (max-abs change between iterates; floored at the dtype's rounding level).
         max_iter: fixed-point iteration cap.
+        order: SC-Fac composition order of the convolutions (:class:`zoo_scfac.layers.OrthoConv2d`).
     """
 
     def __init__(self, channels: int, hidden: int, kernel_size: int = 3, coeff: float = 0.9, n_exact: int = 2,
-                 p_stop: float = 0.5, atol: float = 1e-6, max_iter: int = 200) -> None:
+                 p_stop: float = 0.5, atol: float = 1e-6, max_iter: int = 200, order: str = "width-first") -> None:
         super().__init__()
         if not 0.0 < coeff < 1.0:
             raise ValueError(f"coeff must lie in (0, 1) for an invertible block, got {coeff}")
@@ -102,9 +103,9 @@ class ResidualBlock(nn.Module):
         self.coeff, self.n_exact, self.p_stop = coeff, n_exact, p_stop
         self.atol, self.max_iter = atol, max_iter
         self.net = nn.Sequential(
-            LipSwish(channels), OrthoConv2d(channels, hidden, kernel_size, init="uniform"),
-            LipSwish(hidden), OrthoConv2d(hidden, hidden, 1, init="uniform"),
-            LipSwish(hidden), OrthoConv2d(hidden, channels, kernel_size, init="uniform"),
+            LipSwish(channels), OrthoConv2d(channels, hidden, kernel_size, init="uniform", order=order),
+            LipSwish(hidden), OrthoConv2d(hidden, hidden, 1, init="uniform", order=order),
+            LipSwish(hidden), OrthoConv2d(hidden, channels, kernel_size, init="uniform", order=order),
         )
 
     def g(self, x: Tensor) -> Tensor:
@@ -190,13 +191,13 @@ class ResidualFlow(nn.Module):
         in_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2^len(blocks)``.
         blocks: residual blocks per scale.
         hidden: inner width of every residual block.
-        kernel_size, coeff, n_exact, p_stop, atol, max_iter: see :class:`ResidualBlock`.
+        kernel_size, coeff, n_exact, p_stop, atol, max_iter, order: see :class:`ResidualBlock`.
         logit_alpha: ``a`` of the logit pre-processing.
     """
 
     def __init__(self, in_shape: Sequence[int] = (1, 28, 28), blocks: Sequence[int] = (4, 4), hidden: int = 64,
                  kernel_size: int = 3, coeff: float = 0.9, n_exact: int = 2, p_stop: float = 0.5,
-                 logit_alpha: float = 1e-6, atol: float = 1e-6, max_iter: int = 200) -> None:
+                 logit_alpha: float = 1e-6, atol: float = 1e-6, max_iter: int = 200, order: str = "width-first") -> None:
         super().__init__()
         c, h, w = (int(s) for s in in_shape)
         if not blocks or h % 2 ** len(blocks) or w % 2 ** len(blocks):
@@ -212,7 +213,7 @@ class ResidualFlow(nn.Module):
             layers = nn.ModuleList()
             for _ in range(n):
                 layers.append(ActNorm(c))
-                layers.append(ResidualBlock(c, hidden, kernel_size, coeff, n_exact, p_stop, atol, max_iter))
+                layers.append(ResidualBlock(c, hidden, kernel_size, coeff, n_exact, p_stop, atol, max_iter, order))
             self.scales.append(layers)
             if i < len(blocks) - 1:
                 c //= 2

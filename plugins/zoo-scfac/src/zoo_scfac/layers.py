@@ -9,8 +9,23 @@ Algorithm 2) and concatenates the groups. With circular padding the layer is
 * an isometry (column-orthogonal) when ``T > S R^2``;
 * a co-isometry (row-orthogonal: all singular values 1, ``T N`` of them) when ``T < S R^2``.
 
-Dilation up-samples the kernel (``H(z^D)``, Table 7.1) and keeps these properties. Zero padding
-truncates the circular operator, so it is only 1-Lipschitz. In ``eval()`` mode the dense kernel is
+Dilation up-samples the kernel (``H(z^D)``, Table 7.1) and keeps these properties.
+
+Composition order (``order``): the 2-D system is a product of a height system ``H1(z1)`` and a width system
+``H2(z2)``, and the dissertation states both orders: Sec. 7.3.3's text has ``H = H1(z1) H2(z2)``
+(``order="width-first"``, the default, what this zoo always built: the input is filtered along the width, then
+the height), Algorithm 1 step 3 (``H[:, :, i, j] = H2[j] H1[i]``) and umd-huang-lab/ortho-conv have
+``H = H2(z2) H1(z1)`` (``order="height-first"``: official weights reproduce with it). The two are different
+operators on the same factors; a ``height-first`` kernel ``S -> T`` is the channel transpose of the ``width-first``
+kernel ``T -> S`` built from the tap-wise transposed systems ``H1^T, H2^T`` (which belong to the same factorised
+family), and ``height-first(H1, H2)`` is the adjoint of ``width-first`` on the para-conjugates ``H~(z) = H(1/z)^T``.
+
+Padding: ``padding_mode="circular"`` with ``padding="same"`` (output ``N / R``) is the exactly orthogonal
+operator. ``padding_mode="zeros"`` with ``padding="same"`` crops the full linear convolution to ``N / R``
+outputs: only 1-Lipschitz, it loses the energy that leaks over the border (``||y|| < ||x||`` in general).
+``padding="full"`` (zeros) keeps every output of the full linear convolution, ``N / R + D (K / R - 1)`` per
+dimension, as the official code's zero-padding mode does: a paraunitary FIR system preserves the norm of every
+finitely supported input, so ``||y|| = ||x||`` when ``T = S R^2``. In ``eval()`` mode the dense kernel is
 built once, cached and reused until a parameter or buffer changes (inference costs one convolution;
 parameters receive no gradient in eval mode). In training, a stride-1 2-D layer whose separable form is
 cheaper (``K (T + S) C < K^2 T S`` multiply-adds per pixel and group) applies ``H(z1, z2) = H1(z1) H2(z2)``
@@ -23,6 +38,7 @@ orthogonality at the 1e-5 level, float64 keeps a float32 layer within ~1e-6. ``N
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import geotorch
@@ -39,6 +55,8 @@ from zoo_scfac.initialization import INITS, _centre, haar_frame, haar_orthogonal
 from zoo_scfac.paraunitary import paraunitary_1d, polyphase_to_strided, projectors, separable_2d
 
 PADDING_MODES = ("circular", "zeros")
+PADDINGS = ("same", "full")
+ORDERS = ("width-first", "height-first")
 
 
 class _Orthogonal(Stiefel):
@@ -89,29 +107,48 @@ def _init_orthogonal_(module: nn.Module, name: str) -> None:
 
 
 class _OrthogonalTensor(nn.Module):
-    """A batched orthogonal tensor ``weight`` of shape ``(..., n, n)``: ``base @ exp(skew)`` (``geotorch.orthogonal``).
+    """A batch of orthogonal matrices of logical shape ``(..., n, n)``: ``base @ exp(skew)`` (``geotorch.orthogonal``).
 
+    Stored flat, as ``(prod(...), n, n)`` (3-d tensors): ``module.to(memory_format=torch.channels_last)`` converts
+    only 4-d and 5-d tensors, and a factor batch has no image layout to convert. :meth:`factors` returns the logical
+    shape; state dicts saved with the logical (up to 5-d) shape load unchanged (reshaped on load).
     Starts as a Haar sample unless ``init=False`` (the owner then sets it with :meth:`set_`)."""
 
     def __init__(self, shape: Sequence[int], init: bool = True) -> None:
         super().__init__()
         if shape[-1] != shape[-2]:
             raise ValueError(f"expected square matrices, got shape {tuple(shape)}")
-        _register_orthogonal(self, "weight", shape)
+        self.shape = tuple(int(s) for s in shape)
+        n = self.shape[-1]
+        _register_orthogonal(self, "weight", (math.prod(self.shape[:-2]), n, n))
+        self.register_load_state_dict_pre_hook(_OrthogonalTensor._reshape_loaded)
         if init:
             dtype = self.parametrizations.weight.original.dtype
-            _set_orthogonal_(self, "weight", haar_orthogonal(tuple(shape), dtype))
+            self.set_(haar_orthogonal(self.shape, dtype))
+
+    def _reshape_loaded(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        """Accept the logical shape (the layout before flat storage) for the unconstrained tensor and the base."""
+        flat = self.parametrizations.weight.original.shape
+        for key in ("parametrizations.weight.original", "parametrizations.weight.0.base"):
+            value = state_dict.get(prefix + key)
+            if value is not None and tuple(value.shape) == self.shape:
+                state_dict[prefix + key] = value.reshape(flat)
+
+    def base(self) -> Tensor:
+        """geotorch's fixed ``base`` as a ``(..., n, n)`` view (writes go to the buffer)."""
+        return self.parametrizations.weight[0].base.view(self.shape)
 
     def set_(self, value: Tensor) -> None:
-        """Start at the orthogonal ``value`` (``base = value``, skew parameter zero)."""
-        _set_orthogonal_(self, "weight", value)
+        """Start at the orthogonal ``value`` ``(..., n, n)`` (``base = value``, skew parameter zero)."""
+        _set_orthogonal_(self, "weight", value.reshape(self.parametrizations.weight[0].base.shape))
 
     def factors(self, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
-        """``(base, skew)`` with ``weight = base @ exp(skew)``, in ``dtype`` (default: the parameters' dtype)."""
+        """``(base, skew)`` ``(..., n, n)`` with ``weight = base @ exp(skew)``, in ``dtype`` (default: the parameters')."""
         param = self.parametrizations.weight
         so = param[0]
         dtype = dtype or param.original.dtype
-        return so.base.to(dtype), Skew.frame(param.original.to(dtype), so.lower)
+        skew = Skew.frame(param.original.to(dtype), so.lower)
+        return so.base.to(dtype).view(self.shape), skew.view(self.shape)
 
 
 def orthogonal_values(tensors: Sequence[_OrthogonalTensor], dtype: Optional[torch.dtype] = None) -> List[Tensor]:
@@ -157,6 +194,8 @@ class _EvalCache(nn.Module):
         return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
     def _cached(self, build: Callable[[], Tensor]) -> Tensor:
+        if torch.compiler.is_compiling():  # torch.export / torch.compile: the graph rebuilds it from the parameters
+            return build()
         if self.training:
             self._cache, self._cache_key = None, None
             return build()
@@ -186,7 +225,8 @@ class _OrthoConvNd(_EvalCache):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Sequence[int]], stride: Union[int, Sequence[int]] = 1,
                  dilation: Union[int, Sequence[int]] = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "circular", init: str = "permutation",
-                 factor_dtype: Optional[torch.dtype] = torch.float64) -> None:
+                 factor_dtype: Optional[torch.dtype] = torch.float64, order: str = "width-first",
+                 padding: str = "same") -> None:
         super().__init__()
         k = _single(kernel_size, self.ndim, "kernel_size")
         r = _single(stride, self.ndim, "stride")
@@ -206,9 +246,14 @@ class _OrthoConvNd(_EvalCache):
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if order not in ORDERS or (self.ndim == 1 and order != ORDERS[0]):
+            raise ValueError(f"order must be one of {ORDERS} ({ORDERS[0]!r} for a 1-D layer: one system), got {order!r}")
+        if padding not in PADDINGS or (padding == "full" and padding_mode != "zeros"):
+            raise ValueError(f"padding must be one of {PADDINGS} ('full' with padding_mode='zeros' only: a circular "
+                             f"convolution has no border), got padding={padding!r}, padding_mode={padding_mode!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.dilation, self.groups = k, r, dil, groups
-        self.padding_mode = padding_mode
+        self.padding_mode, self.padding, self.order = padding_mode, padding, order
         self.factor_dtype = factor_dtype
         self.taps = k // r
         self.n_left = (self.taps - 1) // 2
@@ -223,7 +268,7 @@ class _OrthoConvNd(_EvalCache):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         total = dil * (k - 1) - (r - 1)
         left = dil * r * self.n_left
-        self._pad = (left, total - left)
+        self._pad = (left, total - left) if padding == "same" else (total, total)
         self.reset_parameters(init)
 
     @torch.no_grad()
@@ -238,7 +283,7 @@ class _OrthoConvNd(_EvalCache):
             ranks = random_ranks(tuple(self.ranks.shape), self.width)
             # only the U^(l), l > 0 (the first n_right) are sampled; U^(-l) = Q U^(l): each pair cancels
             u = haar_orthogonal(tuple(self.ranks.shape[:-1]) + (self.n_right, self.width, self.width), torch.float64)
-            base = self.u.parametrizations.weight[0].base
+            base = self.u.base()
             base[..., : self.n_right, :, :] = u
             for i in range(self.n_left):
                 ranks[..., self.n_right + i] = ranks[..., i]
@@ -267,12 +312,23 @@ class _OrthoConvNd(_EvalCache):
         """The dense kernel ``(out, in / groups, K, ...)``, differentiable in the parameters."""
         h = self._systems()
         if self.ndim == 2:
-            w = separable_2d(h[:, 0, :, : self.rows, :], h[:, 1, :, :, : self.cols])
+            outer, inner = self._outer_inner(h)
+            w = separable_2d(outer[..., : self.rows, :], inner[..., :, : self.cols])
+            if self.order == "height-first":  # w[..., j, i] = H2[j] H1[i]: put the height tap first
+                w = w.transpose(-1, -2)
         else:
             w = h[:, 0, :, : self.rows, : self.cols].permute(0, 2, 3, 1)
         w = w.reshape((self.out_channels, self.cols) + w.shape[3:])
         w = polyphase_to_strided(w, self.in_channels // self.groups, self.stride)
         return w.to(self.q.parametrizations.weight.original.dtype).contiguous()
+
+    def _outer_inner(self, h: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(outer, inner)`` 1-D systems ``(G, K', C, C)`` of ``h`` ``(G, 2, K', C, C)`` (axis 0: height ``H1``, axis 1:
+        width ``H2``): ``H = outer inner``, so ``inner`` filters the input first and keeps ``S R^2`` columns, ``outer``
+        keeps ``T`` rows. ``width-first``: ``H1(z1) H2(z2)``; ``height-first``: ``H2(z2) H1(z1)``."""
+        if self.order == "width-first":
+            return h[:, 0], h[:, 1]
+        return h[:, 1], h[:, 0]
 
     def kernel(self) -> Tensor:
         """The kernel used by :meth:`forward`: rebuilt in training mode, cached in eval mode."""
@@ -284,14 +340,16 @@ class _OrthoConvNd(_EvalCache):
         return "circular" if self.padding_mode == "circular" else "constant"
 
     def pad(self, x: Tensor) -> Tensor:
-        """Pad ``x`` so the output has size ``input / stride`` (circular wraps around, zeros pads zeros)."""
+        """Pad ``x`` so the output has size ``N / stride`` (``same``: circular wraps around, zeros pads zeros) or
+        ``N / stride + D (K' - 1)`` (``full``, zeros)."""
         sizes = x.shape[-self.ndim:]
         if any(s % self.stride for s in sizes):
             raise ValueError(f"spatial size {tuple(sizes)} must be divisible by stride {self.stride}")
         return F.pad(x, self._pad * self.ndim, mode=self._pad_mode)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``(B, in, *spatial)`` -> ``(B, out, *spatial / stride)``."""
+        """``x``: ``(B, in, *N)`` -> ``(B, out, *N')``, ``N' = N / stride`` (``padding="same"``) or
+        ``N / stride + dilation (kernel_size / stride - 1)`` (``"full"``)."""
         if x.dim() != self.ndim + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, {'N, ' * self.ndim}...) with {self.ndim} spatial dims, "
                              f"got shape {tuple(x.shape)}")
@@ -307,24 +365,35 @@ class _OrthoConvNd(_EvalCache):
         return self.ndim == 2 and self.stride == 1 and k * (self.rows + self.cols) * self.width < k * k * self.rows * self.cols
 
     def separable_forward(self, x: Tensor) -> Tensor:
-        """Stride-1 2-D layer as a width (``1 x K``, ``H2``) then a height (``K x 1``, ``H1``) convolution.
+        """Stride-1 2-D layer as two 1-D convolutions: the inner system, then the outer one (:meth:`_outer_inner`):
+        width (``1 x K``, ``H2``) then height (``K x 1``, ``H1``) for ``width-first``, the reverse for ``height-first``.
 
-        ``x``: ``(B, S, H, W)`` -> ``(B, T, H, W)``; the intermediate has ``G C`` channels.
+        ``x``: ``(B, S, H, W)`` -> ``(B, T, H', W')``; the intermediate has ``G C`` channels.
         """
         if self.ndim != 2 or self.stride != 1:
             raise ValueError(f"the separable form needs a stride-1 2-D layer, got ndim={self.ndim}, stride={self.stride}")
         h = self._systems().to(self.q.parametrizations.weight.original.dtype)  # (G, 2, K, C, C)
-        g, k, c = self.groups, self.kernel_size, self.width
-        width_kernel = h[:, 1, :, :, : self.cols].permute(0, 2, 3, 1).reshape(g * c, self.cols, 1, k)
-        height_kernel = h[:, 0, :, : self.rows, :].permute(0, 2, 3, 1).reshape(self.out_channels, c, k, 1)
-        z = F.conv2d(F.pad(x, self._pad + (0, 0), mode=self._pad_mode), width_kernel, None, 1, 0, (1, self.dilation), g)
-        return F.conv2d(F.pad(z, (0, 0) + self._pad, mode=self._pad_mode), height_kernel, self.bias, 1, 0,
-                        (self.dilation, 1), g)
+        outer, inner = self._outer_inner(h)
+        g, c = self.groups, self.width
+        inner_kernel = inner[..., : self.cols].permute(0, 2, 3, 1).reshape(g * c, self.cols, self.kernel_size)
+        outer_kernel = outer[..., : self.rows, :].permute(0, 2, 3, 1).reshape(self.out_channels, c, self.kernel_size)
+        width_first = self.order == "width-first"
+        z = self._conv_along(x, inner_kernel, None, width=width_first)
+        return self._conv_along(z, outer_kernel, self.bias, width=not width_first)
+
+    def _conv_along(self, x: Tensor, kernel: Tensor, bias: Optional[Tensor], width: bool) -> Tensor:
+        """Grouped 1-D convolution of ``x`` ``(B, I, H, W)`` along the width (``width``) or the height with
+        ``kernel`` ``(O, I / G, K)``, padded along that axis as :meth:`pad` pads it."""
+        if width:
+            padded = F.pad(x, self._pad + (0, 0), mode=self._pad_mode)
+            return F.conv2d(padded, kernel.unsqueeze(-2), bias, 1, 0, (1, self.dilation), self.groups)
+        padded = F.pad(x, (0, 0) + self._pad, mode=self._pad_mode)
+        return F.conv2d(padded, kernel.unsqueeze(-1), bias, 1, 0, (self.dilation, 1), self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
-                f"padding_mode={self.padding_mode!r}")
+                f"padding_mode={self.padding_mode!r}, padding={self.padding!r}, order={self.order!r}")
 
 
 class OrthoConv1d(_OrthoConvNd):

@@ -39,11 +39,14 @@ class _Classifier(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the head by a fresh orthogonal one (``num_classes = 0``: identity, features out).
 
-        ``global_pool`` (timm's signature) may only be ``None`` or ``"avg"``: the scaled average pooling is part of
-        the 1-Lipschitz feature stack, so an unpooled map (``""``) cannot be returned."""
+        ``global_pool`` (timm's signature) may only be ``None`` or ``"avg"``: the features are a flattened
+        ``(C, h, w)`` map (``num_features = C h w``; the scaled average pooling of window 4 leaves ``h, w > 1`` at
+        the trained sizes), so no feature map has ``num_features`` channels: an unpooled map (``""``) with timm's
+        ``num_features`` channels does not exist."""
         if global_pool not in (None, "avg"):
-            raise ValueError(f"{type(self).__name__}: global_pool={global_pool!r} is not supported; the Lipschitz "
-                             f"feature stack ends in its own scaled average pooling (only 'avg' / None)")
+            raise ValueError(f"{type(self).__name__}: global_pool={global_pool!r} is not supported (expected None or "
+                             f"'avg'): the {self.num_features} features are a flattened scaled-average-pooled map, "
+                             f"not the channels of a feature map")
         self.num_classes = num_classes
         self.head = OrthoLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -62,9 +65,10 @@ class _Classifier(nn.Module):
 class _Convs(nn.Sequential):
     """``conv -> GroupSort -> conv`` (the residual branch ``f``)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int, init: str, first: Optional[OrthoConv2d] = None) -> None:
-        super().__init__(first or OrthoConv2d(c_in, c_out, kernel, dilation=dilation, init=init), GroupSort(),
-                         OrthoConv2d(c_out, c_out, kernel, dilation=dilation, init=init))
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int, init: str, first: Optional[OrthoConv2d] = None,
+                 order: str = "width-first") -> None:
+        super().__init__(first or OrthoConv2d(c_in, c_out, kernel, dilation=dilation, init=init, order=order),
+                         GroupSort(), OrthoConv2d(c_out, c_out, kernel, dilation=dilation, init=init, order=order))
 
 
 class LipschitzBlock(nn.Module):
@@ -72,11 +76,12 @@ class LipschitzBlock(nn.Module):
 
     ``downsample`` halves the resolution: ``pool`` (scaled average pooling before the block), ``stride-slim``
     (the first convolution has kernel = stride = 2) or ``stride-wide`` (kernel = 2 x kernel, stride 2).
-    Output: ``GroupSort(merge(shortcut(x), f(x)))``.
+    Output: ``GroupSort(merge(shortcut(x), f(x)))``. ``order``: the SC-Fac composition order of every convolution
+    (:class:`zoo_scfac.layers.OrthoConv2d`).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int = 1, skip: str = "add",
-                 downsample: Optional[str] = None, init: str = "permutation") -> None:
+                 downsample: Optional[str] = None, init: str = "permutation", order: str = "width-first") -> None:
         super().__init__()
         if skip not in SKIPS:
             raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
@@ -88,20 +93,20 @@ class LipschitzBlock(nn.Module):
         if self.skip == "concat":
             if c_in % 4:
                 raise ValueError(f"concat blocks split {c_in} channels in halves of even size: need a multiple of 4")
-            self.branch = _Convs(c_in // 2, c_in // 2, kernel, dilation, init)
+            self.branch = _Convs(c_in // 2, c_in // 2, kernel, dilation, init, order=order)
             self.shuffle = ChannelShuffle(2)
         else:
             first = None
             if strided:
                 k = 2 if downsample == "stride-slim" else 2 * kernel
-                first = OrthoConv2d(c_in, c_out, k, stride=2, init=init)
-            self.branch = _Convs(c_in, c_out, kernel, dilation, init, first=first)
+                first = OrthoConv2d(c_in, c_out, k, stride=2, init=init, order=order)
+            self.branch = _Convs(c_in, c_out, kernel, dilation, init, first=first, order=order)
         if self.skip == "add":
             self.merge = ConvexMerge()
             if strided:
-                self.shortcut: nn.Module = OrthoConv2d(c_in, c_out, 2, stride=2, init=init)
+                self.shortcut: nn.Module = OrthoConv2d(c_in, c_out, 2, stride=2, init=init, order=order)
             elif c_in != c_out:
-                self.shortcut = OrthoConv2d(c_in, c_out, 1, init=init)
+                self.shortcut = OrthoConv2d(c_in, c_out, 1, init=init, order=order)
             else:
                 self.shortcut = nn.Identity()
         self.act = GroupSort()
@@ -124,12 +129,15 @@ class LipschitzWideResNet(_Classifier):
     Stem conv + GroupSort, three groups of ``n`` blocks (the first block of groups 2 and 3 halves the
     resolution), scaled average pooling with window ``pool_window`` (4, replacing global pooling), and an
     orthogonal linear head. ``skip``: ``add`` (ResNet), ``concat`` (ShuffleNet) or ``none`` (ConvNet), Table 7.4.
+    ``order``: SC-Fac composition order of every convolution (``width-first``, Sec. 7.3.3's text, default;
+    ``height-first``, Algorithm 1 and the official code).
     """
 
     def __init__(self, depth: int = 22, widen_factor: int = 10, kernel_size: int = 5, dilation: int = 1,
                  skip: str = "add", downsample: str = "pool", init: str = "permutation", num_classes: int = 10,
                  in_chans: int = 3, img_size: int = 32, base_channels: Sequence[int] = (16, 32, 64),
-                 pool_window: int = 4, input_mean: Optional[Sequence[float]] = None, hinge_margin: float = 0.1) -> None:
+                 pool_window: int = 4, input_mean: Optional[Sequence[float]] = None, hinge_margin: float = 0.1,
+                 order: str = "width-first") -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth}")
@@ -141,13 +149,14 @@ class LipschitzWideResNet(_Classifier):
         widths = [c * widen_factor for c in base_channels]
         self.depth, self.widen_factor, self.hinge_margin = depth, widen_factor, hinge_margin
         self.normalize = SubtractMean(input_mean if input_mean is not None else _default_mean(in_chans))
-        self.stem = nn.Sequential(OrthoConv2d(in_chans, widths[0], kernel_size, dilation=dilation, init=init), GroupSort())
+        self.stem = nn.Sequential(OrthoConv2d(in_chans, widths[0], kernel_size, dilation=dilation, init=init, order=order),
+                                  GroupSort())
         blocks: List[nn.Module] = []
         c_prev = widths[0]
         for g, c in enumerate(widths):
             for b in range(n):
                 down = downsample if (g > 0 and b == 0) else None
-                blocks.append(LipschitzBlock(c_prev, c, kernel_size, dilation, skip, down, init))
+                blocks.append(LipschitzBlock(c_prev, c, kernel_size, dilation, skip, down, init, order))
                 c_prev = c
         self.blocks = nn.Sequential(*blocks)
         self.pool = LipschitzAvgPool2d(pool_window)
@@ -179,12 +188,13 @@ class LipschitzResNet9(_Classifier):
     """Lipschitz ResNet9 (the DAWNBench layout of Trockman & Kolter's experiments, 7.7.2): widths ``(64, 128, 256, 512) x width``.
 
     prep conv; conv + pool + residual block; conv + pool; conv + pool + residual block; pool 4; orthogonal head.
-    Max pooling is replaced by window-scaled average pooling and ReLU by GroupSort.
+    Max pooling is replaced by window-scaled average pooling and ReLU by GroupSort. ``order``: SC-Fac composition
+    order of every convolution.
     """
 
     def __init__(self, width: float = 1, kernel_size: int = 3, init: str = "permutation", num_classes: int = 10,
                  in_chans: int = 3, img_size: int = 32, input_mean: Optional[Sequence[float]] = None,
-                 hinge_margin: float = 0.1) -> None:
+                 hinge_margin: float = 0.1, order: str = "width-first") -> None:
         super().__init__()
         if img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 (three halvings and a 4x4 pool), got {img_size}")
@@ -194,13 +204,13 @@ class LipschitzResNet9(_Classifier):
         self.normalize = SubtractMean(input_mean if input_mean is not None else _default_mean(in_chans))
 
         def conv_pool(a: int, b: int) -> nn.Sequential:
-            return nn.Sequential(OrthoConv2d(a, b, k, init=init), GroupSort(), LipschitzAvgPool2d(2))
+            return nn.Sequential(OrthoConv2d(a, b, k, init=init, order=order), GroupSort(), LipschitzAvgPool2d(2))
 
         self.features = nn.Sequential(
-            OrthoConv2d(in_chans, c[0], k, init=init), GroupSort(),
-            conv_pool(c[0], c[1]), LipschitzBlock(c[1], c[1], k, init=init),
+            OrthoConv2d(in_chans, c[0], k, init=init, order=order), GroupSort(),
+            conv_pool(c[0], c[1]), LipschitzBlock(c[1], c[1], k, init=init, order=order),
             conv_pool(c[1], c[2]),
-            conv_pool(c[2], c[3]), LipschitzBlock(c[3], c[3], k, init=init),
+            conv_pool(c[2], c[3]), LipschitzBlock(c[3], c[3], k, init=init, order=order),
             LipschitzAvgPool2d(4),
         )
         side = img_size // 32
@@ -214,11 +224,12 @@ class LipschitzKWLarge(_Classifier):
     """Lipschitz KW-Large (Wong et al.'s large CIFAR network as used by Trockman & Kolter, 7.7.2).
 
     conv3 32w, conv4/2 32w, conv3 64w, conv4/2 64w (strided SC-Fac, polyphase), then orthogonal
-    linear 512w, 512w and the head; GroupSort after every hidden layer.
+    linear 512w, 512w and the head; GroupSort after every hidden layer. ``order``: SC-Fac composition order.
     """
 
     def __init__(self, width: float = 1, init: str = "permutation", num_classes: int = 10, in_chans: int = 3,
-                 img_size: int = 32, input_mean: Optional[Sequence[float]] = None, hinge_margin: float = 0.1) -> None:
+                 img_size: int = 32, input_mean: Optional[Sequence[float]] = None, hinge_margin: float = 0.1,
+                 order: str = "width-first") -> None:
         super().__init__()
         if img_size % 4:
             raise ValueError(f"img_size must be divisible by 4, got {img_size}")
@@ -227,10 +238,10 @@ class LipschitzKWLarge(_Classifier):
         a, b, h = _scaled(32, width), _scaled(64, width), _scaled(512, width)
         side = img_size // 4
         self.features = nn.Sequential(
-            OrthoConv2d(in_chans, a, 3, init=init), GroupSort(),
-            OrthoConv2d(a, a, 4, stride=2, init=init), GroupSort(),
-            OrthoConv2d(a, b, 3, init=init), GroupSort(),
-            OrthoConv2d(b, b, 4, stride=2, init=init), GroupSort(),
+            OrthoConv2d(in_chans, a, 3, init=init, order=order), GroupSort(),
+            OrthoConv2d(a, a, 4, stride=2, init=init, order=order), GroupSort(),
+            OrthoConv2d(a, b, 3, init=init, order=order), GroupSort(),
+            OrthoConv2d(b, b, 4, stride=2, init=init, order=order), GroupSort(),
             nn.Flatten(),
             OrthoLinear(b * side * side, h), GroupSort(),
             OrthoLinear(h, h), GroupSort(),
