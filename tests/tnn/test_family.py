@@ -61,8 +61,9 @@ def test_list_models_and_create_through_the_core() -> None:
     assert any(isinstance(m, TensorialConv2d) for m in model.modules())
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     rows = zoo.summarize(model, flops=False)
-    assert rows["dense_equivalent_parameters"] == 464154  # ResNet-32 (option A): 0.46 M
-    assert rows["realised_rate"] == pytest.approx(rows["parameters"] / 464154, abs=1e-6)
+    assert rows["dense_backbone_parameters"] == 464154  # ResNet-32 (option A): 0.46 M
+    assert rows["whole_model_ratio"] == pytest.approx(rows["parameters"] / 464154, abs=1e-6)
+    assert rows["requested_rate"] == 0.05 and rows["requested_rate_applies_to"].startswith("tensorised layers")
     assert rows["layers"]["conv1"] == "dense:first" and rows["layers"]["fc"] == "dense:classifier"
     assert rows["layers"]["layer1.0.conv1"].startswith("tensorized rank=")
     model = zoo.create("resnet32-mcp-10pct", num_classes=7)
@@ -149,4 +150,4 @@ def test_bundled_mnist_weights_reproduce_their_recorded_accuracy(name: str) -> N
         top1 = 100.0 * float((model(x).argmax(-1) == labels[held]).float().mean())
     assert top1 == pytest.approx(entry.weights.metrics["top1"], abs=0.01)
     if name != "lenet5":
-        assert zoo.summarize(model, flops=False)["realised_rate"] < 0.12
+        assert zoo.summarize(model, flops=False)["whole_model_ratio"] < 0.12

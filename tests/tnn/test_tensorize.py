@@ -58,7 +58,7 @@ def test_tensorize_backbone_shapes_and_backward(backbone: str, decomposition: st
     assert rep["params"] == sum(p.numel() for p in model.parameters())
     assert rep["dense_params"] == sum(p.numel() for p in dense.parameters())
     if not any(s == "rank1" for s in statuses.values()):
-        assert rep["tensorial_rate"] <= 0.05
+        assert rep["layer_rate"] <= 0.05
     x = torch.randn(*shape)
     # every tensorial layer produces the dense layer's output shape
     assert _output_shapes(model, x, tensorized) == _output_shapes(dense, x, tensorized)

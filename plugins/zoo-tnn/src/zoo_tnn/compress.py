@@ -36,7 +36,11 @@ METHODS = ("layer-decomp", "e2e-kd", "seq-kd")
 
 @dataclass
 class CompressReport:
-    """What :func:`compress` did. Accuracies are fractions in [0, 1] (None without ``eval_loader``)."""
+    """What :func:`compress` did. Accuracies are fractions in [0, 1] (None without ``eval_loader``).
+
+    ``rate`` is what was asked for; ``realised_rate`` is the whole-model ratio (all parameters / the teacher's) and
+    ``tensorial_rate`` the layer rate (the tensorised layers' parameters / their dense parameters), as
+    :func:`zoo_tnn.compression_report` names them (field names kept: saved progress files use them)."""
 
     method: str
     decomposition: str
@@ -61,8 +65,8 @@ class CompressReport:
 
         lines = [
             f"method {self.method}, decomposition {self.decomposition}, target rate {self.rate:g}",
-            f"parameters {self.params} of {self.dense_params} (realised rate {self.realised_rate:.4f}; "
-            f"tensorial layers {self.tensorial_rate:.4f})",
+            f"parameters {self.params} of {self.dense_params} (whole-model ratio {self.realised_rate:.4f}; "
+            f"layer rate {self.tensorial_rate:.4f})",
             f"accuracy: teacher {pct(self.accuracy_teacher)}, Layer-Decomp {pct(self.accuracy_layer_decomp)}, "
             f"after {self.method} {pct(self.accuracy_after)}  ({self.seconds:.1f} s)",
         ]
@@ -295,7 +299,7 @@ def compress(
         rep = compression_report(student)
         report = CompressReport(
             method=method, decomposition=student.tnn_config["decomposition"], rate=float(rate),  # type: ignore[index]
-            realised_rate=rep["rate"], tensorial_rate=rep["tensorial_rate"], params=rep["params"],
+            realised_rate=rep["whole_model_ratio"], tensorial_rate=rep["layer_rate"], params=rep["params"],
             dense_params=rep["dense_params"],
             layer_errors={r.name: float(r.fit_error) for r in records if r.fit_error is not None},
         )

@@ -36,20 +36,23 @@ def build_tnn(
     skip_classifier: bool = True,
     exclude: Sequence[str] = (),
     on_infeasible: str = "rank1",
+    rate_of: str = "layers",
     backbone_args: Optional[Dict[str, Any]] = None,
     **timm_kwargs: Any,
 ) -> "nn.Module":
     """``backbone`` with its layers replaced by ``decomposition`` tensorial layers (random init).
 
-    ``timm_kwargs`` (``drop_rate``, ``drop_path_rate``, ``global_pool``, ...) go to the backbone's constructor,
-    as ``backbone_args`` do."""
+    ``rate`` is a fraction of each tensorised layer's dense parameters (``rate_of="layers"``) or of the whole dense
+    model's (``rate_of="model"``, what a ``-all`` name asks for with ``skip_first=skip_classifier=False``); see
+    :func:`zoo_tnn.tensorize`. ``timm_kwargs`` (``drop_rate``, ``drop_path_rate``, ``global_pool``, ...) go to the
+    backbone's constructor, as ``backbone_args`` do."""
     from zoo_tnn.tensorize import tensorize
 
     register_fx_leaves()
     model = build_backbone(backbone, num_classes=num_classes, in_chans=in_chans, **{**(backbone_args or {}),
                                                                                **timm_kwargs})
     return tensorize(model, decomposition, rate, rank=rank, m=m, skip_first=skip_first,
-                     skip_classifier=skip_classifier, exclude=exclude, on_infeasible=on_infeasible)
+                     skip_classifier=skip_classifier, exclude=exclude, on_infeasible=on_infeasible, rate_of=rate_of)
 
 
 def register_fx_leaves() -> None:
@@ -70,20 +73,30 @@ def _register_fx_leaves_now() -> None:
     register_notrace_module(_Tensorial)
 
 
+RATE_OF_TEXT = {"layers": "tensorised layers (layer_rate)", "model": "whole model (whole_model_ratio)"}
+
+
 def summary(model: "nn.Module", entry: "ModelEntry") -> Mapping[str, Any]:
-    """Dense-equivalent parameters, realised rate in total and per layer."""
+    """The two compression numbers, each under its own name, and each layer's fate.
+
+    ``layer_rate``: parameters of the tensorised layers / their dense parameters (what a name's rate sets);
+    ``whole_model_ratio``: all parameters / the dense backbone's (``dense_backbone_parameters``); the layers kept
+    dense, normalisation and biases count there too. ``requested_rate`` is the rate the name or builder asked for and
+    ``requested_rate_applies_to`` which of the two it bounds."""
     from zoo_tnn.tensorize import compression_report
 
     rep = compression_report(model)
     rows: Dict[str, Any] = {
-        "dense_equivalent_parameters": rep["dense_params"],
-        "realised_rate": round(rep["rate"], 6),
-        "tensorial_layers_rate": round(rep["tensorial_rate"], 6),
+        "dense_backbone_parameters": rep["dense_params"],
+        "layer_rate": round(rep["layer_rate"], 6),
+        "whole_model_ratio": round(rep["whole_model_ratio"], 6),
+        "parameters_outside_tensorial_layers": rep["params"] - rep["tensorial_params"],
     }
     cfg = getattr(model, "tnn_config", None)
     if cfg:
         rows["decomposition"] = cfg["decomposition"]
-        rows["target_rate"] = cfg["rate"]
+        rows["requested_rate"] = cfg["rate"]
+        rows["requested_rate_applies_to"] = RATE_OF_TEXT[cfg.get("rate_of", "layers")]
     rows["layers"] = {
         r["name"]: (f"{r['status']} rank={r['rank']} rate={r['rate']:.4f}" if r["rank"] is not None else r["status"])
         for r in rep["layers"]
@@ -106,7 +119,11 @@ FAMILY = Family(
     extras={"grammar": [  # shown by `zoo list PATTERN` (names the grammar builds are not listed)
         {"pattern": "{backbone}-{decomposition}-{rate}pct", "example": {"backbone": "resnet18", "decomposition": "mtt",
                                                                         "rate": "7"},
-         "about": "any timm or CIFAR backbone; decompositions: zoo_tnn.list_decompositions()"},
+         "about": "any timm or CIFAR backbone; decompositions: zoo_tnn.list_decompositions(); the rate of the "
+                  "tensorised layers (the first conv and the classifier stay dense)"},
+        {"pattern": "{backbone}-{decomposition}-{rate}pct-all", "example": {"backbone": "resnet18",
+                                                                            "decomposition": "mtt", "rate": "1"},
+         "about": "every conv and linear layer tensorised; the rate of the whole model"},
         {"pattern": "{timm_model}", "example": {"timm_model": "resnet18"}, "about": "timm's dense model"},
     ]},
 )
