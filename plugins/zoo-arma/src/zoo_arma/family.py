@@ -55,6 +55,14 @@ def summary(model: nn.Module, entry: Any) -> Mapping[str, Any]:
     return rows
 
 
+BUILD_ARGS = (
+    "in_chans", "num_classes", "width", "arma", "ar_kernel_size", "ar_padding", "nonlocal_blocks",  # UNet
+    "hidden", "layers", "skips", "kernel_size", "dilation", "future_frames",  # ConvLSTMNet (+ in_chans, arma, ar_*)
+)
+"""Every constructor argument of ``UNet`` and ``ConvLSTMNet``: the builders take ``**kwargs``, so the core learns
+from this list which arguments a folder written by ``zoo.save_pretrained`` may set (``tests/arma/test_in_chans.py``
+checks it against the two signatures)."""
+
 FAMILY = Family(
     name="arma",
     builders={"unet": build_unet, "convlstm": build_convlstm},
@@ -62,4 +70,5 @@ FAMILY = Family(
     training_step=training_step,
     summary=summary,
     version=__version__,
+    extras={"build_args": BUILD_ARGS},
 )
