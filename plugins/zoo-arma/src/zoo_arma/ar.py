@@ -168,7 +168,7 @@ def ar_fits(size: Tuple[int, int], order: int, padding: int = 0) -> bool:
 
 
 def ar_solve(t: Tensor, params: Tensor, margin: float = DEFAULT_MARGIN, padding: int = 0) -> Tensor:
-    """Solve ``A * y = t`` per channel in the frequency domain; ``t`` itself where the kernel does not fit.
+    """Solve ``A * y = t`` per channel in the frequency domain; ``t`` unchanged where the kernel does not fit.
 
     Args:
         t: ``(B, T, H, W)`` moving-average output.
