@@ -1,74 +1,105 @@
 """Generate the model table from the registry: docs/models.md and the README's table section.
 
-Columns: name, family, task, parameters (counted on the meta device), rate (tensorial models), data,
-measured metrics (from the registry's weights block, written by scripts/train.py), dissertation metrics,
-weights yes/no.  Run after any registry change:  python scripts/model_table.py
+Columns: name, family, task, parameters (counted on the meta device), layer rate and whole-model ratio
+(tensorial models, from the family's summary), data, measured metrics (from the registry's weights block, written
+by scripts/train.py), dissertation metrics, weights yes/no.  Run after any registry change:
+python scripts/model_table.py
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
+from torch import nn
 
 import zoo
+from zoo import plugins
 from zoo.hub.files import write_text_atomic
 from zoo.registry.schema import ModelEntry
 from zoo.summary import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
+RATES = ("layer_rate", "whole_model_ratio")
+"""Summary rows of a tensorial model shown as columns: the tensorised layers' parameters / their dense parameters,
+and all parameters / the dense backbone's."""
+LEGEND = ("*layer rate*: parameters of the tensorised layers / their dense parameters (the rate in a "
+          "`{backbone}-{decomposition}-{rate}pct` name; realised ranks land at or below it, rank-1 layers above). "
+          "*whole-model ratio*: all parameters / the dense backbone's (higher: the first conv, the classifier, "
+          "normalisation and biases stay dense). A `-all` name (`resnet50-mtt-1pct-all`, built on demand, not listed "
+          "here) tensorises every layer and sets the whole-model ratio instead.")
 
 
-def parameters(name: str) -> str:
-    """Parameter count of ``name`` built on the meta device (no memory), in millions."""
+def build(name: str) -> nn.Module:
+    """``name`` built on the meta device (no memory), or on the CPU where a parametrisation needs real tensors."""
     try:
         with torch.device("meta"):
-            model = zoo.create(name)
+            return zoo.create(name)
     except Exception:  # some parametrisations need real tensors
-        model = zoo.create(name)
-    return f"{count_parameters(model) / 1e6:.3g} M"
+        return zoo.create(name)
+
+
+def rates(model: nn.Module, entry: ModelEntry) -> Tuple[Optional[float], ...]:
+    """The layer rate and whole-model ratio a tensorial model's family summary reports (``None`` for others)."""
+    if "tensorial" not in entry.tags:
+        return (None,) * len(RATES)
+    summary = plugins.get_family(entry.family).summary
+    rows = summary(model, entry) if summary is not None else {}
+    missing = [k for k in RATES if k not in rows]
+    if missing:
+        raise SystemExit(f"{entry.name}: the {entry.family} summary lacks {missing} for a tensorial model")
+    return tuple(float(rows[k]) for k in RATES)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{100 * value:.3g} %"
 
 
 def _metrics(values: Dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in values.items()) or "—"
 
 
-def row(entry: ModelEntry, params: str, describe_data: bool) -> List[str]:
-    rate = entry.args.get("rate")
+def row(entry: ModelEntry, model: Optional[nn.Module], describe_data: bool) -> List[str]:
+    """One table row; ``model`` (None: parameters and rates are not computed) is ``entry`` built."""
+    params = f"{count_parameters(model) / 1e6:.3g} M" if model is not None else "—"
+    layer_rate, whole = rates(model, entry) if model is not None else (None, None)
     measured = _metrics(entry.weights.metrics) if entry.weights else "—"
     data = entry.weights.data if describe_data and entry.weights and entry.weights.data else entry.dataset
     reference = _metrics(entry.reference.metrics) if entry.reference else "—"
-    return [f"`{entry.name}`", entry.family, entry.task, params, f"{100 * rate:g} %" if rate else "—", data,
-            measured, reference, "yes" if entry.weights else "no"]
+    return [f"`{entry.name}`", entry.family, entry.task, params, _pct(layer_rate), _pct(whole), data, measured,
+            reference, "yes" if entry.weights else "no"]
 
 
 def table(names: List[str], with_params: bool = True, describe_data: bool = True) -> str:
-    header = ["name", "family", "task", "parameters", "rate", "data", "measured here", "dissertation", "weights"]
+    header = ["name", "family", "task", "parameters", "layer rate", "whole-model ratio", "data", "measured here",
+              "dissertation", "weights"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         entry = zoo.model_info(name)
-        lines.append("| " + " | ".join(row(entry, parameters(name) if with_params else "—", describe_data)) + " |")
+        lines.append("| " + " | ".join(row(entry, build(name) if with_params else None, describe_data)) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--no-params", action="store_true", help="skip building models (faster)")
+    parser.add_argument("--no-params", action="store_true",
+                        help="skip building models (faster; no parameter counts or rates)")
     args = parser.parse_args()
     names = zoo.list_models()
     full = table(names, with_params=not args.no_params)
     write_text_atomic(ROOT / "docs" / "models.md", "# Models\n\nGenerated by `python scripts/model_table.py` from the "
-                      f"registry ({len(names)} models).\n\n{full}\n")
+                      f"registry ({len(names)} models).\n\n{LEGEND}\n\n{full}\n")
     readme = (ROOT / "README.md").read_text()
     if START not in readme or END not in readme:
         raise SystemExit(f"README.md lacks the markers {START} / {END}")
     with_weights = zoo.list_models(pretrained=True)
     section = (f"{START}\n{len(names)} registry models in {len({zoo.model_info(n).family for n in names})} families "
-               f"(full table, with what each model was trained on: [docs/models.md](docs/models.md)). "
-               f"Models with weights:\n\n{table(with_weights, not args.no_params, describe_data=False)}\n{END}")
+               f"(full table, with what each model was trained on and what the two rates mean: "
+               f"[docs/models.md](docs/models.md)). Models with weights:\n\n"
+               f"{table(with_weights, not args.no_params, describe_data=False)}\n{END}")
     head, rest = readme.split(START, 1)
     write_text_atomic(ROOT / "README.md", head + section + rest.split(END, 1)[1])
     print(f"{len(names)} models; {len(with_weights)} with weights")
