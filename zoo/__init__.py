@@ -23,6 +23,7 @@ _LAZY = {
     "summarize": "zoo.summary",
     "finetune": "zoo.training",
     "Family": "zoo.family",
+    "ModelConfig": "zoo.model_config",
     "ZooError": "zoo.errors",
     "UnknownModelError": "zoo.errors",
     "RegistryError": "zoo.errors",

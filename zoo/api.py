@@ -5,17 +5,16 @@ from __future__ import annotations
 import operator
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
 from zoo import plugins
-from zoo.errors import PluginError, WeightsError, ZooError
+from zoo.errors import PluginError, ZooError
+from zoo.hub.sources import HF_HUB, LOCAL_DIR
+from zoo.model_config import ModelConfig
 from zoo.registry.resolve import entries, filter_names, find_entry
 from zoo.registry.schema import ModelEntry
-
-LOCAL_DIR = "local-dir:"
-HF_HUB = "hf-hub:"
 
 
 def create(name: str, pretrained: bool = False, num_classes: Optional[int] = None, in_chans: Optional[int] = None,
@@ -29,26 +28,24 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
         in_chans: number of input channels; the pretrained first convolution is adapted.
         checkpoint_path: a local ``.safetensors`` file to load instead of the published weights.
         **kwargs: forwarded to the family's builder (override registry arguments).
+
+    The model's :class:`~zoo.model_config.ModelConfig` is attached as ``model.pretrained_cfg`` (timm's dict).
     """
+    from zoo.hub.sources import resolve_source
+    from zoo.hub.state import load_weights
+
     num_classes = check_count("num_classes", num_classes, minimum=0)
     in_chans = check_count("in_chans", in_chans, minimum=1)
-    entry, weights_file, extra_kwargs = _entry_for(name, pretrained)
-    kwargs = {**extra_kwargs, **kwargs}
+    source = resolve_source(name, pretrained and checkpoint_path is None)
+    entry = source.entry
+    kwargs = {**source.build_kwargs, **kwargs}
     features = {k: kwargs.pop(k) for k in FEATURE_KWARGS if k in kwargs}
     model = _build(entry, num_classes, in_chans, kwargs)
-    source = None
+    weights, origin = source.weights, source.origin
     if checkpoint_path is not None:
-        source = _load_weights(model, entry, Path(checkpoint_path), f"checkpoint:{checkpoint_path}", num_classes,
-                               in_chans)
-    elif pretrained:
-        if weights_file is not None:
-            path, origin = weights_file, f"{name}"
-        else:
-            from zoo.hub.locate import locate_timm_weights, locate_weights
-
-            dense = timm_dense_name(entry)
-            path, origin = locate_timm_weights(dense) if dense and entry.weights is None else locate_weights(entry)
-        source = _load_weights(model, entry, path, origin, num_classes, in_chans)
+        weights, origin = Path(checkpoint_path), f"checkpoint:{checkpoint_path}"
+    if weights is not None:
+        origin = load_weights(model, entry, weights, origin, num_classes, in_chans)
     if features.get("features_only"):
         from zoo.timm_adapters import features_only
 
@@ -56,7 +53,14 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
     elif "out_indices" in features:
         raise ZooError(f"out_indices={features['out_indices']!r} applies with features_only=True (timm's feature "
                        f"extraction); {entry.name!r} was asked for the full model")
-    _attach_cfg(model, entry, {**kwargs, **features}, num_classes, in_chans, source)
+    elif not classifier_ok(model, entry):
+        raise PluginError(f"classification model {entry.name!r} lacks get_classifier()/reset_classifier()")
+    config = ModelConfig.for_built(model, entry, {**kwargs, **features}, origin)
+    if num_classes is not None:
+        config = config.with_num_classes(num_classes)
+    if in_chans is not None:
+        config = config.with_in_chans(in_chans)
+    config.attach(model)
     return model
 
 
@@ -77,52 +81,6 @@ def check_count(name: str, value: Any, minimum: int) -> Optional[int]:
 
 FEATURE_KWARGS = ("features_only", "out_indices")
 """timm's feature-extraction options, applied by the core to any model with timm's ``feature_info``."""
-
-
-DENSE_WEIGHT_NOTES = ("tag", "license", "origin_url", "paper_name", "paper_ids", "notes")
-"""timm ``pretrained_cfg`` fields describing the dense backbone's published weights, dropped with their location."""
-
-
-def timm_dense_name(entry: ModelEntry) -> Optional[str]:
-    """The timm architecture of an entry that is a plain timm model (tag ``timm-dense``), else ``None``."""
-    if "timm-dense" in entry.tags and isinstance(entry.args.get("backbone"), str):
-        return entry.args["backbone"]
-    return None
-
-
-def _entry_for(name: str, pretrained: bool) -> Tuple[ModelEntry, Optional[Path], Dict[str, Any]]:
-    """Registry entry, weights file (for folder sources) and saved build kwargs of ``name``."""
-    from zoo.hub.pretrained import read_folder
-
-    if name.startswith(LOCAL_DIR):
-        directory = Path(name[len(LOCAL_DIR):]).expanduser()
-        if not directory.is_dir():
-            raise ZooError(f"{name}: {directory} is not a folder (expected one written by zoo.save_pretrained)")
-        return read_folder(directory, pretrained)
-    if name.startswith(HF_HUB):
-        return read_folder(_download_hub_folder(name[len(HF_HUB):], pretrained), pretrained)
-    if os.sep in name or "/" in name or name.endswith((".safetensors", ".pth", ".pt", ".bin")):
-        raise ZooError(f"{name!r} looks like a path, not a model name: use zoo.create('local-dir:{name}') for a folder "
-                       f"written by save_pretrained, 'hf-hub:ORG/REPO' for the Hub, or checkpoint_path= for a file")
-    return find_entry(name), None, {}
-
-
-def _download_hub_folder(spec: str, pretrained: bool) -> Path:
-    import huggingface_hub
-
-    from zoo.hub.pretrained import CONFIG_NAME, WEIGHTS_NAME
-
-    repo_id, _, revision = spec.partition("@")
-    from zoo.hub.pretrained import check_repo_id
-
-    check_repo_id(repo_id)  # a malformed id is the user's typo, not a network problem
-    files = [CONFIG_NAME] + ([WEIGHTS_NAME] if pretrained else [])
-    try:
-        paths = [huggingface_hub.hf_hub_download(repo_id, f, revision=revision or None) for f in files]
-    except Exception as exc:
-        raise WeightsError(f"could not fetch {files} of hf-hub:{spec} (offline: set no HF_HUB_OFFLINE, or put the "
-                           f"files in the Hugging Face cache): {exc}") from exc
-    return Path(paths[0]).parent
 
 
 def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int], kwargs: Dict[str, Any]) -> nn.Module:
@@ -180,77 +138,6 @@ def _accepted_args(builder: Any) -> str:
             f"classes honour only the ones their builders name")
 
 
-def _classifier(entry: ModelEntry, model: nn.Module) -> Optional[Union[str, Sequence[str]]]:
-    if entry.input.classifier is not None:
-        return entry.input.classifier
-    cfg = getattr(model, "pretrained_cfg", None)
-    return cfg.get("classifier") if isinstance(cfg, dict) else None
-
-
-def _first_conv(entry: ModelEntry, model: nn.Module) -> Optional[str]:
-    if entry.input.first_conv is not None:
-        return entry.input.first_conv
-    cfg = getattr(model, "pretrained_cfg", None)
-    return cfg.get("first_conv") if isinstance(cfg, dict) else None
-
-
-def _load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, num_classes: Optional[int],
-                  in_chans: Optional[int]) -> str:
-    from zoo.hub.state import adapt_state_dict, load_into, read_safetensors
-
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    state = read_safetensors(path)
-    new_head = (entry.task == "classification" and num_classes is not None
-                and num_classes != entry.input.num_classes)
-    classifier = _classifier(entry, model)
-    if new_head and classifier is None:
-        raise WeightsError(f"{entry.name!r} declares no classifier (input.classifier), so its head cannot be "
-                           f"replaced for num_classes={num_classes}")
-    first_conv = _first_conv(entry, model)
-    if in_chans is not None and in_chans != entry.input.shape[0] and first_conv is None:
-        raise WeightsError(f"{entry.name!r} declares no first convolution (input.first_conv), so its pretrained "
-                           f"weights for {entry.input.shape[0]} input channel(s) cannot be adapted to "
-                           f"in_chans={in_chans}; use pretrained=False, or in_chans={entry.input.shape[0]}")
-    dropped = adapt_state_dict(state, classifier=classifier, drop_classifier=new_head,
-                               first_conv=first_conv, in_chans=in_chans)
-    load_into(model, state, dropped, origin)
-    return origin
-
-
-def _attach_cfg(model: nn.Module, entry: ModelEntry, kwargs: Dict[str, Any], num_classes: Optional[int],
-                in_chans: Optional[int], source: Optional[str]) -> None:
-    cfg: Dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
-    if timm_dense_name(entry) is None:  # the backbone's weights are not this model's
-        from zoo.timm_adapters import WEIGHT_LOCATION_KEYS
-
-        for key in (*WEIGHT_LOCATION_KEYS, *DENSE_WEIGHT_NOTES):
-            cfg.pop(key, None)
-    own = {key: cfg.get(key) for key in ("first_conv", "classifier")}
-    cfg.update(entry.pretrained_cfg())
-    for key, value in own.items():  # the model's own names where the entry gives none
-        if cfg.get(key) is None and value is not None:
-            cfg[key] = value
-    entry_input = dict(cfg["input"])
-    if num_classes is not None:
-        if num_classes != entry_input.get("num_classes"):  # a new head: a saved folder's class names and training
-            for key in ("label_names", "label_descriptions", "training"):  # record describe the old one
-                cfg.pop(key, None)
-        entry_input["num_classes"] = cfg["num_classes"] = num_classes
-    if in_chans is not None:
-        entry_input["shape"] = [in_chans, *entry_input["shape"][1:]]
-        cfg["input_size"] = tuple(entry_input["shape"])
-        for key in ("mean", "std"):  # per-channel statistics no longer apply
-            entry_input[key] = cfg[key] = None
-    cfg["input"] = entry_input
-    # in_chans is a build argument of the adapted model: save_pretrained records it, so the folder rebuilds it
-    cfg["build_kwargs"] = {**kwargs, "in_chans": in_chans} if in_chans is not None else kwargs
-    cfg["weights_source"] = source
-    if not kwargs.get("features_only") and not classifier_ok(model, entry):
-        raise PluginError(f"classification model {entry.name!r} lacks get_classifier()/reset_classifier()")
-    set_pretrained_cfg(model, cfg)
-
-
 def classifier_ok(model: nn.Module, entry: ModelEntry) -> bool:
     """Classification models must keep timm's ``get_classifier`` / ``reset_classifier``."""
     if entry.task != "classification":
@@ -268,7 +155,9 @@ def model_info(name: str) -> ModelEntry:
     """The validated registry entry of ``name`` (or the one a family's grammar synthesises, or the one a
     ``local-dir:`` / ``hf-hub:`` folder's ``config.json`` describes)."""
     if name.startswith((LOCAL_DIR, HF_HUB)):
-        return _entry_for(name, pretrained=False)[0]
+        from zoo.hub.sources import resolve_source
+
+        return resolve_source(name, pretrained=False).entry
     return find_entry(name)
 
 
@@ -286,12 +175,3 @@ def list_families() -> List[Dict[str, Any]]:
                     "builders": sorted(fam.builders) if fam is not None else [],
                     "models": len(entries(family=rec.name)) if rec.error is None else 0})
     return out
-
-
-def set_pretrained_cfg(model: nn.Module, cfg: Dict[str, Any]) -> None:
-    """Make ``cfg`` the model's ``pretrained_cfg`` and ``default_cfg`` (timm's alias): one dict, never a stale copy."""
-    for attr in ("pretrained_cfg", "default_cfg"):
-        try:
-            setattr(model, attr, cfg)
-        except AttributeError:  # a read-only property on some third-party models
-            object.__setattr__(model, attr, cfg)

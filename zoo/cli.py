@@ -127,12 +127,13 @@ def cmd_families(args: argparse.Namespace) -> int:
 
 def cmd_create(args: argparse.Namespace) -> int:
     from zoo.api import create
+    from zoo.model_config import ModelConfig
     from zoo.summary import count_parameters, summarize
 
     model = create(args.name, pretrained=args.pretrained, num_classes=args.num_classes)
     rows = summarize(model, flops=not args.no_flops) if args.summary else {
         "name": args.name, "parameters": count_parameters(model)}
-    rows["weights_source"] = model.pretrained_cfg.get("weights_source")
+    rows["weights_source"] = ModelConfig.of(model).weights_source
     _emit(args, rows, lambda: _key_values(rows))
     return 0
 

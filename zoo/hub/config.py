@@ -324,7 +324,8 @@ class TrainingRecord(BaseModel):
 class FolderEntry(ModelEntry):
     """The registry entry of a saved folder, with what its ``config.json`` adds to a model's ``pretrained_cfg``
     beyond an entry: the class names, timm's eval preprocessing (``crop_pct``, ``interpolation``, ``crop_mode``)
-    and the training record. They become top-level ``pretrained_cfg`` keys of the model ``zoo.create`` builds, so
+    and the training record. :meth:`zoo.ModelConfig.for_built` makes them the built model's (a field the folder
+    does not record leaves the model's own value, timm's ``crop_pct`` say), so
     ``timm.data.resolve_data_config(model=...)`` and the labels of its outputs are those it was trained with."""
 
     label_names: Optional[List[str]] = None
@@ -332,15 +333,6 @@ class FolderEntry(ModelEntry):
     interpolation: Optional[str] = None
     crop_mode: Optional[str] = None
     training: Optional[TrainingRecord] = None
-
-    def pretrained_cfg(self) -> Dict[str, Any]:
-        """The entry's ``pretrained_cfg`` plus the folder's own keys; one it does not record is left out, so the
-        built model's own value (timm's ``crop_pct``, say) stays."""
-        cfg = super().pretrained_cfg()
-        for key in ("label_names", "crop_pct", "interpolation", "crop_mode", "training"):
-            if cfg.get(key) is None:
-                cfg.pop(key, None)
-        return cfg
 
 
 class SavedConfig(_TimmHubFields):

@@ -24,29 +24,25 @@ CARD_NAME = "README.md"
 
 def config_of(model: nn.Module) -> Dict[str, Any]:
     """Everything needed to rebuild ``model``: its registry entry, the build kwargs, and measured metrics."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if not isinstance(cfg, Mapping) or "family" not in cfg or "builder" not in cfg:
-        raise ZooError("save_pretrained needs a model made by zoo.create (it reads model.pretrained_cfg)")
-    config = {key: cfg.get(key) for key in ENTRY_FIELDS}
-    config["name"] = cfg["architecture"]
-    config["build_kwargs"] = dict(cfg.get("build_kwargs") or {})
-    weights = cfg.get("weights") or {}
-    config["metrics"] = dict(cfg.get("metrics") or weights.get("metrics") or {})
-    config["data"] = cfg.get("data") or weights.get("data")
-    from zoo.version import __version__
+    from zoo.model_config import ModelConfig
     from zoo.timm_adapters import hub_fields
+    from zoo.version import __version__
 
+    model_config = ModelConfig.of(model, what="save_pretrained")
+    entry = model_config.entry
+    config: Dict[str, Any] = entry.model_dump(include=set(ENTRY_FIELDS))
+    config["name"] = entry.name
+    config["build_kwargs"] = dict(model_config.build_kwargs)
+    config["metrics"] = dict(entry.weights.metrics) if entry.weights is not None else {}
+    config["data"] = entry.weights.data if entry.weights is not None else None
     config["zoo_version"] = __version__
-    config.update(hub_fields(model, cfg))  # timm's fields: timm.create_model("local-dir:...") reads them
+    config.update(hub_fields(model, model_config.to_dict()))  # timm's fields: timm.create_model("local-dir:...")
     if config["build_kwargs"]:
         config["model_args"] = dict(config["build_kwargs"])
-    names = cfg.get("label_names")
-    if names is not None and len(names) == config["input"].get("num_classes"):  # timm writes them at the top too
-        config["label_names"] = [str(n) for n in names]
-    elif names is not None:  # names of another head (e.g. a model whose head was replaced by hand): none saved
-        config["pretrained_cfg"].pop("label_names", None)
-    if cfg.get("training") is not None:  # written by zoo.finetune: how this model was trained
-        config["training"] = dict(cfg["training"])
+    if model_config.label_names is not None:  # timm writes them at the top too
+        config["label_names"] = list(model_config.label_names)
+    if model_config.training is not None:  # written by zoo.finetune: how this model was trained
+        config["training"] = dict(model_config.training)
     return config
 
 

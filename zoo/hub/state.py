@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from zoo.errors import WeightsError
+from zoo.registry.schema import ModelEntry
 
 log = logging.getLogger("zoo")
 
@@ -114,3 +115,36 @@ def load_into(model: nn.Module, state: Dict[str, torch.Tensor], allowed_missing:
         raise WeightsError(f"weights from {source} do not fit the model: missing keys {missing[:8]}"
                            f"{' ...' if len(missing) > 8 else ''}, unexpected keys {result.unexpected_keys[:8]}"
                            f"{' ...' if len(result.unexpected_keys) > 8 else ''}")
+
+
+def load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, num_classes: Optional[int],
+                 in_chans: Optional[int]) -> str:
+    """Load the safetensors file ``path`` into ``model`` built from ``entry`` with ``num_classes`` / ``in_chans``:
+    the classifier is dropped for a new class count, the first convolution adapted to ``in_chans``. Returns
+    ``origin`` (the weights source recorded in the model's config)."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    state = read_safetensors(path)
+    new_head = (entry.task == "classification" and num_classes is not None
+                and num_classes != entry.input.num_classes)
+    classifier = _module_name(entry.input.classifier, model, "classifier")
+    if new_head and classifier is None:
+        raise WeightsError(f"{entry.name!r} declares no classifier (input.classifier), so its head cannot be "
+                           f"replaced for num_classes={num_classes}")
+    first_conv = _module_name(entry.input.first_conv, model, "first_conv")
+    if in_chans is not None and in_chans != entry.input.shape[0] and first_conv is None:
+        raise WeightsError(f"{entry.name!r} declares no first convolution (input.first_conv), so its pretrained "
+                           f"weights for {entry.input.shape[0]} input channel(s) cannot be adapted to "
+                           f"in_chans={in_chans}; use pretrained=False, or in_chans={entry.input.shape[0]}")
+    dropped = adapt_state_dict(state, classifier=classifier, drop_classifier=new_head,
+                               first_conv=first_conv, in_chans=in_chans)
+    load_into(model, state, dropped, origin)
+    return origin
+
+
+def _module_name(declared: Any, model: nn.Module, key: str) -> Any:
+    """The entry's ``declared`` module name, else the one the model's own (timm) ``pretrained_cfg`` gives."""
+    if declared is not None:
+        return declared
+    cfg = getattr(model, "pretrained_cfg", None)
+    return cfg.get(key) if isinstance(cfg, dict) else None

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from zoo.errors import RegistryError
-from zoo.registry.schema import ENTRY_FIELDS, ModelEntry
+from zoo.registry.schema import ModelEntry
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when built: ~5x faster, same result
 
@@ -65,12 +65,6 @@ def parse_entry(name: str, fields: Any, source: Path) -> ModelEntry:
         return ModelEntry(**{**fields, "name": name, "source": str(source)})
     except ValidationError as err:
         raise RegistryError(_format_validation(name, source, err)) from None
-
-
-def entry_from_cfg(cfg: Mapping[str, Any]) -> ModelEntry:
-    """The entry a model was built from, read back from its ``pretrained_cfg`` (made by ``zoo.create``)."""
-    fields = {key: cfg[key] for key in ENTRY_FIELDS if cfg.get(key) is not None}
-    return parse_entry(cfg["architecture"], fields, Path("<model.pretrained_cfg>"))
 
 
 def merge(files: Iterable[Tuple[Path, List[ModelEntry]]], families: Iterable[str]) -> Dict[str, ModelEntry]:

@@ -104,13 +104,8 @@ class ModelEntry(_Strict):
             raise ValueError(f"model names use lowercase letters, digits, '_', '.', '-'; got {v!r}")
         return v
 
-    def pretrained_cfg(self) -> Dict[str, Any]:
-        """The dict attached to created models as ``model.pretrained_cfg``."""
-        cfg = self.model_dump(exclude={"source"})
-        cfg["architecture"] = self.name
-        cfg["input_size"] = tuple(self.input.shape)
-        cfg["mean"], cfg["std"] = self.input.mean, self.input.std
-        cfg["num_classes"] = self.input.num_classes
-        cfg["classifier"] = self.input.classifier
-        cfg["first_conv"] = self.input.first_conv
-        return cfg
+    def timm_dense_name(self) -> Optional[str]:
+        """The timm architecture of an entry that is a plain timm model (tag ``timm-dense``), else ``None``."""
+        if "timm-dense" in self.tags and isinstance(self.args.get("backbone"), str):
+            return self.args["backbone"]
+        return None

@@ -16,7 +16,7 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo import plugins
 from zoo.errors import PluginError, ZooError
 from zoo.hub.files import atomic_path
-from zoo.registry.loader import entry_from_cfg
+from zoo.model_config import ModelConfig
 from zoo.registry.schema import ModelEntry
 from zoo.training import distributed as dist
 from zoo.training import output
@@ -116,11 +116,8 @@ class FinetuneResult:
 
 
 def entry_of(model: nn.Module) -> ModelEntry:
-    """The registry entry a zoo model was built from (read back from ``model.pretrained_cfg``)."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if not isinstance(cfg, dict) or "family" not in cfg:
-        raise ZooError("finetune needs a model made by zoo.create (it reads model.pretrained_cfg)")
-    return entry_from_cfg(cfg)
+    """The registry entry a zoo model was built from (its :class:`~zoo.model_config.ModelConfig`'s)."""
+    return ModelConfig.of(model, what="finetune").entry
 
 
 def finetune(model_or_name: Union[str, nn.Module], train_data: DataSource, val_data: Optional[DataSource] = None,
@@ -211,7 +208,7 @@ def _classes_from_data(model_or_name: Union[str, nn.Module], train_data: DataSou
 
 
 def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[int], pretrained: bool) -> nn.Module:
-    from zoo.api import check_count, create, model_info, set_pretrained_cfg
+    from zoo.api import check_count, create, model_info
 
     num_classes = check_count("num_classes", num_classes, minimum=1)
     if isinstance(model_or_name, str):
@@ -219,11 +216,10 @@ def _prepare_model(model_or_name: Union[str, nn.Module], num_classes: Optional[i
         has_weights = name.startswith(("local-dir:", "hf-hub:")) or model_info(name).weights is not None
         return create(name, pretrained=pretrained and has_weights, num_classes=num_classes)
     model = model_or_name
-    if num_classes is not None and model.pretrained_cfg.get("num_classes") != num_classes:
+    config = ModelConfig.of(model, what="finetune")
+    if num_classes is not None and config.entry.input.num_classes != num_classes:
         model.reset_classifier(num_classes)
-        cfg = {**model.pretrained_cfg, "num_classes": num_classes,
-               "input": {**model.pretrained_cfg["input"], "num_classes": num_classes}}
-        set_pretrained_cfg(model, cfg)
+        config.with_num_classes(num_classes).attach(model)
     return model
 
 
@@ -306,41 +302,36 @@ class Trainer:
                 p.requires_grad_(id(p) in head_params)
 
     def _record_inputs(self, train_data: DataSource) -> None:
-        """Put what the model is now trained on into its ``pretrained_cfg`` (and so into ``best/config.json``):
-        the data's name, its class names, and, for images the zoo loads, the input size, normalisation and
-        evaluation resize used, so ``timm.data.resolve_data_config(model=...)`` preprocesses as training did."""
-        from zoo.api import set_pretrained_cfg
+        """Put what the model is now trained on into its config (and so into ``best/config.json``): the data's
+        name, its class names, and, for images the zoo loads, the input size, normalisation and evaluation
+        resize used, so ``timm.data.resolve_data_config(model=...)`` preprocesses as training did."""
         from zoo.training.datasets import dataset_name
 
-        cfg = dict(self.model.pretrained_cfg)
-        spec = dict(cfg["input"])
-        cfg["dataset"] = dataset_name(train_data)
+        config = ModelConfig.of(self.model)
+        spec, timm = config.entry.input, dict(config.timm)
         task = self.entry.task
         if task in ("classification", "segmentation") and not isinstance(train_data, Dataset):
-            channels = int(spec["shape"][0])
-            if self.cfg.input_size is not None:
-                spec["shape"] = [channels, self.cfg.input_size, self.cfg.input_size]
-            spec["mean"] = list(spec.get("mean") or [0.5] * channels)  # what build_dataset normalised with
-            spec["std"] = list(spec.get("std") or [0.5] * channels)
-            cfg["input_size"] = tuple(spec["shape"])
-            cfg["mean"], cfg["std"] = tuple(spec["mean"]), tuple(spec["std"])
+            channels = spec.shape[0]
+            shape = [channels, self.cfg.input_size, self.cfg.input_size] if self.cfg.input_size else spec.shape
+            spec = config.input_with(shape=shape, mean=spec.mean or [0.5] * channels,  # what build_dataset used
+                                     std=spec.std or [0.5] * channels)
             if task == "classification":  # evaluation: a bilinear resize to the input size, no crop
-                cfg.update(crop_pct=1.0, interpolation="bilinear", crop_mode="center")
+                timm.update(crop_pct=1.0, interpolation="bilinear", crop_mode="center")
             if self.cfg.input_size is not None:  # timm's test-time size and pool size were for its own input size
-                cfg.update(test_input_size=None, test_crop_pct=None, pool_size=None, test_pool_size=None,
-                           min_input_size=None)
+                timm.update(test_input_size=None, test_crop_pct=None, pool_size=None, test_pool_size=None,
+                            min_input_size=None)
+        names = config.label_names
         if task == "classification":
             classes = getattr(self.train_set, "classes", None)
             named = classes and not all(str(c) == str(i) for i, c in enumerate(classes))
-            if named and len(classes) == spec.get("num_classes"):
-                cfg["label_names"] = [str(c) for c in classes]
-            else:  # class ids only, or names that are not this head's: none rather than wrong ones
-                cfg.pop("label_names", None)
-                cfg.pop("label_descriptions", None)
-        cfg["input"] = spec
-        cfg.pop("training", None)  # a previous fine-tuning's record; this run's is written with its best epoch
-        set_pretrained_cfg(self.model, cfg)
-        self.entry = entry_of(self.model)
+            names = tuple(str(c) for c in classes) if named and len(classes) == spec.num_classes else None
+            if names is None:  # class ids only, or names that are not this head's: none rather than wrong ones
+                timm.pop("label_descriptions", None)
+        # a previous fine-tuning's record is dropped; this run's is written with its best epoch
+        config = replace(config, entry=config.entry_with(dataset=dataset_name(train_data), input=spec),
+                                     label_names=names, training=None, timm=timm)
+        config.attach(self.model)
+        self.entry = config.entry
 
     def _training_record(self, metrics: Dict[str, float]) -> Dict[str, Any]:
         """``config.json``'s ``training`` for the best model of epoch :attr:`epoch` (see zoo.hub.config)."""
@@ -527,7 +518,6 @@ class Trainer:
         the epoch's metrics row when it improved on the best model."""
         staged = None
         if best_row is not None:  # complete but invisible until the checkpoint commits it
-            from zoo.api import set_pretrained_cfg
             from zoo.hub.pretrained import save_pretrained
 
             # the validation metrics of this epoch only: never the metrics of the weights it started from
@@ -535,7 +525,7 @@ class Trainer:
             record = self._training_record(metrics)
             about = (f"{record['data']} ({record['train_samples']} samples"
                      + (f", {record['num_classes']} classes" if record["num_classes"] else "") + ")")
-            set_pretrained_cfg(self.model, {**self.model.pretrained_cfg, "training": record})
+            replace(ModelConfig.of(self.model), training=record).attach(self.model)
             staged = output.stage_best(self.out, self.epoch, functools.partial(
                 save_pretrained, self.model, metrics=metrics, data=f"Fine-tuned here on {about}."))
         self._save_checkpoint()  # the commit point: everything below is derived from it (see output.recover)
