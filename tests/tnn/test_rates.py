@@ -4,6 +4,7 @@ the whole-model ratio (every convolution and linear layer tensorised, the classi
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +182,14 @@ def test_rate_of_is_checked() -> None:
         tensorize(lenet, "mtt", rank=2, rate_of="model")
     with pytest.raises(ValueError, match="on_infeasible 'rank1' or 'raise'"):
         tensorize(lenet, "mtt", 0.1, rate_of="model", on_infeasible="dense")
+
+
+def test_an_all_model_saves_and_loads_as_itself(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = zoo.create("resnet32-mtt-5pct-all").eval()
+    x = torch.randn(2, 3, 32, 32)
+    zoo.save_pretrained(model, tmp_path / "m")
+    again = zoo.create(f"local-dir:{tmp_path / 'm'}", pretrained=True).eval()
+    assert isinstance(again.get_classifier(), TensorialLinear) and again.tnn_config["rate_of"] == "model"
+    assert _count(again) == _count(model)
+    torch.testing.assert_close(again(x), model(x))
