@@ -15,10 +15,11 @@ import zoo_tnn.decompositions.svdinit as svdinit
 import zoo_tnn.fit as fit
 from zoo_tnn.tensorize import tensorize
 
-# one registry model per (backbone, decomposition) kind: CP, Tucker, TT, TR, SVD and the reshaped m-variants
+# one registry model per (backbone, decomposition) kind: CP, Tucker, TT, TR, SVD and the reshaped m-variants, and a
+# -all name (its layer-rate search builds networks, never fits)
 MODELS = ["lenet5-mcp-5pct", "resnet32-cp-5pct", "resnet32-tk-5pct", "resnet32-tt-5pct", "resnet32-svd-5pct",
           "resnet32-mcp-5pct", "resnet32-mtk-5pct", "resnet32-mtt-5pct", "resnet50-tr-1pct", "resnet50-mtr-1pct",
-          "wrn28_10-cp-1pct"]
+          "wrn28_10-cp-1pct", "resnet32-mtt-5pct-all"]
 
 
 class Fitted(AssertionError):
