@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "OrthoConv1d": ".layers",
     "OrthoConv2d": ".layers",
+    "OrthoConvTranspose1d": ".layers",
+    "OrthoConvTranspose2d": ".layers",
     "OrthoLinear": ".layers",
     "LipschitzBlock": ".networks",
     "LipschitzWideResNet": ".networks",

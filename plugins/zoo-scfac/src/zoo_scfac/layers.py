@@ -221,6 +221,7 @@ class _OrthoConvNd(_EvalCache):
     """Shared implementation of :class:`OrthoConv1d` and :class:`OrthoConv2d` (``ndim`` spatial dims)."""
 
     ndim: int = 0
+    transposed: bool = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Sequence[int]], stride: Union[int, Sequence[int]] = 1,
                  dilation: Union[int, Sequence[int]] = 1, groups: int = 1, bias: bool = True,
@@ -237,9 +238,10 @@ class _OrthoConvNd(_EvalCache):
         if k % r:
             raise ValueError(f"kernel_size {k} must be a multiple of stride {r}: the polyphase construction "
                              f"(Algorithm 2) uses kernel_size / stride taps per dimension")
-        if r > 1 and dil > 1:
-            raise ValueError(f"stride {r} together with dilation {dil} is not supported (Table 7.1 covers strided or "
-                             f"dilated convolutions, not both)")
+        if math.gcd(r, dil) > 1:
+            raise ValueError(f"stride {r} with dilation {dil} (gcd {math.gcd(r, dil)} > 1) is not supported: the taps "
+                             f"then read only the input phases that are multiples of the gcd, so no kernel is orthogonal; "
+                             f"stride and dilation together need gcd(stride, dilation) = 1")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
         if padding_mode not in PADDING_MODES:
@@ -258,8 +260,10 @@ class _OrthoConvNd(_EvalCache):
         self.taps = k // r
         self.n_left = (self.taps - 1) // 2
         self.n_right = self.taps - 1 - self.n_left
-        self.rows = out_channels // groups
-        self.cols = in_channels // groups * r**self.ndim
+        # the kernel is that of a strided convolution conv_in -> conv_out (its adjoint for a transposed layer)
+        self.conv_in, self.conv_out = (out_channels, in_channels) if self.transposed else (in_channels, out_channels)
+        self.rows = self.conv_out // groups
+        self.cols = self.conv_in // groups * r**self.ndim
         self.width = max(self.rows, self.cols)
         batch = (groups, self.ndim)
         self.q = _OrthogonalTensor(batch + (self.width, self.width), init=False)
@@ -268,7 +272,9 @@ class _OrthoConvNd(_EvalCache):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         total = dil * (k - 1) - (r - 1)
         left = dil * r * self.n_left
-        self._pad = (left, total - left) if padding == "same" else (total, total)
+        # full: every output with support; the first one reads the first input (left pad `total`), the last one too
+        full_right = r * ((total - 1) // r) + dil * (k - 1) + 1 - total
+        self._pad = (left, total - left) if padding == "same" else (total, full_right)
         self.reset_parameters(init)
 
     @torch.no_grad()
@@ -309,7 +315,8 @@ class _OrthoConvNd(_EvalCache):
         return paraunitary_1d(q, p[:, :, : self.n_right], p[:, :, self.n_right:])
 
     def build_kernel(self) -> Tensor:
-        """The dense kernel ``(out, in / groups, K, ...)``, differentiable in the parameters."""
+        """The dense kernel ``(conv_out, conv_in / groups, K, ...)``, differentiable in the parameters: ``(out, in / G,
+        ...)`` for a convolution, ``(in, out / G, ...)`` (``conv_transpose``'s layout) for a transposed one."""
         h = self._systems()
         if self.ndim == 2:
             outer, inner = self._outer_inner(h)
@@ -318,8 +325,8 @@ class _OrthoConvNd(_EvalCache):
                 w = w.transpose(-1, -2)
         else:
             w = h[:, 0, :, : self.rows, : self.cols].permute(0, 2, 3, 1)
-        w = w.reshape((self.out_channels, self.cols) + w.shape[3:])
-        w = polyphase_to_strided(w, self.in_channels // self.groups, self.stride)
+        w = w.reshape((self.conv_out, self.cols) + w.shape[3:])
+        w = polyphase_to_strided(w, self.conv_in // self.groups, self.stride)
         return w.to(self.q.parametrizations.weight.original.dtype).contiguous()
 
     def _outer_inner(self, h: Tensor) -> Tuple[Tensor, Tensor]:
@@ -353,16 +360,39 @@ class _OrthoConvNd(_EvalCache):
         if x.dim() != self.ndim + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, {'N, ' * self.ndim}...) with {self.ndim} spatial dims, "
                              f"got shape {tuple(x.shape)}")
+        if self.transposed:
+            return self._transposed_forward(x)
         if self.training and self.separable:
             return self.separable_forward(x)
         conv = F.conv2d if self.ndim == 2 else F.conv1d
         return conv(self.pad(x), self.kernel(), self.bias, self.stride, 0, self.dilation, self.groups)
 
+    def _transposed_forward(self, x: Tensor) -> Tensor:
+        """``x`` ``(B, in, *M)`` -> ``(B, out, *M')``: the adjoint of the strided convolution ``out -> in`` built from the
+        same factors: ``conv_transpose`` (every output with support, ``(M - 1) R + D (K - 1) + 1``), then the adjoint
+        of its padding: ``same`` folds the overhang back circularly or crops it (zeros) to ``M' = M R``; ``full``
+        keeps it all."""
+        conv_t = F.conv_transpose2d if self.ndim == 2 else F.conv_transpose1d
+        z = conv_t(x, self.kernel(), None, self.stride, 0, 0, self.groups, self.dilation)
+        if self.padding == "same":
+            left, right = self._pad
+            for dim in range(2, 2 + self.ndim):
+                n = z.shape[dim] - left - right
+                if self.padding_mode == "zeros":
+                    z = z.narrow(dim, left, n)
+                else:  # adjoint of circular padding: add the padded copies back onto the entries they copied
+                    index = (torch.arange(z.shape[dim], device=z.device) - left) % n
+                    z = z.new_zeros(z.shape[:dim] + (n,) + z.shape[dim + 1:]).index_add(dim, index, z)
+        if self.bias is not None:
+            z = z + self.bias.view((-1,) + (1,) * self.ndim)
+        return z
+
     @property
     def separable(self) -> bool:
         """Whether training applies the two 1-D systems (stride-1 2-D layers where that costs fewer flops)."""
         k = self.kernel_size
-        return self.ndim == 2 and self.stride == 1 and k * (self.rows + self.cols) * self.width < k * k * self.rows * self.cols
+        return (self.ndim == 2 and self.stride == 1 and not self.transposed
+                and k * (self.rows + self.cols) * self.width < k * k * self.rows * self.cols)
 
     def separable_forward(self, x: Tensor) -> Tensor:
         """Stride-1 2-D layer as two 1-D convolutions: the inner system, then the outer one (:meth:`_outer_inner`):
@@ -406,6 +436,32 @@ class OrthoConv2d(_OrthoConvNd):
     """Orthogonal separable 2-D convolution (SC-Fac, Algorithms 1-2). Input ``(B, in, H, W)``."""
 
     ndim = 2
+
+
+class OrthoConvTranspose1d(_OrthoConvNd):
+    """Orthogonal transposed strided 1-D convolution (up-sampling, Table 7.1's up-strided row). Input ``(B, in, M)``,
+    output ``(B, out, M R)`` (``padding="same"``): the adjoint of the strided :class:`OrthoConv1d` ``out -> in`` with
+    the same factors: orthogonal when ``in = out R``, an isometry when ``in < out R``, a co-isometry when
+    ``in > out R``; padding as :class:`OrthoConvTranspose2d`."""
+
+    ndim = 1
+    transposed = True
+
+
+class OrthoConvTranspose2d(_OrthoConvNd):
+    """Orthogonal transposed strided 2-D convolution (up-sampling ``x`` by ``R`` before a convolution, Table 7.1).
+
+    Input ``(B, in, M, M)`` -> ``(B, out, M R, M R)`` (``padding="same"``) or ``(M - 1) R + D (K - 1) + 1``
+    (``"full"``). The layer is the adjoint (``conv_transpose``) of the strided SC-Fac convolution ``out -> in``
+    built from the same factors: with circular padding it is orthogonal when ``in = out R^2`` (the inverse of that
+    strided convolution), column-orthogonal when ``in < out R^2`` (the adjoint of a co-isometry), row-orthogonal when
+    ``in > out R^2``. Its transfer matrix ``H[R](z)`` (the ``R^2`` kernel phases stacked) is the para-conjugate of
+    the strided one, paraunitary (Theorem 7.1). ``padding="full"`` (zeros) keeps every output of the linear
+    transposed convolution and preserves the norm; ``"same"`` with zeros crops it to ``M R`` (1-Lipschitz).
+    Keyword arguments as :class:`OrthoConv2d` (no separable training path: the kernel is built and applied)."""
+
+    ndim = 2
+    transposed = True
 
 
 @torch.no_grad()
