@@ -162,16 +162,20 @@ def test_bad_suffixes_and_fields_say_what_is_expected(name: str, match: str) -> 
 
 def test_an_unreachable_whole_model_rate_says_the_smallest_one() -> None:
     """At 0.1 % of ResNet-50 (25,557 parameters) the batch norms alone (53,120) are over the budget."""
-    with pytest.raises(InfeasibleModelRate, match=r"to 0\.1000% .* 54120 parameters are no factor's.* 0\.2488% of the "
+    with pytest.raises(InfeasibleModelRate, match=r"to 0\.1 % .* 54120 parameters are no factor's.* 0\.2488 % of the "
                                                   r"dense model at the least; ask for at least that$") as err:
         _on_meta("resnet50-mtt-0.1pct-all")  # 53,120 batch-norm parameters and the classifier's 1,000 biases
     assert isinstance(err.value, ZooError)
     with torch.device("meta"):
         resnet50 = build_backbone("resnet50")
     with pytest.raises(InfeasibleModelRate, match=r"2 conv/linear layers stay dense \(1 dense:classifier, 1 "
-                                                  r"dense:first\): tensorising them \(skip_first=False, "
-                                                  r"skip_classifier=False"):  # the dense classifier is 8 %
+                                                  r"dense:first\): tensorising the first conv and the classifier "
+                                                  r"\(skip_first=False, skip_classifier=False"):  # fc: 8 % of it
         tensorize(resnet50, "mtt", 0.05, rate_of="model")
+    # grouped convolutions the decomposition cannot factorise are named, with no advice to tensorise them
+    with pytest.raises(InfeasibleModelRate, match=r"8 conv/linear layers stay dense \(2 dense:grouped\(groups=16\), "
+                                                  r".*groups=8\)\)$"):
+        _on_meta("resnext26ts-mtt-5pct-all")
 
 
 def test_rate_of_is_checked() -> None:

@@ -198,14 +198,16 @@ def _layer_rate_for_model(model: nn.Module, candidates: Sequence[_Candidate], de
     smallest = kept + sum(n * build_network(dec, *shape, 1, m).params for shape, n in shapes.items())
     if smallest > budget:
         dense_layers = [c for c in candidates if c.reason]
-        hint = (f"; {len(dense_layers)} conv/linear layers stay dense ({', '.join(_reasons(dense_layers))}): "
-                f"tensorising them (skip_first=False, skip_classifier=False, as the name suffix -all does) may "
-                f"bring it lower" if dense_layers else "")
+        hint = f"; {len(dense_layers)} conv/linear layers stay dense ({', '.join(_reasons(dense_layers))})" \
+            if dense_layers else ""
+        if any(c.reason in ("dense:first", "dense:classifier") for c in dense_layers):
+            hint += (": tensorising the first conv and the classifier (skip_first=False, skip_classifier=False, as "
+                     "the name suffix -all does) may bring it lower")
         raise InfeasibleModelRate(
-            f"{dec.name} cannot bring this model to {rate:.4%} of its {dense_total} dense parameters (budget "
+            f"{dec.name} cannot bring this model to {100 * rate:g} % of its {dense_total} dense parameters (budget "
             f"{budget:.0f}): {kept} parameters are no factor's (normalisation, biases, layers kept dense) and the "
-            f"{len(tensorised)} tensorised layers need {smallest - kept} more at rank 1, {smallest / dense_total:.4%} "
-            f"of the dense model at the least; ask for at least that{hint}")
+            f"{len(tensorised)} tensorised layers need {smallest - kept} more at rank 1, "
+            f"{100 * smallest / dense_total:.4g} % of the dense model at the least; ask for at least that{hint}")
     if size(1.0) <= budget:
         return 1.0
     lo, hi = 0.0, 1.0  # size(lo) <= budget < size(hi); size(0+) is the all-rank-1 size
