@@ -89,8 +89,9 @@ def test_cnn_reads_pooled_moments_equal_to_those_of_the_dft_pmf():
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         fast = model.propagate(x)
-        h = x
-        for layer in model.features:  # the DFT pmf of every pooled unit, as before the closed-form moments
+        h = model.stem(x)
+        for layer in [*model.features, *model.pre_logits]:  # the DFT pmf of every pooled unit, as before the
+            # closed-form moments
             h = as_categorical(layer(h))
         slow = model.head(h)
     assert torch.allclose(fast.mean, slow.mean, atol=1e-12, rtol=0)

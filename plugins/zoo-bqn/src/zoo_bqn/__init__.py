@@ -13,6 +13,7 @@ _LAZY = {
     "BayesLinear": ".layers",
     "BayesConv2d": ".layers",
     "QuantAct": ".layers",
+    "ChannelMix": ".layers",
     "BQNClassifier": ".network",
     "bqn_mlp": ".models",
     "bqn_cnn": ".models",

@@ -131,6 +131,28 @@ def mean_var(x: Dist) -> Tuple[torch.Tensor, torch.Tensor]:
     return m, (s - m * m).clamp_min(0.0)
 
 
+def moment_map(x: Dist) -> torch.Tensor:
+    """The units of ``x`` (B, C, ...) as one tensor (B, 2C, ...): their means, then their variances, along
+    dimension 1. A following CLT layer reads nothing else (:func:`moments`), so :func:`gaussian_of_moments` turns it
+    back into an input it propagates exactly as ``x``."""
+    mean, var = mean_var(x)
+    return torch.cat([mean, var], 1)
+
+
+def gaussian_of_moments(t: torch.Tensor) -> Gaussian:
+    """Inverse of :func:`moment_map`: (B, 2C, ...) means then variances -> Gaussian units (B, C, ...)."""
+    if t.dim() < 2 or t.shape[1] % 2:
+        raise ValueError(f"expected a moment map (B, 2C, ...): means then variances along dimension 1, got shape "
+                         f"{tuple(t.shape)}")
+    c = t.shape[1] // 2
+    return Gaussian(t[:, :c], t[:, c:])
+
+
+def unit_means(x: Dist) -> torch.Tensor:
+    """The mean of every unit of ``x`` (its shape)."""
+    return mean_var(x)[0]
+
+
 def reshape(x: Dist, shape: Tuple[int, ...]) -> Dist:
     """Reshape the units of ``x`` (the support dimension of a Categorical is kept last)."""
     if isinstance(x, torch.Tensor):

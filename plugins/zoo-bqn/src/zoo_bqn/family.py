@@ -9,18 +9,41 @@ import torch
 from torch import nn
 
 from zoo.family import Family
+from zoo.import_hooks import call_after_import
 from zoo_bqn import __version__
+
+
+def register_fx_leaves() -> None:
+    """Make the BQN layers leaves of timm's FX tracing (``timm.models.create_feature_extractor``): they pass
+    distributions (:mod:`zoo_bqn.dist`) and dispatch on their type, which symbolic tracing cannot follow.
+
+    Only FX tracing through timm needs this, so timm is not imported for it: the registration runs now if timm is
+    imported, else right after ``import timm`` (:mod:`zoo.import_hooks`)."""
+    call_after_import("timm", _register_fx_leaves_now)
+
+
+def _register_fx_leaves_now() -> None:
+    try:
+        from timm.layers import register_notrace_module
+    except ImportError:  # timm is optional for this family
+        return
+    from zoo_bqn.layers import AvgPoolDFT, BayesConv2d, BayesLinear, ChannelMix, Flatten, QuantAct, Residual
+
+    for cls in (BayesLinear, BayesConv2d, QuantAct, AvgPoolDFT, Residual, Flatten, ChannelMix):
+        register_notrace_module(cls)
 
 
 def build_bqn_mlp(**kwargs: Any) -> nn.Module:
     from zoo_bqn.models import bqn_mlp
 
+    register_fx_leaves()
     return bqn_mlp(**kwargs)
 
 
 def build_bqn_cnn(**kwargs: Any) -> nn.Module:
     from zoo_bqn.models import bqn_cnn
 
+    register_fx_leaves()
     return bqn_cnn(**kwargs)
 
 

@@ -7,8 +7,9 @@ Q(w = Q_d) = softmax(logits)_d, section 5.2.4). Layers take and return :mod:`zoo
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -23,15 +24,23 @@ Realisation = Dict[nn.Module, torch.Tensor]
 
 
 class BayesWeighted(nn.Module):
-    """Base of layers with categorical weights: ``logits`` (*weight_shape, D), Xavier-uniform initialised."""
+    """Base of layers with categorical weights: ``logits`` (*storage_shape, D), Xavier-uniform initialised.
 
-    def __init__(self, weight_shape: tuple, fan_in: int, fan_out: int, levels: LevelSpec) -> None:
+    ``storage_shape`` holds the weights in the order of ``weight_shape`` (same count), in at most 3 dimensions so
+    that ``logits`` has rank <= 4 (``model.to(memory_format=torch.channels_last)`` converts rank-4 parameters and
+    refuses rank-5 ones); the default is ``weight_shape`` itself."""
+
+    def __init__(self, weight_shape: tuple, fan_in: int, fan_out: int, levels: LevelSpec,
+                 storage_shape: Optional[tuple] = None) -> None:
         super().__init__()
         lv = make_levels(levels)
         self.level_values = tuple(lv.tolist())
         self.weight_shape = tuple(weight_shape)
+        storage = tuple(storage_shape) if storage_shape is not None else self.weight_shape
+        if math.prod(storage) != math.prod(self.weight_shape):
+            raise ValueError(f"storage shape {storage} does not hold the weights {self.weight_shape}")
         bound = math.sqrt(6.0 / (fan_in + fan_out))
-        self.logits = nn.Parameter(torch.empty(*weight_shape, lv.numel()).uniform_(-bound, bound))
+        self.logits = nn.Parameter(torch.empty(*storage, lv.numel()).uniform_(-bound, bound))
 
     @property
     def levels(self) -> torch.Tensor:
@@ -40,7 +49,7 @@ class BayesWeighted(nn.Module):
 
     def probs(self) -> torch.Tensor:
         """Q(w = Q_d): (*weight_shape, D)."""
-        return torch.softmax(self.logits, dim=-1)
+        return torch.softmax(self.logits, dim=-1).reshape(*self.weight_shape, -1)
 
     def weight_moments(self) -> tuple:
         """(E[w], E[w^2]) each of the weight shape."""
@@ -48,7 +57,7 @@ class BayesWeighted(nn.Module):
 
     def map_indices(self) -> torch.Tensor:
         """argmax_d Q(w = Q_d) (weight shape, int64)."""
-        return self.logits.detach().argmax(-1)
+        return self.logits.detach().argmax(-1).reshape(self.weight_shape)
 
     def sample_indices(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """One draw w ~ Q per weight, by inverse CDF (weight shape, int64)."""
@@ -96,15 +105,18 @@ class BayesLinear(BayesWeighted):
 
 
 class BayesConv2d(BayesWeighted):
-    """Convolution with categorical weights (O, C, k, k), no bias; CLT propagation."""
+    """Convolution with categorical weights (O, C, k, k), no bias; CLT propagation.
+
+    ``logits`` are stored (O, C, k * k, D) (rank 4); a state dict in the earlier (O, C, k, k, D) layout loads too."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  levels: LevelSpec = "binary") -> None:
         k2 = kernel_size * kernel_size
         super().__init__((out_channels, in_channels, kernel_size, kernel_size), in_channels * k2,
-                         out_channels * k2, levels)
+                         out_channels * k2, levels, storage_shape=(out_channels, in_channels, k2))
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.register_load_state_dict_pre_hook(_flatten_kernel_logits)
 
     def _op(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return q.conv(h, w, self.stride, self.padding)
@@ -125,6 +137,61 @@ class BayesConv2d(BayesWeighted):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, levels={list(self.level_values)}")
+
+
+def _flatten_kernel_logits(module: BayesConv2d, state: Dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: (O, C, k, k, D) logits of the earlier layout -> the stored (O, C, k * k, D)."""
+    key = prefix + "logits"
+    if key in state and state[key].dim() == 5:
+        state[key] = state[key].flatten(2, 3)
+
+
+class ChannelMix(nn.Module):
+    """A fixed (not trained) mix of the input channels, a bias-free 1 x 1 convolution: (B, in_chans, H, W) ->
+    (B, out_chans, H, W) with ``weight`` (out_chans, in_chans, 1, 1), a buffer.
+
+    The BQN's first layer reads ``out_chans`` channels; the mix is the identity for ``in_chans == out_chans`` and
+    otherwise, as timm adapts a first convolution to other ``in_chans``, averages the inputs assigned to an output
+    channel (input c feeds output c mod out_chans) or repeats input o mod in_chans into output o. It is the model's
+    ``first_conv``: the zoo adapts a pretrained ``weight`` to another ``in_chans`` by timm's rule (a grey-trained
+    mix is repeated and divided by in_chans, the channel mean), which categorical weights could not take exactly.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__()
+        if in_chans < 1 or out_chans < 1:
+            raise ValueError(f"channel counts must be >= 1, got in_chans={in_chans}, out_chans={out_chans}")
+        self.in_chans, self.out_chans = in_chans, out_chans
+        weight = torch.zeros(out_chans, in_chans)
+        if in_chans >= out_chans:
+            for c in range(in_chans):
+                weight[c % out_chans, c] = 1.0
+        else:
+            for o in range(out_chans):
+                weight[o, o % in_chans] = 1.0
+        weight = weight / weight.sum(1, keepdim=True)
+        self.register_buffer("weight", weight.reshape(out_chans, in_chans, 1, 1))
+
+    def is_identity(self) -> bool:
+        """True when the mix passes its input through unchanged."""
+        return self.in_chans == self.out_chans and bool(torch.equal(self.weight.flatten(1), torch.eye(
+            self.out_chans, dtype=self.weight.dtype, device=self.weight.device)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, in_chans, H, W) real values -> (B, out_chans, H, W)."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected (B, {self.in_chans}, H, W) images, got shape {tuple(x.shape)}")
+        return torch.nn.functional.conv2d(x, self.weight.to(x.dtype))
+
+    def qnn(self, x: torch.Tensor, weights: Realisation) -> torch.Tensor:
+        return self(x)
+
+    def export(self, weights: Realisation) -> nn.Module:
+        """The identity is dropped from the exported QNN; another mix is kept (its float32 weights)."""
+        return nn.Identity() if self.is_identity() else copy.deepcopy(self)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_chans}, {self.out_chans}, fixed"
 
 
 class QuantAct(nn.Module):

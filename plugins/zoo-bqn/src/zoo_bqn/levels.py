@@ -41,16 +41,20 @@ def make_levels(spec: LevelSpec) -> torch.Tensor:
 
 
 def is_uniform(levels: torch.Tensor, rtol: float = 1e-9) -> bool:
-    """True when ``levels`` (D,) are equally spaced: levels[i] = levels[0] + i * step."""
-    steps = levels[1:] - levels[:-1]
-    return bool(torch.allclose(steps, steps[0].expand_as(steps), rtol=rtol, atol=0.0))
+    """True when ``levels`` (D,) are equally spaced: levels[i] = levels[0] + i * step, each step within
+    ``rtol`` of the first. Read as Python floats (a level set is a constant), so ``torch.export`` traces no
+    data-dependent test."""
+    values = levels.tolist()
+    steps = [b - a for a, b in zip(values[:-1], values[1:])]
+    return all(abs(s - steps[0]) <= rtol * abs(steps[0]) for s in steps)
 
 
 def require_uniform(levels: torch.Tensor, what: str) -> float:
     """Return the spacing of a uniform level set or raise explaining that ``what`` needs one."""
+    values = levels.tolist()  # Python floats: no data-dependent tensor arithmetic under torch.export
     if not is_uniform(levels):
-        raise ValueError(f"{what} needs equally spaced levels (a grid), got {levels.tolist()}")
-    return float(levels[1] - levels[0])
+        raise ValueError(f"{what} needs equally spaced levels (a grid), got {values}")
+    return values[1] - values[0]
 
 
 def thresholds(levels: torch.Tensor) -> torch.Tensor:
