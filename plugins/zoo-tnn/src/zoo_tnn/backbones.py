@@ -23,14 +23,13 @@ class _Classifier:
     classifier_name = "fc"
     num_features: int
     global_pool: str = "avg"
-    flat_features = False  # forward_features returns (B, num_features), nothing to pool
 
     def get_classifier(self) -> nn.Module:
         return getattr(self, self.classifier_name)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Pool a (B, C, H, W) feature map (unless ``global_pool=''``), then classify (unless ``pre_logits``)."""
-        if self.global_pool == "avg" and not self.flat_features:  # static test: FX traces this method
+        if self.global_pool == "avg":  # static test: FX traces this method
             x = x.mean((2, 3))
         return x if pre_logits else self.get_classifier()(x)
 
@@ -41,21 +40,28 @@ class _Classifier:
             self.global_pool = global_pool
         old = self.get_classifier()
         self.num_classes = num_classes
-        new: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        width = getattr(self, "head_hidden_size", self.num_features)  # what the classifier reads
+        new: nn.Module = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
         if isinstance(old, nn.Linear) and num_classes > 0:
             new = new.to(device=old.weight.device, dtype=old.weight.dtype)
         setattr(self, self.classifier_name, new)
 
 
 class LeNet5(_Classifier, nn.Module):
-    """LeNet-5 (LeCun et al. 1998) for 28 x 28 inputs: conv5(6, pad 2)-pool-conv5(16)-pool-120-84-classes, ReLU."""
+    """LeNet-5 (LeCun et al. 1998) for 28 x 28 inputs: conv5(6, pad 2)-pool-conv5(16)-pool-120-84-classes, ReLU.
+
+    timm's view: ``forward_features`` is the last feature map (B, 16, 5, 5) (``num_features`` = 16); the head flattens
+    it (``global_pool="flatten"``) into the 120-84 MLP, whose 84 outputs are the pre-logits (``head_hidden_size``);
+    ``global_pool=""`` (with ``num_classes=0``) returns the map itself, as a timm head without pooling does.
+    ``feature_info``: the last map at each reduction, conv1 (6 x 28 x 28), conv2 (16 x 10 x 10), pool2 (16 x 5 x 5).
+    """
 
     classifier_name = "fc3"
-    flat_features = True
+    global_pool = "flatten"
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
-        self.num_classes, self.num_features = num_classes, 84
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 16, 84
         self.conv1 = nn.Conv2d(in_chans, 6, 5, padding=2)
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.fc1 = nn.Linear(16 * 5 * 5, 120)
@@ -65,14 +71,46 @@ class LeNet5(_Classifier, nn.Module):
         self.act1, self.act2, self.act3, self.act4 = nn.ReLU(), nn.ReLU(), nn.ReLU(), nn.ReLU()
         self.pool1, self.pool2 = nn.MaxPool2d(2), nn.MaxPool2d(2)
         self.pretrained_cfg = {"first_conv": "conv1", "classifier": "fc3"}
+        self.feature_info = [{"num_chs": 6, "reduction": 1, "module": "act1"},
+                             {"num_chs": 16, "reduction": 2, "module": "act2"},
+                             {"num_chs": 16, "reduction": 4, "module": "pool2"}]
+
+    def _stages(self) -> List[Callable[[Tensor], Tensor]]:
+        """The trunk cut at each ``feature_info`` map."""
+        return [lambda x: self.act1(self.conv1(x)), lambda x: self.act2(self.conv2(self.pool1(x))), self.pool2]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """The 84 features the classifier reads (LeNet-5 has no pooled feature map: its MLP is the trunk)."""
-        x = self.pool1(self.act1(self.conv1(x)))
-        x = self.pool2(self.act2(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = self.act3(self.fc1(x))
-        return self.act4(self.fc2(x))
+        """(B, C, 28, 28) -> the last feature map (B, 16, 5, 5)."""
+        for stage in self._stages():
+            x = stage(x)
+        return x
+
+    def forward_intermediates(self, x: Tensor, indices: Any = None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False) -> Any:
+        """timm's ``forward_intermediates``: the maps of ``feature_info`` selected by ``indices`` (all by default),
+        and the final features unless ``intermediates_only``."""
+        from zoo.intermediates import run_stages
+
+        x, maps = run_stages(self._stages(), x, indices, output_fmt, stop_early, intermediates_only)
+        return maps if intermediates_only else (x, maps)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, 16, 5, 5) -> flatten -> fc1 -> fc2 (the 84 pre-logits) -> fc3; the map itself for ``global_pool=""``."""
+        if self.global_pool == "":
+            return x
+        x = self.act4(self.fc2(self.act3(self.fc1(torch.flatten(x, 1)))))
+        return x if pre_logits else self.fc3(x)
+
+    def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
+        """A new fc3 (identity for 0); ``global_pool`` "flatten" or "" (the unflattened map: ``num_classes`` 0)."""
+        pool = self.global_pool if global_pool is None else global_pool
+        if pool not in ("flatten", ""):
+            raise ValueError(f"LeNet5 supports global_pool 'flatten' or '' (none), got {pool!r}")
+        if pool == "" and num_classes > 0:
+            raise ValueError(f"global_pool='' leaves the (B, 16, 5, 5) map unflattened, which a classifier of "
+                             f"{num_classes} classes cannot read: use num_classes=0 with it")
+        self.global_pool = pool
+        super().reset_classifier(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
