@@ -15,6 +15,7 @@ of ``torch.export`` (checked here).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
@@ -41,49 +42,22 @@ CASES = [
     Case("lenet5", (1, 28, 28)),                        # the zoo's LeNet-5
 ]
 
-_OWN_CLASSES = ("bqn-cnn-mnist", "lenet5")
-_NO_HEAD_API = ("bqn-cnn-mnist",)
-
 KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
-    "forward_head": {
-        **{n: "the zoo's own class has no forward_head (issue 20, item 1)" for n in _NO_HEAD_API},
-    },
-    "forward_features": {
-        "bqn-cnn-mnist": "BQNClassifier has no forward_features (issue 20, item 1)",
-    },
     "unpooled_classifier": {
         "sc-fac-wrn10-1-cifar10-small": "the scaled average pooling is inside the Lipschitz feature stack: "
                                         "global_pool='' is refused (issue 20, item 1)",
-        "bqn-cnn-mnist": "reset_classifier takes no global_pool (issue 20, item 1)",
-        "lenet5": "LeNet-5 has no pooled feature map: reset_classifier(0, '') cannot return one (issue 20, item 1)",
-    },
-    "features_only": {
-        **{n: "no feature_info on the zoo's own class, so features_only=True is refused (issue 20, item 1)"
-           for n in _OWN_CLASSES},
-    },
-    "forward_intermediates": {
-        **{n: "the zoo's own class has no forward_intermediates (issue 20, item 1)" for n in _OWN_CLASSES},
-    },
-    "fx": {
-        "bqn-cnn-mnist": "BQN forward propagates a Gaussian object and branches on it; its layers are no FX "
-                         "leaves (issue 20, item 1)",
     },
     "export": {
         "sc-fac-wrn10-1-cifar10-small": "the SC-Fac kernel calls .item() on a norm (data-dependent guard) "
                                         "(issue 20, item 1)",
-        "bqn-cnn-mnist": "BQN forward calls torch.allclose (data-dependent output) (issue 20, item 1)",
     },
     "first_conv": {
         "sc-fac-wrn10-1-cifar10-small": "no input.first_conv: the stem is a parametrised SC-Fac convolution, whose "
                                         "weight timm's in_chans adaptation cannot edit (issue 20, item 1)",
-        "bqn-cnn-mnist": "no input.first_conv: the first layer is a Bayesian quantized convolution (issue 20, "
-                         "item 1)",
     },
     "channels_last": {
         "sc-fac-wrn10-1-cifar10-small": "model.to(memory_format=torch.channels_last) fails on the 5-d SC-Fac "
                                         "parameters (issue 20, item 1)",
-        "bqn-cnn-mnist": "model.to(memory_format=torch.channels_last) fails on the BQN parameters of rank != 4 "
-                         "(issue 20, item 1)",
     },
 }
 """check -> model -> why it fails today."""
@@ -156,11 +130,12 @@ def test_first_conv(case: Case) -> None:
 
 @pytest.mark.parametrize("case", cases("pooled_classifier"))
 def test_reset_classifier_pooled(case: Case) -> None:
-    """reset_classifier(0): pooled features of width num_features; reset_classifier(n): n logits."""
+    """reset_classifier(0): pooled pre-logits of width head_hidden_size (num_features where there is no hidden
+    layer), as timm asserts; reset_classifier(n): n logits."""
     model = model_of(case)
     x = batch(case)
     model.reset_classifier(0)
-    assert model(x).shape == (2, model.num_features)
+    assert model(x).shape == (2, getattr(model, "head_hidden_size", model.num_features))
     model.reset_classifier(7)
     assert model.num_classes == 7 and model(x).shape == (2, 7)
 
@@ -195,14 +170,17 @@ def test_forward_head(case: Case) -> None:
 
 @pytest.mark.parametrize("case", cases("features_only"))
 def test_features_only(case: Case) -> None:
-    """zoo.create(features_only=True): one map per feature_info entry, its channels, consistent reductions."""
+    """zoo.create(features_only=True): one map per feature_info entry, its channels; each map no larger than the
+    input over its reduction (timm's check: a valid convolution makes it smaller), the reductions non-decreasing."""
     torch.manual_seed(0)
     model = zoo.create(case.name, features_only=True).eval()
     x = batch(case)
     maps = model(x)
     info = model.feature_info
     assert [m.shape[1] for m in maps] == info.channels()
-    assert [x.shape[-1] // m.shape[-1] for m in maps] == info.reduction()
+    for m, r in zip(maps, info.reduction()):
+        assert m.shape[-2] <= math.ceil(x.shape[-2] / r) and m.shape[-1] <= math.ceil(x.shape[-1] / r)
+    assert info.reduction() == sorted(info.reduction())
     subset = zoo.create(case.name, features_only=True, out_indices=(1, 2))
     assert [m.shape[1] for m in subset(x)] == info.channels()[1:3]
 
