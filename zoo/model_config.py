@@ -187,9 +187,8 @@ class ModelConfig:
     def with_in_chans(self, in_chans: int) -> "ModelConfig":
         """The config of the model adapted to ``in_chans`` input channels: per-channel statistics no longer apply,
         and ``in_chans`` becomes a build argument (so a saved folder rebuilds the adapted model)."""
-        if in_chans == self.entry.input.shape[0]:
-            spec = self.entry.input
-        else:
-            spec = self.input_with(shape=[in_chans, *self.entry.input.shape[1:]], mean=None, std=None)
+        spec = self.entry.input
+        if in_chans != spec.channels:
+            spec = self.input_with(shape=spec.shape_with_channels(in_chans), mean=None, std=None)
         return dataclasses.replace(self, entry=self.entry_with(input=spec),
                                    build_kwargs={**self.build_kwargs, "in_chans": in_chans})

@@ -95,9 +95,13 @@ def test_video_model_refuses_to_adapt_pretrained_weights(tmp_path: Path):
     save_file({k: v.contiguous() for k, v in zoo.create("armalstm-mnist", **small).state_dict().items()},
               str(weights))
     assert zoo.model_info("armalstm-mnist").input.first_conv is None
-    with pytest.raises(WeightsError, match=r"'armalstm-mnist' declares no first convolution \(input.first_conv\)"):
+    with pytest.raises(WeightsError, match=r"'armalstm-mnist' declares no first convolution \(input.first_conv\), so "
+                                           r"its pretrained weights for 1 input channel\(s\)"):
         zoo.create("armalstm-mnist", checkpoint_path=weights, in_chans=3, **small)
+    with pytest.raises(WeightsError, match="declares no first convolution"):  # 10 is the frame count, not channels
+        zoo.create("armalstm-mnist", checkpoint_path=weights, in_chans=10, **small)
     rgb = zoo.create("armalstm-mnist", in_chans=3, **small).eval()
+    assert rgb.pretrained_cfg["input"]["shape"] == [10, 3, 64, 64]  # (T, C, H, W): the channels change
     clip = torch.rand(1, 3, 3, 8, 8)
     with torch.no_grad():
         out = rgb(clip, future_frames=2)

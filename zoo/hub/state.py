@@ -132,10 +132,11 @@ def load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, n
         raise WeightsError(f"{entry.name!r} declares no classifier (input.classifier), so its head cannot be "
                            f"replaced for num_classes={num_classes}")
     first_conv = _module_name(entry.input.first_conv, model, "first_conv")
-    if in_chans is not None and in_chans != entry.input.shape[0] and first_conv is None:
+    channels = entry.input.channels
+    if in_chans is not None and in_chans != channels and first_conv is None:
         raise WeightsError(f"{entry.name!r} declares no first convolution (input.first_conv), so its pretrained "
-                           f"weights for {entry.input.shape[0]} input channel(s) cannot be adapted to "
-                           f"in_chans={in_chans}; use pretrained=False, or in_chans={entry.input.shape[0]}")
+                           f"weights for {channels} input channel(s) cannot be adapted to in_chans={in_chans}; use "
+                           f"pretrained=False, or in_chans={channels}")
     dropped = adapt_state_dict(state, classifier=classifier, drop_classifier=new_head,
                                first_conv=first_conv, in_chans=in_chans)
     load_into(model, state, dropped, origin)

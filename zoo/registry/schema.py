@@ -37,9 +37,25 @@ class InputSpec(_Strict):
     def _mean_std(self) -> "InputSpec":
         for key in ("mean", "std"):
             val = getattr(self, key)
-            if val is not None and len(val) != self.shape[-3 if len(self.shape) >= 3 else 0]:
+            if val is not None and len(val) != self.channels:
                 raise ValueError(f"{key} has {len(val)} values but the input has {self.shape} (channels first)")
         return self
+
+    @property
+    def channel_axis(self) -> int:
+        """Index of the channel count in ``shape``: C of (C, H, W) and of (T, C, H, W); 0 for a flat input."""
+        return len(self.shape) - 3 if len(self.shape) >= 3 else 0
+
+    @property
+    def channels(self) -> int:
+        """The number of input channels."""
+        return self.shape[self.channel_axis]
+
+    def shape_with_channels(self, channels: int) -> List[int]:
+        """``shape`` with ``channels`` input channels."""
+        shape = list(self.shape)
+        shape[self.channel_axis] = channels
+        return shape
 
 
 class Reference(_Strict):
