@@ -10,6 +10,13 @@
   benchmark against): the ``T x (S K^2)`` reshaped kernel is scaled by a power-iteration estimate of its
   spectral norm, made row-orthogonal by 20 first-order Bjorck iterations and divided by ``K``, which makes
   the layer 1-Lipschitz but not orthogonal.
+* :class:`BCOPConv2d` (block convolution orthogonal parameterization, Li et al. 2019, after Xiao et al.'s 2018
+  block convolution): the ``c x c`` (``c = max(in, out)``) transfer matrix
+  ``H prod_j (P_j + (I - P_j) z1)(Q_j + (I - Q_j) z2)`` over ``j = 1 .. K-1`` with an orthogonal ``H`` and
+  symmetric projectors ``P = V V^T`` of rank ``c // 2`` (``V``: the first ``c // 2`` columns of an orthogonal
+  matrix), cut to ``out x in``; the ``2K - 1`` orthogonal matrices come from 20 Bjorck steps as in LConvNet, so
+  the operator is orthogonal (``in = out``) or an isometry / co-isometry to the Bjorck residual, for circular
+  padding on any grid.
 """
 
 from __future__ import annotations
@@ -129,3 +136,62 @@ class RKOConv2d(_EvalCache):
     def forward(self, x: Tensor) -> Tensor:
         p = self.kernel_size // 2
         return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), self._cached(self.kernel), self.bias)
+
+
+def _times_block(taps: Tensor, proj_basis: Tensor, dim: int) -> Tensor:
+    """Taps of ``T(z) (P + (I - P) z)`` with ``P = V V^T``, where ``z`` delays along ``dim`` (0: rows, 1: columns).
+
+    ``taps``: ``(A, B, c, c)`` coefficients of ``T(z1, z2)``; ``proj_basis``: ``V``, ``(c, r)`` orthonormal
+    columns. Returns ``(A + 1, B, c, c)`` (``dim = 0``) or ``(A, B + 1, c, c)`` (``dim = 1``).
+    """
+    kept = (taps @ proj_basis) @ proj_basis.transpose(-1, -2)  # T P
+    zero = torch.zeros_like(taps.narrow(dim, 0, 1))
+    return torch.cat((kept, zero), dim) + torch.cat((zero, taps - kept), dim)
+
+
+def bcop_kernel(orthos: Tensor, out_channels: int, in_channels: int) -> Tensor:
+    """``(out, in, K, K)`` BCOP kernel from ``2K - 1`` orthogonal ``c x c`` matrices ``orthos`` ``(2K - 1, c, c)``.
+
+    ``orthos[0]`` is ``H``; ``orthos[2j - 1]`` and ``orthos[2j]`` give the row and column projectors of block
+    ``j`` from their first ``c // 2`` columns. Tap ``[a, b]`` is the coefficient of ``z1^a z2^b``.
+    """
+    count, c, _ = orthos.shape
+    if count % 2 == 0 or max(out_channels, in_channels) != c:
+        raise ValueError(f"bcop_kernel expects (2K - 1, c, c) matrices with c = max(out, in) = "
+                          f"{max(out_channels, in_channels)}, got {tuple(orthos.shape)}")
+    bases = orthos[1:, :, : c // 2]
+    taps = orthos[0][None, None]
+    for j in range(0, count - 1, 2):
+        taps = _times_block(_times_block(taps, bases[j], 0), bases[j + 1], 1)
+    return taps[..., :out_channels, :in_channels].permute(2, 3, 0, 1)
+
+
+class BCOPConv2d(_EvalCache):
+    """Block convolution orthogonal parameterization (Li et al. 2019), stride 1, circular padding.
+
+    Parameters: ``2K - 1`` unconstrained ``c x c`` matrices (``c = max(in, out)``), orthogonalised by power-iteration
+    scaling and 20 Bjorck steps (:func:`bjorck`) into ``H`` and the projector bases (:func:`bcop_kernel`). Padding
+    is ``(K - 1) // 2`` before and ``K // 2`` after each axis, so ``(B, in, n, n) -> (B, out, n, n)`` for any
+    ``K >= 1``. As in LConvNet's streamlined evaluation, the kernel is cached in ``eval()`` mode.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__()
+        if min(in_channels, out_channels, kernel_size) < 1:
+            raise ValueError(f"BCOPConv2d needs channels and kernel_size >= 1, got in={in_channels}, "
+                             f"out={out_channels}, kernel_size={kernel_size}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        c = max(in_channels, out_channels)
+        self.weight = nn.Parameter(torch.empty(2 * kernel_size - 1, c, c))
+        for mat in self.weight.data:  # LConvNet's initialisation: orthogonal matrices of norm c^-1/2
+            nn.init.orthogonal_(mat, gain=c**-0.5)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def kernel(self) -> Tensor:
+        """``(out, in, K, K)`` kernel of the (Bjorck-)orthogonal convolution."""
+        return bcop_kernel(bjorck(self.weight), self.out_channels, self.in_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, in, n, m) -> (B, out, n, m)``, circular."""
+        lo, hi = (self.kernel_size - 1) // 2, self.kernel_size // 2
+        return F.conv2d(F.pad(x, (lo, hi, lo, hi), mode="circular"), self._cached(self.kernel), self.bias)
