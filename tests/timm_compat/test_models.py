@@ -4,8 +4,9 @@ Our own code, written after reading what timm's suite asserts: forward / backwar
 (``pretrained_cfg`` / ``default_cfg``, ``num_classes``, ``num_features``, ``reset_classifier``,
 ``forward_features`` / ``forward_head``), ``features_only`` with ``feature_info``, ``forward_intermediates``, FX
 (torchvision's ``create_feature_extractor``, forward and backward), ``torch.export`` and channels-last memory.
-One model per kind, at small input sizes: a timm backbone with tensorial layers, a CIFAR ResNet-32 with tensorial
-layers, an SC-Fac Lipschitz WRN, a BQN CNN and LeNet-5.
+One model per kind, at small input sizes: timm backbones with tensorial layers (reshaped TT, CP), a CIFAR ResNet-32
+with tensorial layers, an SC-Fac Lipschitz WRN, a BQN CNN, LeNet-5, and LeNet-5 with each other decomposition of
+``zoo_tnn.list_decompositions()`` (cp, tk, tt, tr, svd, mcp, mtk, mtr), so that every one is checked once.
 
 What does not pass yet is marked ``xfail(strict=True)`` with the reason and issue 20, so a fix shows up as an
 XPASS to remove the mark. TorchScript is not tested: torch deprecates ``torch.jit.script`` / ``trace`` in favour
@@ -36,10 +37,13 @@ class Case:
 
 CASES = [
     Case("resnet18-mtt-10pct", (3, 64, 64)),            # timm backbone, reshaped TT layers
+    Case("resnet18-cp-10pct", (3, 32, 32)),             # timm backbone, CP layers
     Case("resnet32-mtt-10pct", (3, 32, 32)),            # the zoo's CIFAR ResNet-32, reshaped TT layers
     Case("sc-fac-wrn10-1-cifar10-small", (3, 32, 32)),  # SC-Fac orthogonal convolutions
     Case("bqn-cnn-mnist", (1, 28, 28)),                 # Bayesian quantized CNN
     Case("lenet5", (1, 28, 28)),                        # the zoo's LeNet-5
+    # every other tensorial decomposition (zoo_tnn.list_decompositions()) on LeNet-5, the smallest backbone
+    *[Case(f"lenet5-{d}-10pct", (1, 28, 28)) for d in ("cp", "tk", "tt", "tr", "svd", "mcp", "mtk", "mtr")],
 ]
 
 KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
@@ -50,6 +54,9 @@ KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
     "export": {
         "sc-fac-wrn10-1-cifar10-small": "the SC-Fac kernel calls .item() on a norm (data-dependent guard) "
                                         "(issue 20, item 1)",
+        **{n: "torch.export.export succeeds, but program.module() generates Python from the parameter names and "
+              "zoo-tnn names a CP / SVD factor 'in', a keyword: `self.conv2.factors.in` is a SyntaxError "
+              "(issue 20, item 1)" for n in ("resnet18-cp-10pct", "lenet5-cp-10pct", "lenet5-svd-10pct")},
     },
     "first_conv": {
         "sc-fac-wrn10-1-cifar10-small": "no input.first_conv: the stem is a parametrised SC-Fac convolution, whose "
@@ -230,3 +237,11 @@ def test_channels_last(case: Case) -> None:
     model = model.to(memory_format=torch.channels_last)
     torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), expected,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_every_decomposition_has_a_case() -> None:
+    """Each decomposition zoo_tnn offers is checked by at least one case (a new decomposition needs one here)."""
+    import zoo_tnn
+
+    checked = {zoo.model_info(c.name).args.get("decomposition") for c in CASES}
+    assert set(zoo_tnn.list_decompositions()) <= checked
