@@ -96,13 +96,34 @@ def test_shuffle_is_a_permutation_and_merge_is_convex():
 
 
 def test_timm_classifier_plumbing():
+    """WRN: forward_features is the last (B, 8, 4, 4) map (num_features 8); the head pools it (window 2, scaled) to
+    the 8 * 2 * 2 pre-logits (head_hidden_size); global_pool='' returns the map; the logits are the composition."""
+    torch.manual_seed(0)
     model = LipschitzWideResNet(**TINY_WRN)
+    x = torch.rand(2, 3, 16, 16)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, model.num_features, 4, 4) and model.num_features == 8
     head = model.get_classifier()
-    assert head.out_features == 10 and head.in_features == model.num_features == 8 * 2 * 2
+    assert head.out_features == 10 and head.in_features == model.head_hidden_size == 8 * 2 * 2
+    pooled = 2 * torch.nn.functional.avg_pool2d(feats, 2).flatten(1)  # the scaled pooling, written out
+    torch.testing.assert_close(model.forward_head(feats, pre_logits=True), pooled)
+    torch.testing.assert_close(model(x), head(pooled))
     model.reset_classifier(3)
-    assert model(torch.rand(2, 3, 16, 16)).shape == (2, 3)
+    assert model(x).shape == (2, 3)
     model.reset_classifier(0)
-    assert model(torch.rand(2, 3, 16, 16)).shape == (2, model.num_features)
+    assert model(x).shape == (2, model.head_hidden_size)
+    model.reset_classifier(0, "")
+    torch.testing.assert_close(model(x), feats)
+    with pytest.raises(ValueError, match="map unpooled, which a classifier of 3 classes cannot read"):
+        model.reset_classifier(3, "")
+    with pytest.raises(ValueError, match="global_pool 'avg' .* or '' \\(none\\), got 'max'"):
+        model.reset_classifier(3, "max")
+    model.reset_classifier(4, "avg")
+    assert model.global_pool == "avg" and model(x).shape == (2, 4)
+    for flat in (LipschitzResNet9(width=0.0625, img_size=32), LipschitzKWLarge(width=0.125, img_size=16)):
+        assert flat.head_hidden_size == flat.num_features  # already pooled and flat: no unpooled map
+        with pytest.raises(ValueError, match="already pooled and flat"):
+            flat.reset_classifier(0, "")
     gray = LipschitzWideResNet(**{**TINY_WRN, "in_chans": 1, "num_classes": 4})
     assert gray(torch.rand(2, 1, 16, 16)).shape == (2, 4)
 

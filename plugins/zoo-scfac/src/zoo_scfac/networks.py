@@ -23,32 +23,37 @@ DOWNSAMPLES = ("pool", "stride-slim", "stride-wide")
 
 
 class _Classifier(nn.Module):
-    """timm-style classifier plumbing: ``features -> head``; ``get_classifier`` / ``reset_classifier``."""
+    """timm-style classifier plumbing: ``forward_features -> forward_head``; ``get_classifier`` / ``reset_classifier``.
+
+    ``num_features``: channels (or width) of what ``forward_features`` returns; ``head_hidden_size``: width of the
+    pre-logits the orthogonal head reads (``num_features`` where ``forward_features`` is already flat).
+    """
 
     head: nn.Module
     num_features: int
+    head_hidden_size: int
     num_classes: int
 
-    def _init_classifier(self, num_features: int, num_classes: int) -> None:
+    def _init_classifier(self, num_features: int, num_classes: int, head_hidden_size: Optional[int] = None) -> None:
         self.num_features = num_features
+        self.head_hidden_size = num_features if head_hidden_size is None else head_hidden_size
         self.reset_classifier(num_classes)
 
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the head by a fresh orthogonal one (``num_classes = 0``: identity, features out).
+        """Replace the head by a fresh orthogonal one reading ``head_hidden_size`` features (``num_classes = 0``:
+        identity, pre-logits out).
 
-        ``global_pool`` (timm's signature) may only be ``None`` or ``"avg"``: the features are a flattened
-        ``(C, h, w)`` map (``num_features = C h w``; the scaled average pooling of window 4 leaves ``h, w > 1`` at
-        the trained sizes), so no feature map has ``num_features`` channels: an unpooled map (``""``) with timm's
-        ``num_features`` channels does not exist."""
+        ``global_pool`` (timm's signature) may only be ``None`` or ``"avg"`` here: these models' features are
+        already pooled and flat, so there is no unpooled map to return."""
         if global_pool not in (None, "avg"):
             raise ValueError(f"{type(self).__name__}: global_pool={global_pool!r} is not supported (expected None or "
-                             f"'avg'): the {self.num_features} features are a flattened scaled-average-pooled map, "
-                             f"not the channels of a feature map")
+                             f"'avg'): the {self.num_features} features are already pooled and flat, not the "
+                             f"channels of a feature map")
         self.num_classes = num_classes
-        self.head = OrthoLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = OrthoLinear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -131,7 +136,14 @@ class LipschitzWideResNet(_Classifier):
     orthogonal linear head. ``skip``: ``add`` (ResNet), ``concat`` (ShuffleNet) or ``none`` (ConvNet), Table 7.4.
     ``order``: SC-Fac composition order of every convolution (``width-first``, Sec. 7.3.3's text, default;
     ``height-first``, Algorithm 1 and the official code).
+
+    timm's view: ``forward_features`` is the last feature map ``(B, 64 k, H / 4, W / 4)`` (``num_features = 64 k``
+    channels); ``forward_head`` applies the scaled average pooling (``global_pool="avg"``; 1-Lipschitz) and flattens
+    it to the ``head_hidden_size = 64 k (H / 4 / pool_window)^2`` pre-logits the head reads; ``global_pool=""``
+    (with ``num_classes=0``) returns the map itself.
     """
+
+    global_pool = "avg"
 
     def __init__(self, depth: int = 22, widen_factor: int = 10, kernel_size: int = 5, dilation: int = 1,
                  skip: str = "add", downsample: str = "pool", init: str = "permutation", num_classes: int = 10,
@@ -163,25 +175,47 @@ class LipschitzWideResNet(_Classifier):
         side = img_size // 4 // pool_window
         if side < 1:
             raise ValueError(f"img_size {img_size} is too small for pool_window {pool_window}")
-        self._init_classifier(widths[-1] * side * side, num_classes)
+        self._init_classifier(widths[-1], num_classes, head_hidden_size=widths[-1] * side * side)
         self._group_size = n
         self.feature_info = [{"num_chs": widths[0], "reduction": 1, "module": "stem"}] + [
             {"num_chs": c, "reduction": 2 ** g, "module": f"blocks.{(g + 1) * n - 1}"} for g, c in enumerate(widths)]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return self.pool(self.blocks(self.stem(self.normalize(x)))).flatten(1)
+        """``(B, in_chans, H, W)`` in ``[0, 1]`` -> the last feature map ``(B, num_features, H / 4, W / 4)``."""
+        return self.blocks(self.stem(self.normalize(x)))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """``(B, num_features, h, w)`` -> scaled average pooling, flattened to ``(B, head_hidden_size)`` -> orthogonal
+        head (unless ``pre_logits``); the map itself for ``global_pool=""``."""
+        if self.global_pool == "":
+            return x
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.head(x)
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A fresh orthogonal head (identity for 0); ``global_pool`` ``"avg"`` (the scaled pooling) or ``""`` (none:
+        the unpooled map, ``num_classes`` 0 only); ``None`` keeps the current one."""
+        pool = self.global_pool if global_pool is None else global_pool
+        if pool not in ("avg", ""):
+            raise ValueError(f"LipschitzWideResNet supports global_pool 'avg' (scaled average pooling) or '' (none), "
+                             f"got {pool!r}")
+        if pool == "" and num_classes > 0:
+            raise ValueError(f"global_pool='' leaves the (B, {self.num_features}, h, w) map unpooled, which a classifier "
+                             f"of {num_classes} classes cannot read: use num_classes=0 with it")
+        self.global_pool = pool
+        super().reset_classifier(num_classes)
 
     def forward_intermediates(self, x: Tensor, indices: Optional[object] = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = "NCHW",
                               intermediates_only: bool = False) -> object:
         """timm's ``forward_intermediates``: the maps of ``feature_info`` (stem, end of each group) selected by
-        ``indices`` (all by default), and the pooled features unless ``intermediates_only``."""
+        ``indices`` (all by default), and the final feature map (``forward_features``) unless ``intermediates_only``."""
         from zoo.intermediates import run_stages
 
         n = self._group_size
         stages = [nn.Sequential(self.normalize, self.stem)] + [self.blocks[g * n:(g + 1) * n] for g in range(3)]
         x, maps = run_stages(stages, x, indices, output_fmt, stop_early, intermediates_only)
-        return maps if intermediates_only else (self.pool(x).flatten(1), maps)
+        return maps if intermediates_only else (x, maps)
 
 
 class LipschitzResNet9(_Classifier):
