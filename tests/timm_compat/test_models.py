@@ -47,24 +47,18 @@ CASES = [
 ]
 
 KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
-    "unpooled_classifier": {
-        "sc-fac-wrn10-1-cifar10-small": "the scaled average pooling is inside the Lipschitz feature stack: "
-                                        "global_pool='' is refused (issue 20, item 1)",
-    },
     "export": {
-        "sc-fac-wrn10-1-cifar10-small": "the SC-Fac kernel calls .item() on a norm (data-dependent guard) "
-                                        "(issue 20, item 1)",
         **{n: "torch.export.export succeeds, but program.module() generates Python from the parameter names and "
               "zoo-tnn names a CP / SVD factor 'in', a keyword: `self.conv2.factors.in` is a SyntaxError "
               "(issue 20, item 1)" for n in ("resnet18-cp-10pct", "lenet5-cp-10pct", "lenet5-svd-10pct")},
     },
     "first_conv": {
-        "sc-fac-wrn10-1-cifar10-small": "no input.first_conv: the stem is a parametrised SC-Fac convolution, whose "
-                                        "weight timm's in_chans adaptation cannot edit (issue 20, item 1)",
-    },
-    "channels_last": {
-        "sc-fac-wrn10-1-cifar10-small": "model.to(memory_format=torch.channels_last) fails on the 5-d SC-Fac "
-                                        "parameters (issue 20, item 1)",
+        "sc-fac-wrn10-1-cifar10-small": "the stem stores orthogonal SC-Fac factors, not a kernel: no "
+                                        "first_conv weight for timm's adapt_input_conv to edit. An exact orthogonal "
+                                        "adaptation exists only for in_chans <= 3 (rotate the input-side factors: "
+                                        "timm's 1-channel kernel / sqrt(3); 2 channels: the first two columns); timm's "
+                                        "repeat for in_chans > 3 has rank 3, never orthogonal; zoo.create has no "
+                                        "family hook to apply it (issue 20, item 1)",
     },
 }
 """check -> model -> why it fails today."""
