@@ -139,3 +139,19 @@ def test_first_conv_is_an_identity_on_the_registry_models():
     x = _grey(2)
     assert torch.equal(model.stem(x), F.conv2d(x, torch.ones(1, 1, 1, 1)))
     assert torch.equal(model.stem(x), x)
+
+
+def test_adapted_model_exports_its_input_mix():
+    """The exported MAP QNN of an in_chans=3 model keeps the channel mean (3 float32 weights in its size) and
+    reproduces the model bit for bit; an identity mix is dropped from the export."""
+    from zoo_bqn.quantized import PackedWeight
+
+    model = zoo.create("bqn-cnn-mnist", pretrained=True, in_chans=3).eval()
+    qnn = model.export("map")
+    packed = sum(m.nbytes() for m in qnn.modules() if isinstance(m, PackedWeight))
+    assert qnn.size_bytes() == packed + 4 + 3 * 4
+    x = torch.rand(4, 3, 28, 28, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(qnn(x), model(x, mode="map"))
+    grey = zoo.create("bqn-cnn-mnist", pretrained=True).export("map")
+    assert not any(isinstance(m, ChannelMix) for m in grey.modules()) and grey.size_bytes() == packed + 4

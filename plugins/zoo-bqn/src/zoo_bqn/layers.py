@@ -190,6 +190,10 @@ class ChannelMix(nn.Module):
         """The identity is dropped from the exported QNN; another mix is kept (its float32 weights)."""
         return nn.Identity() if self.is_identity() else copy.deepcopy(self)
 
+    def nbytes(self) -> int:
+        """Bytes of the weight stored as float32."""
+        return self.weight.numel() * 4
+
     def extra_repr(self) -> str:
         return f"{self.in_chans}, {self.out_chans}, fixed"
 

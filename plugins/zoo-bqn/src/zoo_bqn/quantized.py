@@ -172,9 +172,9 @@ class QuantizedClassifier(nn.Module):
         return torch.log_softmax(self.logits(x) / self.scale.to(x.dtype), dim=-1)
 
     def size_bytes(self) -> int:
-        """Bytes needed to store the network: packed weights plus the float32 softmax scale."""
-        packed = sum(m.nbytes() for m in self.modules() if isinstance(m, PackedWeight))
-        return packed + 4
+        """Bytes needed to store the network: its stored weights (every module with ``nbytes()``: the packed
+        weights, and an input channel mix other than the identity) plus the float32 softmax scale."""
+        return sum(m.nbytes() for m in self.modules() if callable(getattr(m, "nbytes", None))) + 4
 
     def num_weights(self) -> int:
         """Number of quantized weights."""
