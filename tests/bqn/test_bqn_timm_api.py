@@ -155,3 +155,22 @@ def test_adapted_model_exports_its_input_mix():
         assert torch.equal(qnn(x), model(x, mode="map"))
     grey = zoo.create("bqn-cnn-mnist", pretrained=True).export("map")
     assert not any(isinstance(m, ChannelMix) for m in grey.modules()) and grey.size_bytes() == packed + 4
+
+
+def test_a_state_dict_of_the_earlier_layout_loads(tmp_path):
+    """Weights written before the input mix and the rank-4 conv logits (no stem.weight, (O, C, k, k, D) logits)
+    load into a grey model, with the same outputs; as a checkpoint file too."""
+    from safetensors.torch import save_file
+
+    model = zoo.create("bqn-cnn-mnist", pretrained=True).eval()
+    old = {k: v for k, v in model.state_dict().items() if k != "stem.weight"}
+    for key in ("features.0.logits", "features.3.logits"):
+        o, c, k2, d = old[key].shape
+        old[key] = old[key].reshape(o, c, 5, 5, d)
+    fresh = zoo.create("bqn-cnn-mnist").eval()
+    fresh.load_state_dict(old)
+    save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "old.safetensors"))
+    from_file = zoo.create("bqn-cnn-mnist", checkpoint_path=tmp_path / "old.safetensors").eval()
+    x = _grey(3)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x)) and torch.equal(from_file(x), model(x))

@@ -87,6 +87,7 @@ class BQNClassifier(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(s0)))
         if feature_info:
             self.feature_info = [dict(info) for info in feature_info]
+        self.register_load_state_dict_pre_hook(_identity_stem_if_absent)
         self.set_mode(mode, samples)
         self.prior_weight, self.num_train = float(prior_weight), int(num_train)
 
@@ -240,6 +241,15 @@ class BQNClassifier(nn.Module):
     def num_weights(self) -> int:
         """Number of categorical weights."""
         return sum(m.num_weights() for m in self.modules() if isinstance(m, BayesWeighted))
+
+
+def _identity_stem_if_absent(model: BQNClassifier, state: Dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: a state dict written before the input mix existed (no ``stem.weight``) was an
+    identity mix; it loads into a model whose mix is square (in_chans == stem_chans)."""
+    key = prefix + "stem.weight"
+    if key not in state and model.stem.in_chans == model.stem.out_chans:
+        eye = torch.eye(model.stem.out_chans, dtype=model.stem.weight.dtype)
+        state[key] = eye.reshape(model.stem.weight.shape)
 
 
 def stage_info(channels: Sequence[Tuple[int, int, int]]) -> List[Dict[str, Any]]:
