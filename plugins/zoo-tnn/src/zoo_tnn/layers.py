@@ -16,6 +16,13 @@ Evaluation order, per input shape (the layer holds one compiled expression per s
   dense convolution's multiply-adds). The cached kernel is rebuilt when any factor changes (its storage or version
   counter: an optimizer step, an in-place edit, ``load_state_dict``), after ``to()`` / ``cuda()`` / ``half()``,
   and dropped by ``train()``.
+- ``optimize="measure"`` (opt-in; also what "auto" does while ``zoo.conv_einsum.set_autotune(True)`` is on): in
+  training the order is timed instead of costed -- conv_einsum's candidates (the path "auto" picks,
+  reconstruct-first as "dense-first", the cheapest other trees by multiply-adds), forward + backward, once per
+  input shape when the plan is made, the fastest path fixed in the expression. Per batch size, on this machine;
+  it costs about twenty training steps' worth of time on the first step of each new shape (ResNet-50 at batch 4),
+  and the winner can change with the machine's load, so it is not the default. In inference the choice between
+  the cached kernel and the factorised path stays the multiply-add one; only the factorised path's order is timed.
 
 Under ``torch.compile`` the choice is made outside the traced region: ``_traced_plan_key`` is marked
 ``torch._dynamo.assume_constant_result``, so dynamo calls it once per input shape and mode while tracing (planning
@@ -38,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.conv_einsum import ConvEinsumExpression, autotune_enabled, conv_einsum_expression
+from zoo.conv_einsum import ConvEinsumExpression, PathInfo, autotune_enabled, conv_einsum_expression, conv_einsum_path
 from zoo_tnn.decompositions import Decomposition, TensorNetwork, build_network, get_decomposition
 from zoo_tnn.rank import network_for_rate
 
@@ -122,7 +129,7 @@ class _Tensorial(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # (input shape, ("infer",) or ("train", autotuning, checkpoint)) -> what forward runs for it
+        # (input shape, _mode()) -> what forward runs for it
         self._plans: Dict[Tuple[Any, ...], "_Choice"] = {}
         self._path_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
         self._inference_costs: Dict[Tuple[int, ...], Dict[str, Any]] = {}
@@ -176,10 +183,12 @@ class _Tensorial(nn.Module):
         return tuple(params[f.name] for f in self.network.factors)  # type: ignore[misc]
 
     def _mode(self) -> Tuple[Any, ...]:
-        """("infer",) or ("train", autotuning, checkpoint): the part of a plan's key besides the input shape."""
+        """("infer", measures) or ("train", measures, checkpoint): the part of a plan's key besides the input shape;
+        ``measures``: the order is timed (``optimize="measure"``, or "auto" while conv_einsum's autotuning is on)."""
+        measures = self.optimize == "measure" or (self.optimize == "auto" and autotune_enabled())
         if self._infers():
-            return ("infer",)
-        return ("train", self.optimize == "auto" and autotune_enabled(), bool(getattr(self, "checkpoint", False)))
+            return ("infer", measures)
+        return ("train", measures, bool(getattr(self, "checkpoint", False)))
 
     def _choice(self, x: Tensor) -> "_Choice":
         """What forward runs for ``x``: the plan lookup in eager mode; under ``torch.compile`` a constant of the trace
@@ -209,32 +218,59 @@ class _Tensorial(nn.Module):
         eq = self._equation
         shapes = [x_shape] + [f.shape for f in self.network.factors]
         opts = dict(geometry, checkpoint=mode[0] == "train" and mode[2])
-        if self.optimize != "auto":
+        if self.optimize not in ("auto", "measure"):
             return _Choice("given", conv_einsum_expression(eq, *shapes, optimize=self.optimize, **opts))
+        measures = mode[1]
         if mode[0] == "infer":
-            # forward-only costs; the DP optimum stands in for a measured path's cost while autotuning
-            measured = autotune_enabled()
-            costed = conv_einsum_expression(eq, *shapes, optimize="optimal" if measured and len(shapes) <= 12 else
-                                            "greedy" if measured else "auto", backward=False, **opts)
-            dense = self._dense_macs(x)
-            cost = costed.info.opt_forward  # type: ignore[union-attr]
-            factorized = cost < self.inference_ratio * dense
-            self._inference_costs[x_shape] = {"factorized": cost, "dense": dense,
-                                              "chosen": "factorized" if factorized else "dense"}
-            if not factorized:
-                return _Choice("dense", None)
-            if measured:
-                costed = conv_einsum_expression(eq, *shapes, optimize="auto", backward=False, **opts)
-            return _Choice("factorized", costed)
-        if mode[1]:  # autotuning: the engine times its candidates (dense-first included)
-            return _Choice("given", conv_einsum_expression(eq, *shapes, optimize="auto", **opts))
-        fact = conv_einsum_expression(eq, *shapes, optimize="auto", **opts)
+            return self._choose_inference(x, shapes, opts, measures)
         rec = conv_einsum_expression(eq, *shapes, optimize=_reconstruct_first_path(self.network), **opts)
-        f_cost, r_cost = fact.info.opt_cost, rec.info.opt_cost  # type: ignore[union-attr]
+        r_cost = rec.info.opt_cost  # type: ignore[union-attr]
+        if measures:
+            timed, info = self._measured_expression(eq, shapes, opts, True)
+            (f_cost,) = [m.cost for m in info.measured if "flop-optimal" in m.label.split("+")]
+            self._path_costs[shapes[0]] = {"factorized": f_cost, "reconstruct": r_cost, "chosen": "measured",
+                                           "measured": timed.info.opt_cost,  # type: ignore[union-attr]
+                                           "seconds": {m.label: m.seconds for m in info.measured}}
+            return _Choice("measured", timed)
+        fact = conv_einsum_expression(eq, *shapes, optimize="auto", **opts)
+        f_cost = fact.info.opt_cost  # type: ignore[union-attr]
         factorized = f_cost < self.path_ratio * r_cost
-        self._path_costs[x_shape] = {"factorized": f_cost, "reconstruct": r_cost,
-                                     "chosen": "factorized" if factorized else "reconstruct"}
+        self._path_costs[shapes[0]] = {"factorized": f_cost, "reconstruct": r_cost,
+                                       "chosen": "factorized" if factorized else "reconstruct"}
         return _Choice("factorized", fact) if factorized else _Choice("reconstruct", rec)
+
+    def _choose_inference(self, x: Tensor, shapes: List[Tuple[int, ...]], opts: Dict[str, Any],
+                          measures: bool) -> "_Choice":
+        """Inference: the factorised path (forward multiply-adds) or the dense convolution with the cached kernel,
+        whichever is cheaper; a measuring layer costs the factorised path by the DP optimum (what a timed path
+        stands in for) and times its order, forward only."""
+        eq, opts = self._equation, dict(opts, backward=False)
+        costed = conv_einsum_expression(eq, *shapes, optimize="optimal" if measures and len(shapes) <= 12 else
+                                        "greedy" if measures else "auto", **opts)
+        dense = self._dense_macs(x)
+        cost = costed.info.opt_forward  # type: ignore[union-attr]
+        factorized = cost < self.inference_ratio * dense
+        self._inference_costs[shapes[0]] = {"factorized": cost, "dense": dense,
+                                            "chosen": "factorized" if factorized else "dense"}
+        if not factorized:
+            return _Choice("dense", None)
+        if measures:
+            return _Choice("factorized", self._measured_expression(eq, shapes, opts, False)[0])
+        return _Choice("factorized", costed)
+
+    def _measured_expression(self, eq: str, shapes: List[Tuple[int, ...]], opts: Dict[str, Any],
+                             train: bool) -> Tuple[ConvEinsumExpression, PathInfo]:
+        """An expression on the path that ran fastest here for operands of ``shapes`` (``optimize="measure"``:
+        conv_einsum times its candidates -- the FLOP-optimal path, reconstruct-first ("dense-first"), the cheapest
+        other trees -- on zero inputs and detached copies of the factors, forward + backward to every operand when
+        ``train``, forward only otherwise), and the PathInfo listing every candidate's cost and best time in seconds
+        (``measured``; see ``zoo.conv_einsum.measure``). The path is fixed in the expression, so calling it measures nothing (and a
+        torch.compile trace sees an ordinary path)."""
+        factors = [p.detach() for p in self._factor_tensors()]
+        with torch.enable_grad() if train else torch.no_grad():
+            path, info = conv_einsum_path(eq, shapes[0], *[f.requires_grad_(train) for f in factors],
+                                          optimize="measure", **opts)
+        return conv_einsum_expression(eq, *shapes, optimize=path, **opts), info
 
     def _modes_shape(self, x: Tensor) -> Tuple[int, ...]:
         """The shape of ``x`` (as ``_prepare_input`` returns it) with its channels split into the input modes."""
@@ -276,9 +312,11 @@ class _Tensorial(nn.Module):
 
     @property
     def path_costs(self) -> Dict[Tuple[int, ...], Dict[str, Any]]:
-        """Per reshaped input shape seen by ``forward`` in training (``optimize="auto"``, autotune off):
-        multiply-adds, forward + both backward products, of the FLOP-optimal factorised path and of
-        reconstruct-first, and which one the layer runs."""
+        """Per reshaped input shape seen by ``forward`` in training (``optimize="auto"`` or ``"measure"``, autotune
+        off): multiply-adds, forward + both backward products, of the FLOP-optimal factorised path and of
+        reconstruct-first, and which one the layer runs ("chosen"). With ``"measure"``, chosen is "measured": the
+        path timed fastest ("measured": its multiply-adds; "seconds": every candidate's best forward + backward
+        time, by conv_einsum's candidate label)."""
         return self._path_costs
 
     @property
