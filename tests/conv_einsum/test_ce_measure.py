@@ -190,3 +190,28 @@ def test_memory_limit_bounds_every_candidate(monkeypatch: pytest.MonkeyPatch) ->
         assert m.seconds is None or m.largest <= limit
     got = conv_einsum(eq, x, *factors, padding=1, optimize="measure", memory_limit=limit)
     torch.testing.assert_close(got, reference_conv_einsum(eq, x, *factors, padding=1))
+
+
+def test_time_run_counts_cpu_time_with_one_thread_and_wall_time_otherwise() -> None:
+    """With one torch thread on the CPU a call's time is the process's CPU time: a sleep (no CPU) counts ~0, a
+    busy loop counts in full; with more threads it is wall time, the sleep included."""
+    import time as _time
+
+    cpu = torch.device("cpu")
+
+    def nap() -> None:
+        _time.sleep(0.05)
+
+    def spin() -> None:
+        end = _time.process_time() + 0.02
+        while _time.process_time() < end:
+            pass
+
+    assert torch.get_num_threads() == 1  # the autouse fixture
+    assert measure_mod.time_run(nap, cpu) < 0.01
+    assert measure_mod.time_run(spin, cpu) >= 0.02
+    torch.set_num_threads(2)
+    try:
+        assert measure_mod.time_run(nap, cpu) >= 0.05
+    finally:
+        torch.set_num_threads(1)

@@ -17,7 +17,8 @@ A candidate is not timed when its cost exceeds MAX_COST_RATIO x the FLOP-optimal
 intermediate exceeds MAX_MEMORY_RATIO x the largest of (any input, the output, the FLOP-optimal path's
 intermediates, the dense kernel), or it breaks ``memory_limit``. Each candidate runs forward (+ backward
 when an operand requires grad) on detached clones of the operands: one warm-up (candidates slower than
-PRUNE_RATIO x the fastest warm-up stop there), then MEASURE_REPEATS runs round-robin; the minimum wins.
+PRUNE_RATIO x the fastest warm-up stop there), then MEASURE_REPEATS runs round-robin; the minimum wins (wall time;
+process CPU time on the CPU with one torch thread, see ``time_run``).
 ``set_autotune(True)`` or the environment variable ZOO_CONV_EINSUM_AUTOTUNE=1 make ``"auto"`` measure.
 """
 
@@ -77,15 +78,18 @@ class Candidate:
 
 
 def time_run(fn: Callable[[], None], device: torch.device) -> float:
-    """Wall seconds of one call of ``fn``; on CUDA synchronised before and after. (Tests patch this to count runs.)"""
+    """Seconds of one call of ``fn``: wall time, on CUDA synchronised before and after; on the CPU with one torch
+    thread the process's CPU time (all the work runs on this thread, so that is the call's own time, without the
+    waits for other processes on shared cores that make wall times swing). (Tests patch this to count runs.)"""
     cuda = device.type == "cuda"
+    clock = time.process_time if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
     if cuda:
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
     if cuda:
         torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def dense_data(setup: Setup) -> int | None:
