@@ -186,8 +186,8 @@ def test_timm_kwargs_pass_through() -> None:
 def test_timm_kwargs_clear_errors() -> None:
     with pytest.raises(ZooError, match=r"'resnet32' .* does not accept drop_path_rate=0.1"):
         zoo.create("resnet32", drop_path_rate=0.1)
-    with pytest.raises(ZooError, match="LeNet5 declares no feature_info"):
-        zoo.create("lenet5", features_only=True)
+    with pytest.raises(ZooError, match="BQNClassifier declares no feature_info"):  # an MLP has no feature maps
+        zoo.create("bqn-mlp-mnist", features_only=True)
     with pytest.raises(ZooError, match="out_indices=.* applies with features_only=True"):
         zoo.create("resnet18-mtt-10pct", out_indices=(1,))
 
