@@ -34,6 +34,11 @@ def create(name: str, pretrained: bool = False, num_classes: Optional[int] = Non
     from zoo.hub.sources import resolve_source
     from zoo.hub.state import load_weights
 
+    check_name(name)
+    pretrained = check_flag("pretrained", pretrained)  # a string such as 'no' would be truthy
+    if checkpoint_path is not None and not isinstance(checkpoint_path, (str, os.PathLike)):
+        raise ZooError(f"checkpoint_path must be the path of a .safetensors file (str or os.PathLike), got "
+                       f"{checkpoint_path!r} ({type(checkpoint_path).__name__})")
     num_classes = check_count("num_classes", num_classes, minimum=0)
     in_chans = check_count("in_chans", in_chans, minimum=1)
     source = resolve_source(name, pretrained and checkpoint_path is None)
@@ -79,6 +84,23 @@ def check_count(name: str, value: Any, minimum: int) -> Optional[int]:
     return number
 
 
+def check_name(name: Any) -> str:
+    """``name`` itself, refused with a :class:`ZooError` unless it is a ``str``."""
+    if not isinstance(name, str):
+        raise ZooError(f"a model name must be a str (a registry name, local-dir:DIR or hf-hub:ORG/REPO), got "
+                       f"{name!r} ({type(name).__name__})")
+    return name
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` as a ``bool``: Python and NumPy booleans only (a string such as ``'no'`` would be truthy)."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ZooError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
 FEATURE_KWARGS = ("features_only", "out_indices")
 """timm's feature-extraction options, applied by the core to any model with timm's ``feature_info``."""
 
@@ -103,6 +125,12 @@ def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int
     except SystemExit as exc:  # a plugin must not end the caller's process
         raise PluginError(f"builder {entry.builder!r} of family {entry.family!r} called exit({exc.code!r}) while "
                           f"building {entry.name!r}") from None
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        sizes = ", ".join(f"{k}={v!r}" for k, v in args.items() if isinstance(v, int) and not isinstance(v, bool))
+        raise ZooError(f"building {entry.name!r} ran out of memory ({sizes}): a size is larger than this machine "
+                       f"can hold ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     except TypeError as exc:
         bad = _unexpected_keyword(exc)
         if bad is None or bad not in args:
@@ -113,6 +141,12 @@ def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int
         raise PluginError(f"builder {entry.builder!r} of family {entry.family!r} returned "
                           f"{type(model).__name__}, expected an nn.Module")
     return model
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (Python's ``MemoryError`` or torch's allocator's)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
 def _unexpected_keyword(exc: TypeError) -> Optional[str]:
@@ -148,12 +182,17 @@ def classifier_ok(model: nn.Module, entry: ModelEntry) -> bool:
 def list_models(filter: Union[str, Sequence[str]] = "*", family: Optional[str] = None, pretrained: bool = False,
                 exclude: Union[str, Sequence[str], None] = None) -> List[str]:
     """Registry names matching fnmatch ``filter`` (naturally sorted); grammar-only names are not listed."""
+    for what, value in (("filter", filter), ("exclude", exclude)):
+        patterns = [] if value is None else [value] if isinstance(value, str) else value
+        if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+            raise ZooError(f"{what} must be an fnmatch pattern (str) or a list of them, got {value!r}")
     return filter_names(entries(family=family, pretrained=pretrained), filter, exclude)
 
 
 def model_info(name: str) -> ModelEntry:
     """The validated registry entry of ``name`` (or the one a family's grammar synthesises, or the one a
     ``local-dir:`` / ``hf-hub:`` folder's ``config.json`` describes)."""
+    check_name(name)
     if name.startswith((LOCAL_DIR, HF_HUB)):
         from zoo.hub.sources import resolve_source
 

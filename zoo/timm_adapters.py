@@ -68,6 +68,8 @@ def features_only(model: Any, name: str, out_indices: Optional[Sequence[int]] = 
         raise ZooError(f"{name!r} cannot be built with features_only=True: {type(model).__name__} declares no "
                        f"feature_info (timm's list of feature maps), so its stages are unknown. Use "
                        f"torchvision.models.feature_extraction.create_feature_extractor on it instead")
+    if indices is not None:
+        _check_out_indices(name, indices, len(info))
     from timm.models._features import FeatureGetterNet, FeatureListNet
 
     getter = callable(getattr(model, "forward_intermediates", None))
@@ -79,3 +81,13 @@ def features_only(model: Any, name: str, out_indices: Optional[Sequence[int]] = 
         if not getter:
             raise ZooError(f"{name!r} cannot be built with features_only=True: {exc}") from None
     return FeatureGetterNet(model, out_indices=indices if indices is not None else tuple(range(len(info))))
+
+
+def _check_out_indices(name: str, indices: Sequence[Any], count: int) -> None:
+    """Refuse ``out_indices`` that are not integers in ``[-count, count)`` (``count`` feature maps)."""
+    from zoo.errors import ZooError
+
+    bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count]
+    if bad or not indices:
+        raise ZooError(f"out_indices={list(indices)!r} of {name!r}: expected feature-map indices in "
+                       f"[{-count}, {count - 1}] ({count} maps in feature_info), got {bad or 'none'}")

@@ -15,7 +15,7 @@ import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -67,6 +67,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """A JSON object's pairs as a dict; a key given twice is refused (``json`` would keep the last silently, and
+    two readers could then disagree on what the file says)."""
+    data: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        data[key] = value
+    return data
+
+
 def parse_json_object(path: Path) -> Dict[str, Any]:
     """The JSON object in ``path``, or a :class:`ZooError` naming the file and what was expected."""
     expected = "expected a JSON object written by zoo.save_pretrained"
@@ -82,7 +93,8 @@ def parse_json_object(path: Path) -> Dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ZooError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); {expected}") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ZooError(f"{path} is nested too deeply (more than {MAX_DEPTH} levels allowed); {expected}") from None
     except ValueError as exc:  # json.JSONDecodeError, NaN / Infinity, huge integers

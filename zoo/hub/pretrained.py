@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
@@ -55,10 +56,10 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optiona
     """
     from safetensors.torch import save_file
 
-    directory = Path(directory)
+    directory = _folder_to_write(directory)
     config = config_of(model)
     if metrics is not None:
-        config["metrics"] = {k: float(v) for k, v in metrics.items()}
+        config["metrics"] = _numbers(metrics)
     config["metrics"] = _finite_metrics(config["metrics"])
     if data is not None:
         config["data"] = data
@@ -66,12 +67,40 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optiona
 
     check_saveable(config, directory)
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "zoo_name": config["name"]})
-        config["weights_sha256"] = sha256_of(tmp)  # checked when the folder is loaded
-    write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
-    write_text_atomic(directory / CARD_NAME, model_card(config))
+    try:
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "zoo_name": config["name"]})
+            config["weights_sha256"] = sha256_of(tmp)  # checked when the folder is loaded
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+        write_text_atomic(directory / CARD_NAME, model_card(config))
+    except OSError as exc:  # no space, no permission, a read-only or virtual file system
+        raise ZooError(f"save_pretrained cannot write into {directory}: {exc.strerror or exc}") from exc
     return directory
+
+
+def _folder_to_write(directory: Any) -> Path:
+    """``directory`` as a ``Path``, refused unless it is a path that is, or can become, a folder."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ZooError(f"save_pretrained needs a directory (str or path), got {directory!r} "
+                       f"({type(directory).__name__})")
+    directory = Path(directory)
+    blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ZooError(f"save_pretrained cannot write into {directory}: {blocker} is a file, not a folder "
+                       f"(model.safetensors, config.json and README.md are written into a folder)")
+    return directory
+
+
+def _numbers(metrics: Mapping[str, Any]) -> Dict[str, float]:
+    """``metrics`` as floats; a value that is not a number is refused naming its key."""
+    out = {}
+    for key, value in metrics.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise ZooError(f"save_pretrained: metrics[{key!r}] must be a number, got {value!r} "
+                           f"({type(value).__name__})") from None
+    return out
 
 
 def _finite_metrics(metrics: Mapping[str, Any]) -> Dict[str, float]:
@@ -310,6 +339,9 @@ def check_repo_id(repo_id: str) -> None:
     """Refuse a repository id that is not ``NAME`` or ``ORG/NAME`` before anything is contacted."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    if not isinstance(repo_id, str):
+        raise ZooError(f"{repo_id!r} is not a Hugging Face repository id (expected a str ORG/NAME, got "
+                       f"{type(repo_id).__name__})")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:

@@ -7,6 +7,7 @@ timm) or ``hf-hub:ORG/REPO[@REV]`` (the same, fetched through ``huggingface_hub`
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -71,6 +72,7 @@ def _download_hub_folder(spec: str, pretrained: bool) -> Path:
 
     repo_id, _, revision = spec.partition("@")
     check_repo_id(repo_id)  # a malformed id is the user's typo, not a network problem
+    check_revision(spec, revision)
     files = [CONFIG_NAME] + ([WEIGHTS_NAME] if pretrained else [])
     try:
         paths = [huggingface_hub.hf_hub_download(repo_id, f, revision=revision or None) for f in files]
@@ -78,3 +80,14 @@ def _download_hub_folder(spec: str, pretrained: bool) -> Path:
         raise WeightsError(f"could not fetch {files} of hf-hub:{spec} (offline: set no HF_HUB_OFFLINE, or put the "
                            f"files in the Hugging Face cache): {exc}") from exc
     return Path(paths[0]).parent
+
+
+_REVISION = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+
+
+def check_revision(spec: str, revision: str) -> None:
+    """Refuse a revision after ``@`` that no branch, tag or commit can be named (git's ref rules: no ``..``, no
+    empty part, no spaces or ``~^:?*[\\``), before anything is contacted."""
+    if revision and (not _REVISION.fullmatch(revision) or ".." in revision or revision.endswith((".", ".lock"))):
+        raise ZooError(f"hf-hub:{spec}: {revision!r} is not a revision (expected a branch, tag or commit id after "
+                       f"@, such as main, v1.0 or a commit hash)")

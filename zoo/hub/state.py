@@ -104,7 +104,10 @@ def _adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
 
 
 def load_into(model: nn.Module, state: Dict[str, torch.Tensor], allowed_missing: Sequence[str], source: str) -> None:
-    """``load_state_dict`` that tolerates missing keys only under ``allowed_missing`` prefixes."""
+    """``load_state_dict`` that tolerates missing keys only under ``allowed_missing`` prefixes; a tensor whose
+    kind does not match the model's (integers or booleans for floating-point weights) or a parameter holding NaN
+    or infinity is refused (``load_state_dict`` would cast or copy it silently)."""
+    check_values(model, state, source)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -115,6 +118,25 @@ def load_into(model: nn.Module, state: Dict[str, torch.Tensor], allowed_missing:
         raise WeightsError(f"weights from {source} do not fit the model: missing keys {missing[:8]}"
                            f"{' ...' if len(missing) > 8 else ''}, unexpected keys {result.unexpected_keys[:8]}"
                            f"{' ...' if len(result.unexpected_keys) > 8 else ''}")
+
+
+def check_values(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
+    """Refuse tensors of ``state`` that ``model`` would take with a silent cast or that are not finite: a
+    non-floating tensor for a floating-point one (float16/64 are cast, as timm does) and NaN or +-inf in a
+    parameter (no trained weight is; buffers such as attention masks may hold -inf)."""
+    own = model.state_dict()
+    params = {name for name, _ in model.named_parameters()}
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None:
+            continue  # reported as an unexpected key
+        if target.is_floating_point() and not value.is_floating_point():
+            raise WeightsError(f"weights from {source}: {key} has dtype {value.dtype}, the model's is "
+                               f"{target.dtype}; expected floating-point weights (a quantised or mislabelled file?)")
+        if key in params and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(f"weights from {source}: {key} holds {bad} NaN or infinite value(s) of "
+                               f"{value.numel()}; a trained model's weights are finite (a diverged or corrupted run?)")
 
 
 def load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, num_classes: Optional[int],

@@ -33,6 +33,13 @@ class InputSpec(_Strict):
             raise ValueError(f"expected a non-empty list of positive sizes, got {v}")
         return v
 
+    @field_validator("num_classes")
+    @classmethod
+    def _classes(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 0:
+            raise ValueError(f"expected a number of classes >= 0, got {v}")
+        return v
+
     @model_validator(mode="after")
     def _mean_std(self) -> "InputSpec":
         for key in ("mean", "std"):

@@ -33,8 +33,8 @@ def _open_image(path: Path, mode: str):
     try:
         with Image.open(path) as img:
             return img.convert(mode)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise OSError(f"{path}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise OSError(f"{path}: {exc}") from exc  # a decompression bomb is an unreadable image, not a crash
 
 
 def _images_in(folder: Path) -> List[Path]:

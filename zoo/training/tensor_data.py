@@ -68,6 +68,8 @@ def load_npz_folder(folder: Path) -> Tuple[Tensor, Tensor]:
     if len(shapes) > 1:
         raise DataError(f"{folder}: the files hold images of different shapes {sorted(shapes)}")
     labels = np.concatenate([y for _, y in parts])
+    if labels.size == 0:
+        raise DataError(f"{folder}: the .npz files hold no images (every 'images' array is empty)")
     if labels.min() < 0 or labels.max() >= MAX_CLASSES:
         raise DataError(f"{folder}: labels must be class ids in [0, {MAX_CLASSES}), found {labels.min()}..{labels.max()}")
     return torch.from_numpy(np.concatenate([x for x, _ in parts])), torch.from_numpy(labels)

@@ -192,6 +192,10 @@ def _classes_from_data(model_or_name: Union[str, nn.Module], train_data: DataSou
     if found is None:
         return num_classes
     where = train_data if not isinstance(train_data, Dataset) else f"the {type(train_data).__name__} given"
+    if found.count < 2 and (found.named or num_classes is None or num_classes < 2):
+        ids = "" if found.named else " (or, for class ids, --num-classes N >= 2 for ids the data does not show)"
+        raise ZooError(f"{where} has {found.count} class ({found.describe()}): a classifier learns nothing from one "
+                       f"class (its loss is 0 from the start); give at least two classes{ids}")
     if num_classes is not None:
         if (num_classes != found.count) if found.named else (num_classes < found.count):
             raise ZooError(f"num_classes={num_classes} (--num-classes) contradicts the training data: {where} has "
