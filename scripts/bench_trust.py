@@ -1133,7 +1133,8 @@ def summary(results: List[Result]) -> List[Dict[str, Any]]:
     return rows
 
 
-def write_reports(results: List[Result], label: str, seconds: float, only: Optional[List[str]]) -> None:
+def write_reports(results: List[Result], label: str, seconds: float, only: Optional[List[str]],
+                  note: Optional[str] = None) -> None:
     """Record this run under ``label``; a run of ``only`` some categories replaces just those of an earlier run of
     the same label (its seconds are added)."""
     path = OUT / "trust.json"
@@ -1144,9 +1145,10 @@ def write_reports(results: List[Result], label: str, seconds: float, only: Optio
         order = list(CATEGORIES)
         results = sorted(kept + results, key=lambda r: order.index(r.category))
         seconds += runs[label]["seconds"]
+        note = note or runs[label].get("note")
     runs[label] = {"summary": summary(results), "cases": [asdict(r) for r in results], "seconds": round(seconds, 1),
                    "torch": torch.__version__, "zoo": zoo.__version__,
-                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": note}
     path.write_text(json.dumps({"command": COMMAND, "runs": runs}, indent=2) + "\n")
     (OUT / "trust.md").write_text(markdown(runs))
 
@@ -1171,8 +1173,10 @@ def markdown(runs: Dict[str, Any]) -> str:
             row = next((r for r in runs[lab]["summary"] if r["category"] == cat), None)
             cells.append(f"{row['good']} / {row['cases']} ({row['percent']} %)" if row else "-")
         lines.append(f"| {cat} | " + " | ".join(cells) + " |")
-    lines += ["", "Runs: " + "; ".join(f"`{lab}`: {runs[lab]['date']}, {runs[lab]['seconds']} s, torch "
-                                        f"{runs[lab]['torch']}, zoo {runs[lab]['zoo']}" for lab in labels), ""]
+    lines += ["", "Runs (one CPU thread, `HF_HUB_OFFLINE=1`):", ""]
+    lines += [f"- `{lab}`: {runs[lab]['date']}, {runs[lab]['seconds']} s, torch {runs[lab]['torch']}, zoo "
+              f"{runs[lab]['zoo']}" + (f". {runs[lab]['note']}" if runs[lab].get("note") else "") for lab in labels]
+    lines.append("")
     for lab in labels:
         bad = [c for c in runs[lab]["cases"] if c["verdict"] == "bad"]
         lines += [f"## Bad cases of `{lab}` ({len(bad)})", ""]
@@ -1188,6 +1192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", default="run", help="name of this run in trust.json / trust.md (e.g. before)")
     parser.add_argument("--only", action="append", choices=list(CATEGORIES), help="run only these categories")
+    parser.add_argument("--note", help="what this run measured (e.g. the commit), shown in trust.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -1210,7 +1215,7 @@ def main() -> None:
         print(f"{row['category']:16s} {row['cases']:5d} {row['good']:5d} {row['bad']:5d} {row['percent']:6.1f}")
     print(f"({seconds:.0f} s)")
     if not args.no_write:
-        write_reports(results, args.label, seconds, args.only)
+        write_reports(results, args.label, seconds, args.only, args.note)
 
 
 if __name__ == "__main__":
