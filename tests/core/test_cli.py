@@ -46,7 +46,9 @@ def test_list_shows_the_grammar_names_it_does_not_list(capsys):
     assert "0 model(s) in the registry" in lines
     hint = lines[lines.index("family tnn also builds, on demand, names not listed here:") + 1:]
     assert hint[0].split()[:3] == ["{backbone}-{decomposition}-{rate}pct", "e.g.", "resnet18-mtt-7pct"]
-    assert hint[1].split()[:3] == ["{timm_model}", "e.g.", "resnet18"]
-    assert main(["info", "resnet18-mtt-7pct", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["family"] == "tnn"
+    assert hint[1].split()[:3] == ["{backbone}-{decomposition}-{rate}pct-all", "e.g.", "resnet18-mtt-1pct-all"]
+    assert hint[2].split()[:3] == ["{timm_model}", "e.g.", "resnet18"]
+    for example in ("resnet18-mtt-7pct", "resnet18-mtt-1pct-all"):  # each example is a name the grammar accepts
+        assert main(["info", example, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["family"] == "tnn"
     assert main(["list", "resnet18*", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
