@@ -16,6 +16,12 @@ WEIGHT_LOCATION_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filena
 """Fields of timm's ``PretrainedCfg`` that point at weights; a zoo model's ``pretrained_cfg`` never carries the
 dense backbone's values of these (its weights are the zoo's, not timm's)."""
 
+FOLDER_ARCHITECTURE = "spectral_zoo_folder"
+"""The timm ``architecture`` of a saved folder whose model name timm's registry cannot hold: a name a family's
+grammar makes on demand (``resnet50-mtt-3pct``). The zoo registers this entrypoint in timm with its registry names,
+and it builds the folder timm read the config from with ``zoo.create``."""
+
+
 def folder_source(pretrained_cfg: Any) -> Optional[str]:
     """``local-dir:DIR`` / ``hf-hub:ID`` of the folder timm read a config from, else ``None``."""
     if not isinstance(pretrained_cfg, Mapping):

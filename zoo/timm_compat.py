@@ -4,7 +4,9 @@
 away, if it already is), every zoo registry name is registered as a timm model, so ``timm.create_model(
 "resnet50-mtt-1pct")`` and ``timm.create_model("local-dir:DIR")`` / ``"hf-hub:ORG/NAME"`` on a folder written by
 :func:`zoo.save_pretrained` build the model through :func:`zoo.create` (same checks, same weights). Names made
-by a family's grammar only (``resnet50-mtt-3pct``) are registered on demand with :func:`register_timm`.
+by a family's grammar only (``resnet50-mtt-3pct``) are registered on demand with :func:`register_timm`; a folder
+saved from one records timm architecture :data:`~zoo.timm_adapters.FOLDER_ARCHITECTURE`, a generic entrypoint
+registered with the registry names, so timm loads such folders without a registration.
 Set ``ZOO_NO_TIMM_HOOK=1`` to keep timm's registry untouched.
 
 timm reads a name's text after the first ``.`` as a pretrained tag, so ``resnet50-mtt-0.5pct`` reaches timm as
@@ -20,7 +22,7 @@ import warnings
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from zoo.import_hooks import call_after_import
-from zoo.timm_adapters import folder_source
+from zoo.timm_adapters import FOLDER_ARCHITECTURE, folder_source
 
 _registered: Dict[str, Dict[str, str]] = {}
 """timm architecture name -> {pretrained tag: zoo name} of every name this process registered."""
@@ -38,11 +40,14 @@ def register_timm(names: Optional[Iterable[str]] = None) -> list[str]:
     import timm
     from timm.models import register_model
 
+    added = []
     if names is None:
         from zoo.registry.resolve import entries
 
         names = list(entries())
-    added = []
+        if not timm.is_model(FOLDER_ARCHITECTURE):
+            register_model(_folder_entrypoint())
+            added.append(FOLDER_ARCHITECTURE)
     for name in names:
         arch, _, tag = name.partition(".")
         if arch not in _registered and timm.is_model(arch):
@@ -55,6 +60,26 @@ def register_timm(names: Optional[Iterable[str]] = None) -> list[str]:
             register_model(_entrypoint(arch))
             added.append(arch)
     return added
+
+
+def _folder_entrypoint() -> Callable[..., Any]:
+    """The timm entrypoint :data:`FOLDER_ARCHITECTURE`: builds the zoo folder timm read the config from."""
+
+    def create(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
+               cache_dir: Any = None, pretrained_model_args: Any = None, **kwargs: Any) -> Any:
+        from zoo.api import create as zoo_create
+        from zoo.errors import ZooError
+
+        source = folder_source(pretrained_cfg)
+        if source is None:
+            raise ZooError(f"timm.create_model({FOLDER_ARCHITECTURE!r}) builds a folder saved by zoo.save_pretrained: "
+                           f"use timm.create_model('local-dir:DIR') or 'hf-hub:ORG/NAME' (or zoo.create(NAME))")
+        return zoo_create(source, pretrained=pretrained, **kwargs)
+
+    create.__name__ = create.__qualname__ = FOLDER_ARCHITECTURE
+    create.__module__ = __name__
+    create.__doc__ = "A folder written by zoo.save_pretrained whose model name timm's registry does not hold."
+    return create
 
 
 def _entrypoint(arch: str) -> Callable[..., Any]:

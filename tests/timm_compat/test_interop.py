@@ -56,7 +56,8 @@ def test_saved_config_has_timm_fields(tmp_path: Path) -> None:
     model = zoo.create("resnet18-mtt-10pct", num_classes=4, drop_rate=0.1)
     zoo.save_pretrained(model, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["architecture"] == config["name"] == "resnet18-mtt-10pct"
+    assert config["name"] == "resnet18-mtt-10pct"  # a grammar name: timm builds it through the zoo's folder entrypoint
+    assert config["architecture"] == config["pretrained_cfg"]["architecture"] == "spectral_zoo_folder"
     assert config["num_classes"] == 4 and config["num_features"] == 512 and config["global_pool"] == "avg"
     assert config["model_args"] == {"drop_rate": 0.1}
     cfg = config["pretrained_cfg"]
@@ -72,6 +73,27 @@ def test_timm_loads_zoo_folder(tmp_path: Path, name: str, size: tuple[int, ...])
     loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
     assert loaded.num_classes == 5 and loaded.pretrained_cfg["architecture"] == name
     _same_outputs(model, loaded, size)
+
+
+def test_timm_loads_a_grammar_name_folder_without_registration(tmp_path: Path) -> None:
+    """A folder of a name the tnn grammar makes on demand (not in timm's registry) records the zoo's generic
+    folder entrypoint as its timm architecture, so timm loads it with no register_timm call; the zoo still reads
+    the zoo name."""
+    from zoo.timm_adapters import FOLDER_ARCHITECTURE
+
+    name = "lenet5-mtt-7pct"
+    assert not timm.is_model(name) and name not in zoo.list_models()
+    model = zoo.create(name, num_classes=4)
+    zoo.save_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == config["pretrained_cfg"]["architecture"] == FOLDER_ARCHITECTURE
+    assert config["name"] == name
+    loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    assert loaded.pretrained_cfg["architecture"] == name and loaded.num_classes == 4
+    _same_outputs(model, loaded, (1, 28, 28))
+    assert zoo.model_info(f"local-dir:{tmp_path}").name == name
+    with pytest.raises(ZooError, match="builds a folder saved by zoo.save_pretrained"):
+        timm.create_model(FOLDER_ARCHITECTURE)
 
 
 def test_timm_loads_zoo_dense_folder_natively(tmp_path: Path) -> None:

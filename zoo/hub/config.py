@@ -386,9 +386,12 @@ class SavedConfig(_TimmHubFields):
 
     @model_validator(mode="after")
     def _timm_fields_agree(self) -> "SavedConfig":
-        if self.architecture is not None and self.architecture != self.name:
+        from zoo.timm_adapters import FOLDER_ARCHITECTURE
+
+        if self.architecture not in (None, self.name, FOLDER_ARCHITECTURE):
             raise ValueError(f"architecture {self.architecture!r} differs from name {self.name!r} (timm builds "
-                             f"'architecture', the zoo builds 'name': they must be the same model)")
+                             f"'architecture', the zoo builds 'name': they must be the same model, or "
+                             f"architecture {FOLDER_ARCHITECTURE!r}, the zoo's entrypoint for saved folders)")
         if self.num_classes is not None and self.num_classes != self.input.num_classes:
             raise ValueError(f"num_classes {self.num_classes} differs from input.num_classes "
                              f"{self.input.num_classes}")

@@ -26,7 +26,7 @@ CARD_NAME = "README.md"
 def config_of(model: nn.Module) -> Dict[str, Any]:
     """Everything needed to rebuild ``model``: its registry entry, the build kwargs, and measured metrics."""
     from zoo.model_config import ModelConfig
-    from zoo.timm_adapters import hub_fields
+    from zoo.timm_adapters import FOLDER_ARCHITECTURE, hub_fields
     from zoo.version import __version__
 
     model_config = ModelConfig.of(model, what="save_pretrained")
@@ -38,6 +38,8 @@ def config_of(model: nn.Module) -> Dict[str, Any]:
     config["data"] = entry.weights.data if entry.weights is not None else None
     config["zoo_version"] = __version__
     config.update(hub_fields(model, model_config.to_dict()))  # timm's fields: timm.create_model("local-dir:...")
+    if not _timm_registers(entry):  # timm builds the folder through the zoo's generic entrypoint
+        config["architecture"] = config["pretrained_cfg"]["architecture"] = FOLDER_ARCHITECTURE
     if config["build_kwargs"]:
         config["model_args"] = dict(config["build_kwargs"])
     if model_config.label_names is not None:  # timm writes them at the top too
@@ -45,6 +47,14 @@ def config_of(model: nn.Module) -> Dict[str, Any]:
     if model_config.training is not None:  # written by zoo.finetune: how this model was trained
         config["training"] = dict(model_config.training)
     return config
+
+
+def _timm_registers(entry: ModelEntry) -> bool:
+    """Whether timm's registry holds ``entry``'s name once the zoo is imported: a registry name (registered by the
+    zoo's import hook) or a plain timm model; not a name a family's grammar makes on demand."""
+    from zoo.registry.resolve import entries
+
+    return entry.timm_dense_name() is not None or entry.name in entries()
 
 
 def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optional[Mapping[str, float]] = None,
