@@ -29,6 +29,7 @@ _LAZY = {
     "RegistryError": "zoo.errors",
     "PluginError": "zoo.errors",
     "WeightsError": "zoo.errors",
+    "BuildError": "zoo.errors",
     "register_timm": "zoo.timm_compat",
 }
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from torch import nn
 
 from zoo import plugins
-from zoo.errors import PluginError, ZooError
+from zoo.errors import BuildError, PluginError, ZooError
 from zoo.hub.sources import HF_HUB, LOCAL_DIR
 from zoo.model_config import ModelConfig
 from zoo.registry.resolve import entries, filter_names, find_entry
@@ -131,7 +131,17 @@ def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int
         sizes = ", ".join(f"{k}={v!r}" for k, v in args.items() if isinstance(v, int) and not isinstance(v, bool))
         raise ZooError(f"building {entry.name!r} ran out of memory ({sizes}): a size is larger than this machine "
                        f"can hold ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    except ZooError:
+        raise
+    except ValueError as exc:  # the builder's own check of an argument: the same type, named with the model
+        raise BuildError(f"{entry.name!r} (family {entry.family!r}, builder {entry.builder!r}) cannot be built "
+                         f"with these arguments: {exc}") from exc
     except TypeError as exc:
+        fixed = _fixed_keyword(exc)
+        if fixed is not None and fixed in kwargs:
+            raise ZooError(f"{entry.name!r} (family {entry.family!r}, builder {entry.builder!r}) fixes {fixed} "
+                           f"itself, so {fixed}={kwargs[fixed]!r} cannot be given; choose the model whose name "
+                           f"has the {fixed} you want (zoo.list_models())") from None
         bad = _unexpected_keyword(exc)
         if bad is None or bad not in args:
             raise
@@ -147,6 +157,14 @@ def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation failure (Python's ``MemoryError`` or torch's allocator's)."""
     text = str(exc)
     return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+def _fixed_keyword(exc: TypeError) -> Optional[str]:
+    """The argument name of a "got multiple values for argument 'x'" TypeError (a builder that sets ``x``)."""
+    import re
+
+    match = re.search(r"got multiple values for (?:keyword )?argument '(\w+)'", str(exc))
+    return match.group(1) if match else None
 
 
 def _unexpected_keyword(exc: TypeError) -> Optional[str]:

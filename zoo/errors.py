@@ -30,6 +30,10 @@ class PluginError(ZooError, RuntimeError):
     """A family plugin that is missing, broken or inconsistent."""
 
 
+class BuildError(ZooError, ValueError):
+    """Build arguments a family's builder refuses (its own ``ValueError``, named with the model and builder)."""
+
+
 class DataError(ZooError, ValueError):
     """User data (files, folders, splits) that cannot be used as given."""
 

@@ -220,3 +220,18 @@ def test_a_repository_id_that_is_not_a_string_is_refused_before_the_hub(tmp_path
     with pytest.raises(ZooError) as error:
         push_folder_to_hub(folder, repo_id)
     assert f"{repo_id!r} is not a Hugging Face repository id (expected a str ORG/NAME" in str(error.value)
+
+
+def test_a_builder_refusing_an_argument_is_a_zoo_error_naming_the_model() -> None:
+    """A family builder's own ValueError reaches the user as a BuildError (still a ValueError) that names the model
+    and builder, with the builder's message, chained to the original."""
+    with pytest.raises(zoo.BuildError, match=r"'lenet5-cp-10pct' \(family 'tnn', builder 'tnn'\) cannot be built "
+                                             r"with these arguments: rate must be in \(0, 1\]") as info:
+        zoo.create("lenet5-cp-10pct", rate=5.0)
+    assert isinstance(info.value, ValueError) and isinstance(info.value.__cause__, ValueError)
+
+
+def test_an_argument_the_builder_fixes_is_refused_by_name() -> None:
+    """resnet32's builder sets the depth from the name: depth=7 is a clear error, not 'got multiple values'."""
+    with pytest.raises(zoo.ZooError, match=r"'resnet32' .* fixes depth itself, so depth=7 cannot be given"):
+        zoo.create("resnet32", depth=7)
