@@ -179,7 +179,8 @@ def compare(model: BQNClassifier, x: torch.Tensor, samples: int, seed: int) -> L
                "var_ratio_sum": float(ai_var.sum() / mc_var.sum()),
                "var_ratio_median": float((ai_var[big] / mc_var[big]).median()) if big.any() else float("nan"),
                "mean_t": quantiles(t), "mean_abs_error": float((ai_mean - mc_mean).abs().mean()),
-               "mean_abs_error_max": float((ai_mean - mc_mean).abs().max()), "mc_deterministic_units": int((~keep).sum()),
+               "mean_abs_error_max": float((ai_mean - mc_mean).abs().max()),
+               "mc_deterministic_units": int((~keep).sum()),
                "ai_mean_error_on_deterministic": float((ai_mean - mc_mean)[~keep].abs().max()) if (~keep).any()
                else 0.0}
         row.update(one_step(name, layer, prev, mean_w, (mc_mean, mc_var), samples))
@@ -216,7 +217,8 @@ def markdown(result: Dict) -> str:
              "MC moments against h's MC mean.", ""]
     for name, rows in result["models"].items():
         lines += [f"## {name}", "",
-                  "| layer | units/img | var AI/MC (sum) | (median) | mean |t| med / p99 / max | >3 | |dmu| mean / max | "
+                  "| layer | units/img | var AI/MC (sum) | (median) | mean |t| med / p99 / max | >3 | "
+                  "|dmu| mean / max | "
                   "one step: MF var/MC | full var/MC | CLT |t| med / max |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
@@ -267,7 +269,8 @@ def main() -> None:
             for r in rows:
                 print(name, r["layer"], f"var AI/MC {r['var_ratio_sum']:.3f} (median {r['var_ratio_median']:.3f})",
                       f"|t| med {r['mean_t']['median']:.2f} max {r['mean_t']['max']:.1f}",
-                      f"MF1 {r.get('mf_var_ratio', float('nan')):.3f} full1 {r.get('full_var_ratio', float('nan')):.3f}",
+                      f"MF1 {r.get('mf_var_ratio', float('nan')):.3f}",
+                      f"full1 {r.get('full_var_ratio', float('nan')):.3f}",
                       flush=True)
             result["predictive"][name] = predictive(model.float(), x_test[: args.nll_images],
                                                     y_test[: args.nll_images], args.nll_samples, args.seed)

@@ -99,6 +99,7 @@ def _enum_layer(x_pmfs, x_supports, layer) -> Tuple[List[float], List[Tuple[floa
         n = len(row)
         pmfs = [[1 - p, p] for p in row] + list(x_pmfs)
         supports = [LEVELS] * n + list(x_supports)
+
         def z(*v: float) -> float:
             return sum(v[i] * v[n + i] for i in range(n))
 
@@ -147,7 +148,7 @@ def _exact_mlp(model, x: torch.Tensor):
     z1 = w1 @ x  # (C1, 4)
     h1 = _sign(z1)
     p_h1 = torch.stack([(q1 * (h1 == s).all(1)).sum() for s in states])  # joint pmf of h1 (16,)
-    w2, q2 = _configs(model.features[2 + 1])
+    w2, q2 = _configs(model.features[3])
     z2 = torch.einsum("coi,si->sco", w2, states)  # (16 states, C2, 4)
     weight2 = p_h1.view(-1, 1) * q2.view(1, -1)  # P(h1 = s) Q(W2)
     h2 = _sign(z2)
@@ -160,7 +161,7 @@ def _exact_mlp(model, x: torch.Tensor):
            _moments(z3.reshape(-1, 2), weight3.reshape(-1))]
     h2_mean = p_h2 @ states
     cov = (p_h2.view(-1, 1, 1) * torch.einsum("si,sj->sij", states - h2_mean, states - h2_mean)).sum(0)
-    return out, cov, p_h2
+    return out, cov
 
 
 def _zoo_mlp(model, x: torch.Tensor):
@@ -204,7 +205,7 @@ def test_exact_mean_field_is_exact_until_units_become_correlated(tiny):
     gaps = []
     for b in range(2):
         mf = _enum_mlp(model, xf[b].tolist())
-        layers, cov, _ = exact[b]
+        layers, cov = exact[b]
         for name, (em, ev), (fm, fv) in zip(NAMES[:4], layers[:4], mf[:4]):
             assert em.tolist() == pytest.approx(fm, abs=1e-12), name
             assert ev.tolist() == pytest.approx(fv, abs=1e-12), name
@@ -223,7 +224,7 @@ def test_zoo_logit_variance_misses_only_the_covariance_given_exact_marginals(tin
     model, _, _, exact = tiny
     w_mean = torch.tensor(_weight_lists(model.head)[0], dtype=torch.float64)
     for b in range(2):
-        layers, cov, _ = exact[b]
+        layers, cov = exact[b]
         h2_mean = layers[3][0]
         p_plus = (1 + h2_mean) / 2
         out = model.head(Categorical(torch.stack([1 - p_plus, p_plus], -1).unsqueeze(0), torch.tensor(LEVELS)))
@@ -305,10 +306,11 @@ def _exact_sum_pmf(p_plus: torch.Tensor) -> torch.Tensor:
 
 
 def test_gaussian_sign_misses_the_tie_of_a_lattice_sum():
-    """A known limit of the CLT step, beside the mean-field one: with binary weights and binary inputs, z = sum_i w_i h_i
-    takes only even integers (256 terms), and the QNN's sign sends the atom z = 0 to +1, which a Gaussian reads as
-    probability 0. Against the exact pmf of z (independent inputs, so exact under the mean-field), the zoo's
-    P(h = +1) = Phi(mu / sigma) is low by about half the atom; the continuity-corrected Phi((mu + 1) / sigma) is not."""
+    """A known limit of the CLT step, beside the mean-field one: with binary weights and binary inputs,
+    z = sum_i w_i h_i takes only even integers (256 terms), and the QNN's sign sends the atom z = 0 to +1, which a
+    Gaussian reads as probability 0. Against the exact pmf of z (independent inputs, so exact under the mean-field),
+    the zoo's P(h = +1) = Phi(mu / sigma) is low by about half the atom; the continuity-corrected
+    Phi((mu + 1) / sigma) is not."""
     g = torch.Generator().manual_seed(3)
     layer = BayesLinear(256, 16).double()
     _set_logits(layer, 2.0, g)
