@@ -19,8 +19,8 @@ Then the predictive NLL / error on the first ``--nll-images`` held-out images: t
 over the classes, and MC with ``--nll-samples`` samples (the predictive without the mean-field or the CLT).
 Writes STEM.{json,md} (default benchmarks/bqn_moments).
 
-    OMP_NUM_THREADS=1 python scripts/bench_bqn_moments.py [--images 100 --samples 400 --nll-images 2000
-        --nll-samples 100 --threads 1 --seed 0]
+    OMP_NUM_THREADS=1 python scripts/bench_bqn_moments.py [--images 100 --samples 400 --tie-images 20
+        --nll-images 2000 --nll-samples 100 --threads 1 --seed 0]
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 import zoo
-from zoo_bqn.contraction import gaussian_quantize
+from zoo_bqn.contraction import dft_sum, gaussian_quantize
 from zoo_bqn.data import mnist_split
-from zoo_bqn.dist import Gaussian, mean_var
+from zoo_bqn.dist import Categorical, Gaussian, mean_var
 from zoo_bqn.layers import AvgPoolDFT, BayesConv2d, BayesLinear, BayesWeighted, Flatten, QuantAct, realise
 from zoo_bqn.metrics import error, nll
 from zoo_bqn.network import BQNClassifier
@@ -189,6 +189,58 @@ def compare(model: BQNClassifier, x: torch.Tensor, samples: int, seed: int) -> L
     return rows
 
 
+def uncertain_weights(model: BQNClassifier, threshold: float = 0.1) -> Dict[str, Dict[str, float]]:
+    """Per weighted layer: how many of an output unit's weights have Var[w] > ``threshold`` (min / median / max over
+    the output units) out of its fan-in: few uncertain terms make the CLT's Gaussian poor."""
+    out = {}
+    for name, layer in layers_of(model):
+        if isinstance(layer, BayesWeighted):
+            count = (weight_moments(layer, torch.float64)[1] > threshold).flatten(1).sum(1).double()
+            out[name] = {"min": float(count.min()), "median": float(count.median()), "max": float(count.max()),
+                         "fan_in": layer.num_weights() // count.numel()}
+    return out
+
+
+def tie_free_exact(p_w: torch.Tensor, p_h: torch.Tensor, chunk: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """P(z_j >= 0) for z_j = sum_i w_ji h_i, independent +-1 weights (P(w = +1) = p_w (out, in)) and units
+    (P(h = +1) = p_h (B, in)), by the DFT sum of the terms, per image and ``chunk`` output units (bounded memory);
+    and the support of z."""
+    levels = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    rows, support = [], levels
+    for b in range(p_h.shape[0]):
+        parts = []
+        for j in range(0, p_w.shape[0], chunk):
+            pw = p_w[j: j + chunk]
+            p_term = pw * p_h[b] + (1 - pw) * (1 - p_h[b])  # P(w_ji h_i = +1), (chunk, in)
+            pmf, support = dft_sum(torch.stack([1 - p_term, p_term], -1), levels)
+            parts.append((pmf * (support >= 0)).sum(-1))
+        rows.append(torch.cat(parts))
+    return torch.stack(rows), support
+
+
+def lattice_ties(model: BQNClassifier, x: torch.Tensor) -> Dict[str, Dict[str, float]]:
+    """For every binary-weight hidden linear layer (not the head: its z is not quantized) fed binary sign units (then
+    z is a lattice sum and the tie z = 0 goes to +1 in the QNN): |P(z >= 0) exact under independent inputs - the
+    zoo's Phi(mu / sigma)| and the same for the continuity-corrected Phi((mu + step / 2) / sigma), mean / max over
+    units and images. The exact pmf of z is the
+    DFT sum (:func:`zoo_bqn.contraction.dft_sum`, tested against enumeration) of the terms w_i h_i = +-1."""
+    out, h = {}, model.stem(x)
+    binary = [-1.0, 1.0]
+    for name, layer in layers_of(model):
+        if (isinstance(layer, BayesLinear) and name != "head" and isinstance(h, Categorical)
+                and h.levels.tolist() == binary and list(layer.level_values) == binary):
+            z = layer(h)
+            exact, support = tie_free_exact(layer.probs()[..., 1], h.probs[..., 1])
+            sd = z.var.sqrt()
+            half_step = 1.0 if (support == 0).any() else 0.0  # a tie exists when the term count is even
+            err = (exact - torch.special.ndtr(z.mean / sd)).abs()
+            err_cc = (exact - torch.special.ndtr((z.mean + half_step) / sd)).abs()
+            out[name] = {"zoo_mean": float(err.mean()), "zoo_max": float(err.max()),
+                         "corrected_mean": float(err_cc.mean()), "corrected_max": float(err_cc.max())}
+        h = layer(h)
+    return out
+
+
 def predictive(model: BQNClassifier, x: torch.Tensor, y: torch.Tensor, samples: int, seed: int,
                batch: int = 250) -> Dict[str, Dict[str, float]]:
     """NLL and error of the AI bound, AI-norm and MC-``samples`` on (x, y), in batches."""
@@ -231,7 +283,18 @@ def markdown(result: Dict) -> str:
                 f"{r.get('mf_var_ratio', float('nan')):.3f} | {r.get('full_var_ratio', float('nan')):.3f} | "
                 + (f"{clt['median']:.2f} / {clt['max']:.1f} |" if clt else "- |"))
         lines.append("")
-    lines += [f"## Predictive on the first {result['nll_images']} held-out images", "",
+    lines += ["## Weights with Var[w] > 0.1 per output unit (min / median / max of the fan-in)", ""]
+    for name, layers in result["uncertain_weights"].items():
+        lines.append(f"- {name}: " + "; ".join(f"{k} {v['min']:.0f} / {v['median']:.0f} / {v['max']:.0f} of "
+                                                  f"{v['fan_in']}" for k, v in layers.items()))
+    lines += ["", "## Ties of lattice sums: |P(h = +1) - exact| (binary weights on sign units, exact by DFT; "
+              f"the first {result['tie_images']} images)", "",
+              "| model | layer | zoo mean / max | continuity-corrected mean / max |", "|---|---|---|---|"]
+    for name, layers in result["lattice_ties"].items():
+        for k, v in layers.items():
+            lines.append(f"| {name} | {k} | {v['zoo_mean']:.4f} / {v['zoo_max']:.4f} | "
+                         f"{v['corrected_mean']:.4f} / {v['corrected_max']:.4f} |")
+    lines += ["", f"## Predictive on the first {result['nll_images']} held-out images", "",
               "| model | method | NLL | error |", "|---|---|---|---|"]
     for name, methods in result["predictive"].items():
         for method, m in methods.items():
@@ -246,6 +309,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=400)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tie-images", type=int, default=20, help="images for the exact lattice-tie check (slow)")
     ap.add_argument("--nll-images", type=int, default=2000)
     ap.add_argument("--nll-samples", type=int, default=100)
     ap.add_argument("--models", nargs="+", default=["bqn-mlp-mnist", "bqn-cnn-mnist"])
@@ -260,7 +324,8 @@ def main() -> None:
     result: Dict = {"command": "OMP_NUM_THREADS=1 python scripts/bench_bqn_moments.py " + " ".join(sys.argv[1:]),
                     "device": f"CPU, {args.threads} thread(s), float64, load average {os.getloadavg()[0]:.2f} at start",
                     "images": args.images, "samples": args.samples, "seed": args.seed, "models": {},
-                    "nll_images": args.nll_images, "predictive": {}}
+                    "nll_images": args.nll_images, "tie_images": args.tie_images, "predictive": {},
+                    "uncertain_weights": {}, "lattice_ties": {}}
     with torch.no_grad():
         for name in args.models:
             model = zoo.create(name, pretrained=True).double().eval()
@@ -272,6 +337,8 @@ def main() -> None:
                       f"MF1 {r.get('mf_var_ratio', float('nan')):.3f}",
                       f"full1 {r.get('full_var_ratio', float('nan')):.3f}",
                       flush=True)
+            result["uncertain_weights"][name] = uncertain_weights(model)
+            result["lattice_ties"][name] = lattice_ties(model, x[: args.tie_images])
             result["predictive"][name] = predictive(model.float(), x_test[: args.nll_images],
                                                     y_test[: args.nll_images], args.nll_samples, args.seed)
             print(name, result["predictive"][name], flush=True)
