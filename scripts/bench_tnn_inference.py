@@ -375,6 +375,10 @@ def main() -> None:
             name, _, keep = spec.partition(":")
             parts.append(json.loads((ROOT / "benchmarks" / f"{name}.json").read_text()))
             rows += [r for r in parts[-1]["rows"] if not keep or r["mode"] == keep]
+        seen: Dict[Any, int] = {}
+        for r in rows:  # parts that repeat a row are later rounds of it
+            key = (r["mode"], r["batch"], r["config"], r.get("optimize", "auto"))
+            seen[key] = r["round"] = seen.get(key, 0) + 1
         setup = dict(parts[0]["setup"], command="; ".join(p["setup"]["command"] for p in parts)
                      + f"; joined by python scripts/bench_tnn_inference.py --output {args.output} --merge "
                      + " ".join(args.merge),
