@@ -47,11 +47,6 @@ CASES = [
 ]
 
 KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
-    "export": {
-        **{n: "torch.export.export succeeds, but program.module() generates Python from the parameter names and "
-              "zoo-tnn names a CP / SVD factor 'in', a keyword: `self.conv2.factors.in` is a SyntaxError "
-              "(issue 20, item 1)" for n in ("resnet18-cp-10pct", "lenet5-cp-10pct", "lenet5-svd-10pct")},
-    },
     "first_conv": {
         "sc-fac-wrn10-1-cifar10-small": "the stem stores orthogonal SC-Fac factors, not a kernel: no "
                                         "first_conv weight for timm's adapt_input_conv to edit. An exact orthogonal "

@@ -233,3 +233,17 @@ def test_path_ratio_comes_from_the_decomposition_and_can_be_set_per_layer() -> N
     ((_, costs),) = mtt.path_costs.items()
     assert costs["chosen"] == "reconstruct"
     torch.testing.assert_close(y, F.conv2d(x, mtt.weight, mtt.bias, padding=1), rtol=1e-4, atol=1e-5)
+
+
+def test_factors_saved_under_the_old_keyword_name_still_load() -> None:
+    """CP's and SVD's input factor was named ``in`` (a Python keyword torch.export's generated code cannot use);
+    a state dict saved with that name loads into the renamed factor ``input`` unchanged."""
+    import zoo
+
+    model = zoo.create("lenet5-cp-10pct").eval()
+    state = {k.replace("factors.input", "factors.in"): v.clone() for k, v in model.state_dict().items()}
+    assert any(k.endswith("factors.in") for k in state)
+    fresh = zoo.create("lenet5-cp-10pct").eval()
+    fresh.load_state_dict(state)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)

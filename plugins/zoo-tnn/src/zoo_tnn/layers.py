@@ -115,6 +115,19 @@ def _traced_plan_key(layer: "_Tensorial", shape: Tuple[int, ...], mode: Tuple[An
     return layer._plan_key(shape, mode)
 
 
+RENAMED_FACTORS = {"in": "input"}
+"""Factor names of earlier versions: ``in`` (CP's and SVD's input factor) is a Python keyword, which
+``torch.export``'s generated module code cannot use as an attribute."""
+
+
+def _renamed_factor_keys(module: nn.Module, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load state dicts saved with an earlier factor name (:data:`RENAMED_FACTORS`) under the current one."""
+    for old, new in RENAMED_FACTORS.items():
+        key = f"{prefix}factors.{old}"
+        if key in state_dict and f"{prefix}factors.{new}" not in state_dict:
+            state_dict[f"{prefix}factors.{new}"] = state_dict.pop(key)
+
+
 def _forget_dense_kernel(module: "_Tensorial", incompatible_keys: Any = None) -> None:
     """Drop the cached inference kernel (a load_state_dict post-hook; a module-level function so that a layer
     pickles)."""
@@ -136,6 +149,7 @@ class _Tensorial(nn.Module):
         self._dense_kernel: Optional[Tuple[Tuple[Any, ...], Tensor]] = None
         self._plan_epoch = 0  # bumped when the plans are dropped (a compiled graph is guarded on it)
         self.register_load_state_dict_post_hook(_forget_dense_kernel)
+        self.register_load_state_dict_pre_hook(_renamed_factor_keys)
 
     def _init_factors(self, device: Any, dtype: Any) -> None:
         self.factors = nn.ParameterDict(

@@ -70,7 +70,7 @@ class CP(_Sited):
         return [layout.out, layout.inn] + [(k,) for k in layout.kernel]
 
     def site_names(self, layout: Layout) -> List[str]:
-        return ["out", "in"] + [f"k_{k.letter}" for k in layout.kernel]
+        return ["out", "input"] + [f"k_{k.letter}" for k in layout.kernel]
 
 
 class TK(_Sited):
@@ -103,7 +103,7 @@ class SVD(_Sited):
         return [tuple(layout.inn) + tuple(layout.kernel), layout.out]
 
     def site_names(self, layout: Layout) -> List[str]:
-        return ["in", "out"]
+        return ["input", "out"]
 
 
 class _Reshaped(_Sited):
