@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import traceback
 import warnings
@@ -144,14 +142,16 @@ def run_cli(args: Sequence[str], timeout: float = 120, shell_pipe: Optional[str]
     """``python -m zoo ARGS`` (optionally piped into ``shell_pipe``; optionally with an address-space cap)."""
     cmd = [sys.executable, "-m", "zoo", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    limit = None
+    limit: Optional[Callable[[], None]] = None
     if memory_gib is not None:
         import resource
 
         size = int(memory_gib * (1 << 30))
 
-        def limit() -> None:
+        def cap() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+        limit = cap
     if shell_pipe is not None:
         line = " ".join(_quote(a) for a in cmd) + " | " + shell_pipe + "; exit ${PIPESTATUS[0]}"
         return subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=timeout, env=env,
@@ -426,7 +426,6 @@ def _resume_with(env: Env, payload: Any) -> Any:
 def config_cases(env: Env) -> List[Case]:
     create = lambda name, **kw: (lambda: zoo.create(name, **kw))  # noqa: E731
     cfg = env.config
-    args = cfg.get("build_kwargs", {})
     deep = json.dumps(cfg)[:-1] + ', "data": ' + "[" * 5000 + "1" + "]" * 5000 + "}"
     cases: List[Case] = [
         ("a list, not an object", lambda: expect_error(create(env.folder([cfg])), ["config.json", "object"])),
