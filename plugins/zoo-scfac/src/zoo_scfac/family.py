@@ -17,7 +17,7 @@ DEFAULT_HINGE_MARGIN = 0.1
 
 
 def register_fx_leaves() -> None:
-    """Make the SC-Fac layers, GroupSort and SubtractMean leaves of timm's FX tracing
+    """Make the SC-Fac layers, GroupSort, SubtractMean and InputMix leaves of timm's FX tracing
     (``timm.models.create_feature_extractor``): they check shapes and cache kernels in ``forward``.
 
     Only FX tracing through timm needs this, so timm is not imported for it (about a second of CPU): the
@@ -31,9 +31,9 @@ def _register_fx_leaves_now() -> None:
     except ImportError:  # timm is optional for this family
         return
     from .layers import OrthoLinear, _OrthoConvNd
-    from .lipschitz import GroupSort, SubtractMean
+    from .lipschitz import GroupSort, InputMix, SubtractMean
 
-    for cls in (_OrthoConvNd, OrthoLinear, GroupSort, SubtractMean):
+    for cls in (_OrthoConvNd, OrthoLinear, GroupSort, SubtractMean, InputMix):
         register_notrace_module(cls)
 
 
@@ -91,6 +91,7 @@ def training_step(model: nn.Module, batch: Any, entry: Any) -> torch.Tensor:
 def summary(model: nn.Module, entry: Any) -> Mapping[str, Any]:
     """Orthogonal layer counts, SC-Fac factor parameters vs dense kernel sizes, and the Lipschitz bound."""
     from .layers import OrthoLinear, _OrthoConvNd
+    from .robust import model_lipschitz_bound
 
     convs = [m for m in model.modules() if isinstance(m, _OrthoConvNd)]
     linears = [m for m in model.modules() if isinstance(m, OrthoLinear)]
@@ -103,14 +104,14 @@ def summary(model: nn.Module, entry: Any) -> Mapping[str, Any]:
         "kernel_sizes": sorted({m.kernel_size for m in convs}),
         "dense_kernel_params": dense,
         "sc_fac_factor_params": factors,
-        "lipschitz_bound": 1.0,
+        "lipschitz_bound": model_lipschitz_bound(model),
         "hinge_margin": getattr(model, "hinge_margin", None),
     }
     return rows
 
 
 def evaluate(model: nn.Module, batches: Any, entry: Any) -> Mapping[str, float]:
-    """Classifiers: held-out clean, certified (eps = 36/255, Lipschitz bound 1) and L2-PGD accuracy in percent.
+    """Classifiers: held-out clean, certified (eps = 36/255, the model's Lipschitz bound) and L2-PGD accuracy in percent.
     Flows: held-out mean bits/dim and its standard error with :func:`zoo_scfac.flow.held_out_bits_per_dim`'s
     recorded estimator (all held-out images in order, batches of 100, 8 exact log-det terms, seed 1)."""
     from .robust import EPS_CIFAR, evaluate_robustness

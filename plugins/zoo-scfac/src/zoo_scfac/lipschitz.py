@@ -88,3 +88,42 @@ class SubtractMean(nn.Module):
         if x.shape[1] != self.mean.shape[1]:
             raise ValueError(f"expected {self.mean.shape[1]} input channels, got shape {tuple(x.shape)}")
         return x - self.mean
+
+
+class InputMix(nn.Module):
+    """A fixed (never trained) bias-free 1 x 1 mix of the input channels:
+    ``(B, in_chans, H, W) -> (B, out_chans, H, W)`` with ``weight`` ``(out_chans, in_chans, 1, 1)``, a buffer.
+
+    Built as timm's ``adapt_input_conv`` makes of the ``out_chans`` identity: the identity for ``in_chans ==
+    out_chans``; ones (a grey image replicated) for one input channel; otherwise input ``c`` feeds output
+    ``c mod out_chans``, the identity's columns repeated and scaled by ``out_chans / in_chans``. It is the model's
+    ``first_conv``, so the zoo adapts a pretrained ``weight`` by the same rule. Its Lipschitz constant (L2) is the
+    largest singular value of the ``(out_chans, in_chans)`` matrix (:meth:`lipschitz_bound`), 1 for the identity.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__()
+        if in_chans < 1 or out_chans < 1:
+            raise ValueError(f"channel counts must be >= 1, got in_chans={in_chans}, out_chans={out_chans}")
+        self.in_chans, self.out_chans = in_chans, out_chans
+        if in_chans == 1:
+            weight = torch.ones(out_chans, 1)
+        else:
+            weight = torch.zeros(out_chans, in_chans)
+            for c in range(in_chans):
+                weight[c % out_chans, c] = 1.0
+            weight = weight * (out_chans / in_chans) if in_chans != out_chans else weight
+        self.register_buffer("weight", weight.reshape(out_chans, in_chans, 1, 1))
+
+    def lipschitz_bound(self) -> float:
+        """Largest singular value of the ``(out_chans, in_chans)`` mix (in float64): its L2 Lipschitz constant."""
+        return float(torch.linalg.matrix_norm(self.weight.detach().flatten(1).double(), ord=2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, in_chans, H, W) -> (B, out_chans, H, W)``."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected (B, {self.in_chans}, H, W) images, got shape {tuple(x.shape)}")
+        return F.conv2d(x, self.weight.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_chans}, {self.out_chans}, fixed"

@@ -4,18 +4,19 @@ All convolutions use circular padding (exactly orthogonal layers), activations a
 down-sampling is the window-scaled average pooling (or strided SC-Fac convolutions, Table 7.4
 right), the head is an orthogonal linear map, and residual blocks merge by a convex combination.
 Inputs are images in ``[0, 1]``; the models subtract a per-channel mean only, so the whole
-network is 1-Lipschitz from pixel space to logits.
+network is 1-Lipschitz from pixel space to logits (a WideResNet adapted to other ``in_chans``: its input mix's
+spectral norm, ``LipschitzWideResNet.lipschitz_bound``).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from zoo_scfac.layers import OrthoConv2d, OrthoLinear
-from zoo_scfac.lipschitz import ChannelShuffle, ConvexMerge, GroupSort, LipschitzAvgPool2d, SubtractMean
+from zoo_scfac.lipschitz import ChannelShuffle, ConvexMerge, GroupSort, InputMix, LipschitzAvgPool2d, SubtractMean
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 SKIPS = ("add", "concat", "none")
@@ -131,11 +132,19 @@ class LipschitzBlock(nn.Module):
 class LipschitzWideResNet(_Classifier):
     """Lipschitz WideResNet-``depth``-``widen_factor`` (7.7.2): ``depth = 6 n + 4``, channels ``16/32/64 x k``.
 
-    Stem conv + GroupSort, three groups of ``n`` blocks (the first block of groups 2 and 3 halves the
+    Fixed input mix, stem conv + GroupSort, three groups of ``n`` blocks (the first block of groups 2 and 3 halves the
     resolution), scaled average pooling with window ``pool_window`` (4, replacing global pooling), and an
     orthogonal linear head. ``skip``: ``add`` (ResNet), ``concat`` (ShuffleNet) or ``none`` (ConvNet), Table 7.4.
     ``order``: SC-Fac composition order of every convolution (``width-first``, Sec. 7.3.3's text, default;
     ``height-first``, Algorithm 1 and the official code).
+
+    ``stem_chans`` (default ``in_chans``): the channels the stem convolution reads. ``input_mix``
+    (:class:`zoo_scfac.lipschitz.InputMix`, the timm ``first_conv``) maps the ``in_chans`` pixels onto them; it is the
+    identity when they are equal, and the per-channel mean (``input_mean``, ``stem_chans`` values) is subtracted
+    after it. The network is ``lipschitz_bound``-Lipschitz (L2, pixels to logits): the mix's largest singular value
+    (1 for the identity; ``sqrt(3)`` for one grey channel fed to a 3-channel stem), every later layer being 1-Lipschitz.
+    State dicts without ``input_mix.weight`` (saved before the mix existed) load with the mix built for ``in_chans``
+    (the identity for ``in_chans == stem_chans``).
 
     timm's view: ``forward_features`` is the last feature map ``(B, 64 k, H / 4, W / 4)`` (``num_features = 64 k``
     channels); ``forward_head`` applies the scaled average pooling (``global_pool="avg"``; 1-Lipschitz) and flattens
@@ -149,7 +158,7 @@ class LipschitzWideResNet(_Classifier):
                  skip: str = "add", downsample: str = "pool", init: str = "permutation", num_classes: int = 10,
                  in_chans: int = 3, img_size: int = 32, base_channels: Sequence[int] = (16, 32, 64),
                  pool_window: int = 4, input_mean: Optional[Sequence[float]] = None, hinge_margin: float = 0.1,
-                 order: str = "width-first") -> None:
+                 order: str = "width-first", stem_chans: Optional[int] = None) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth}")
@@ -160,9 +169,11 @@ class LipschitzWideResNet(_Classifier):
         n = (depth - 4) // 6
         widths = [c * widen_factor for c in base_channels]
         self.depth, self.widen_factor, self.hinge_margin = depth, widen_factor, hinge_margin
-        self.normalize = SubtractMean(input_mean if input_mean is not None else _default_mean(in_chans))
-        self.stem = nn.Sequential(OrthoConv2d(in_chans, widths[0], kernel_size, dilation=dilation, init=init, order=order),
-                                  GroupSort())
+        stem_chans = in_chans if stem_chans is None else stem_chans
+        self.input_mix = InputMix(in_chans, stem_chans)
+        self.normalize = SubtractMean(input_mean if input_mean is not None else _default_mean(stem_chans))
+        self.stem = nn.Sequential(
+            OrthoConv2d(stem_chans, widths[0], kernel_size, dilation=dilation, init=init, order=order), GroupSort())
         blocks: List[nn.Module] = []
         c_prev = widths[0]
         for g, c in enumerate(widths):
@@ -179,10 +190,24 @@ class LipschitzWideResNet(_Classifier):
         self._group_size = n
         self.feature_info = [{"num_chs": widths[0], "reduction": 1, "module": "stem"}] + [
             {"num_chs": c, "reduction": 2 ** g, "module": f"blocks.{(g + 1) * n - 1}"} for g, c in enumerate(widths)]
+        self._register_load_state_dict_pre_hook(self._identity_mix_for_old_state)
+
+    @property
+    def lipschitz_bound(self) -> float:
+        """The network's L2 Lipschitz constant bound, pixels to logits: the input mix's largest singular value."""
+        return self.input_mix.lipschitz_bound()
+
+    def _identity_mix_for_old_state(self, state: Dict[str, Tensor], prefix: str, *args: Any) -> None:
+        """Load-state-dict pre-hook: a state dict saved before the input mix existed was trained with the identity on
+        the stem's channels; it gets the mix :class:`InputMix` (timm's rule) makes of that identity for ``in_chans``."""
+        key = prefix + "input_mix.weight"
+        if key not in state and any(k.startswith(prefix + "stem.") for k in state):
+            mix = self.input_mix
+            state[key] = InputMix(mix.in_chans, mix.out_chans).weight.to(mix.weight.dtype)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, in_chans, H, W)`` in ``[0, 1]`` -> the last feature map ``(B, num_features, H / 4, W / 4)``."""
-        return self.blocks(self.stem(self.normalize(x)))
+        return self.blocks(self.stem(self.normalize(self.input_mix(x))))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """``(B, num_features, h, w)`` -> scaled average pooling, flattened to ``(B, head_hidden_size)`` -> orthogonal
@@ -213,7 +238,7 @@ class LipschitzWideResNet(_Classifier):
         from zoo.intermediates import run_stages
 
         n = self._group_size
-        stages = [nn.Sequential(self.normalize, self.stem)] + [self.blocks[g * n:(g + 1) * n] for g in range(3)]
+        stages = [nn.Sequential(self.input_mix, self.normalize, self.stem)] + [self.blocks[g * n:(g + 1) * n] for g in range(3)]
         x, maps = run_stages(stages, x, indices, output_fmt, stop_early, intermediates_only)
         return maps if intermediates_only else (x, maps)
 

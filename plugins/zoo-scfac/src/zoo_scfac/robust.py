@@ -9,7 +9,7 @@ perturbation ``d`` moves the output by at most ``L ||d||`` and any logit differe
 from __future__ import annotations
 
 import math
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -87,16 +87,25 @@ def _logits(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
-def evaluate_robustness(model: nn.Module, x: Tensor, target: Tensor, eps: float = EPS_CIFAR, lipschitz: float = 1.0,
-                        pgd_steps: int = 10, batch_size: int = 256) -> Dict[str, float]:
+def model_lipschitz_bound(model: nn.Module) -> float:
+    """The model's own L2 Lipschitz bound (its ``lipschitz_bound``, e.g. an adapted input mix's largest singular
+    value); 1.0 for a model that declares none (built of 1-Lipschitz layers only)."""
+    bound = getattr(model, "lipschitz_bound", 1.0)
+    return float(bound() if callable(bound) else bound)
+
+
+def evaluate_robustness(model: nn.Module, x: Tensor, target: Tensor, eps: float = EPS_CIFAR,
+                        lipschitz: Optional[float] = None, pgd_steps: int = 10,
+                        batch_size: int = 256) -> Dict[str, float]:
     """Clean, certified (radius > eps) and L2-PGD accuracy in percent, plus mean certified radius.
 
-    ``model`` is put in eval mode. ``x``: ``(N, C, H, W)`` in ``[0, 1]``; ``target``: ``(N,)``.
+    ``model`` is put in eval mode. ``x``: ``(N, C, H, W)`` in ``[0, 1]``; ``target``: ``(N,)``. ``lipschitz``: the
+    bound the radii divide by (default: :func:`model_lipschitz_bound`, the model's own).
     """
     model.eval()
     logits = _logits(model, x, batch_size)
     correct = logits.argmax(1) == target
-    radius = certified_radius(logits, target, lipschitz)
+    radius = certified_radius(logits, target, model_lipschitz_bound(model) if lipschitz is None else lipschitz)
     adv_correct = []
     for i in range(0, x.shape[0], batch_size):
         xa = pgd_l2(model, x[i:i + batch_size], target[i:i + batch_size], eps, steps=pgd_steps)
