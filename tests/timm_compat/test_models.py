@@ -46,16 +46,7 @@ CASES = [
     *[Case(f"lenet5-{d}-10pct", (1, 28, 28)) for d in ("cp", "tk", "tt", "tr", "svd", "mcp", "mtk", "mtr")],
 ]
 
-KNOWN_FAILURES: Dict[str, Dict[str, str]] = {
-    "first_conv": {
-        "sc-fac-wrn10-1-cifar10-small": "the stem stores orthogonal SC-Fac factors, not a kernel: no "
-                                        "first_conv weight for timm's adapt_input_conv to edit. An exact orthogonal "
-                                        "adaptation exists only for in_chans <= 3 (rotate the input-side factors: "
-                                        "timm's 1-channel kernel / sqrt(3); 2 channels: the first two columns); timm's "
-                                        "repeat for in_chans > 3 has rank 3, never orthogonal; zoo.create has no "
-                                        "family hook to apply it (issue 20, item 1)",
-    },
-}
+KNOWN_FAILURES: Dict[str, Dict[str, str]] = {}
 """check -> model -> why it fails today."""
 
 
