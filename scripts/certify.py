@@ -1,7 +1,8 @@
 """Clean, certified and L2-PGD accuracy of an sc-fac model on a data set.
 
 The certified radius of each input is ``margin / (sqrt(2) L)`` (dissertation Eq. 7.5) with ``L`` the network's
-Lipschitz constant (1 by construction for sc-fac models; ``--lipschitz`` overrides it). The script also reports
+Lipschitz constant (the model's own bound: 1 by construction for sc-fac models, the input mix's largest singular
+value for one adapted to another ``in_chans``; ``--lipschitz`` overrides it). The script also reports
 a power-iteration estimate of the Jacobian's spectral norm at a few inputs as a sanity check (must be <= L).
 
     python scripts/certify.py sc-fac-wrn10-1-cifar10-small --pretrained --data cifar10-holdout
@@ -44,7 +45,7 @@ def load_data(name: str, seed: int, holdout: int):
 
 def main() -> None:
     import zoo
-    from zoo_scfac.robust import EPS_CIFAR, evaluate_robustness, jacobian_spectral_norm
+    from zoo_scfac.robust import EPS_CIFAR, evaluate_robustness, jacobian_spectral_norm, model_lipschitz_bound
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("model", help="registry name, e.g. sc-fac-wrn10-1-cifar10-small")
@@ -56,7 +57,7 @@ def main() -> None:
     p.add_argument("--holdout", type=int, default=2000)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
     p.add_argument("--eps", type=float, default=EPS_CIFAR)
-    p.add_argument("--lipschitz", type=float, default=1.0)
+    p.add_argument("--lipschitz", type=float, default=None, help="default: the model's own bound")
     p.add_argument("--pgd-steps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
@@ -71,11 +72,12 @@ def main() -> None:
     res = evaluate_robustness(model, x, y, eps=args.eps, lipschitz=args.lipschitz, pgd_steps=args.pgd_steps,
                               batch_size=args.batch_size)
     res["jacobian_norm_max"] = max(jacobian_spectral_norm(model, x[i:i + 1], iters=20) for i in range(3))
-    res.update(model=args.model, data=args.data, lipschitz=args.lipschitz, pgd_steps=args.pgd_steps)
+    lipschitz = args.lipschitz if args.lipschitz is not None else model_lipschitz_bound(model)
+    res.update(model=args.model, data=args.data, lipschitz=lipschitz, pgd_steps=args.pgd_steps)
     if args.json:
         print(json.dumps(res))
         return
-    print(f"{args.model} on {args.data} (n = {res['n']}), eps = {args.eps:.4f} (L2), Lipschitz {args.lipschitz}")
+    print(f"{args.model} on {args.data} (n = {res['n']}), eps = {args.eps:.4f} (L2), Lipschitz {lipschitz}")
     print(f"  clean accuracy       {res['clean_acc']:6.2f} %")
     print(f"  certified accuracy   {res['certified_acc']:6.2f} %")
     print(f"  PGD accuracy         {res['pgd_acc']:6.2f} %   ({args.pgd_steps} L2-PGD steps, margin loss)")

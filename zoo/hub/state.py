@@ -159,10 +159,17 @@ def load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, n
         raise WeightsError(f"{entry.name!r} declares no first convolution (input.first_conv), so its pretrained "
                            f"weights for {channels} input channel(s) cannot be adapted to in_chans={in_chans}; use "
                            f"pretrained=False, or in_chans={channels}")
+    if first_conv is not None and f"{first_conv}.weight" not in state and _is_buffer(model, f"{first_conv}.weight"):
+        first_conv = None  # a fixed input mix the file predates: the model built for in_chans holds its own
     dropped = adapt_state_dict(state, classifier=classifier, drop_classifier=new_head,
                                first_conv=first_conv, in_chans=in_chans)
     load_into(model, state, dropped, origin)
     return origin
+
+
+def _is_buffer(model: nn.Module, key: str) -> bool:
+    """Whether ``key`` of the state dict is a buffer (fixed, never trained) of ``model``."""
+    return key in dict(model.named_buffers())
 
 
 def _module_name(declared: Any, model: nn.Module, key: str) -> Any:
