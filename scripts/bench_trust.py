@@ -562,28 +562,6 @@ def _symlinked_weights(env: Env) -> str:
 
 # -- plugins ----------------------------------------------------------------------------------------------------------
 
-OTHER_FAMILY = '''
-from pathlib import Path
-
-from zoo.family import Family
-from toyfam.family import toy_net
-
-{body}
-
-FAMILY = Family(name="{name}", builders={{"toy_net": toy_net}}, registry={registry}, resolve={resolve},
-                version="0.2.0")
-'''
-
-OTHER_REGISTRY = """
-models:
-  toytwo-a:
-    family: toytwo
-    builder: toy_net
-    dataset: noise
-    input: {shape: [2, 8, 8], num_classes: 3}
-"""
-
-
 @contextlib.contextmanager
 def plugin_site(env: Env) -> Iterator[Path]:
     """A folder on ``sys.path`` with the tests' ``toy`` family installed; removed afterwards."""
@@ -606,7 +584,7 @@ def plugin_site(env: Env) -> Iterator[Path]:
 
 def add_family(site: Path, package: str, name: str, body: str = "", registry: Optional[str] = None,
                resolve: str = "None", family_py: Optional[str] = None, target: str = "FAMILY") -> None:
-    from tests.conftest import install_dist
+    from tests.conftest import OTHER_FAMILY, install_dist
 
     files = {"__init__.py": "", "family.py": family_py if family_py is not None else OTHER_FAMILY.format(
         body=body, name=name, resolve=resolve,
@@ -643,7 +621,7 @@ def plugin_case(env: Env, setup: Callable[[Path], None], run: Callable[[Path], s
 
 
 def plugin_cases(env: Env) -> List[Case]:
-    reg2 = OTHER_REGISTRY
+    from tests.conftest import OTHER_REGISTRY as reg2
     listing = lambda: zoo.list_models()  # noqa: E731
 
     def frag(fragment: str, words: Words) -> Callable[[], str]:

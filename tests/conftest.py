@@ -124,6 +124,28 @@ models:
     input: {shape: [2, 8, 8], num_classes: 3, classifier: head, first_conv: stem}
 '''
 
+# a second family that reuses the toy builder (plugin-isolation tests and scripts/bench_trust.py)
+OTHER_FAMILY = '''
+from pathlib import Path
+
+from zoo.family import Family
+from toyfam.family import toy_net
+
+{body}
+
+FAMILY = Family(name="{name}", builders={{"toy_net": toy_net}}, registry={registry}, resolve={resolve},
+                version="0.2.0")
+'''
+
+OTHER_REGISTRY = """
+models:
+  toytwo-a:
+    family: toytwo
+    builder: toy_net
+    dataset: noise
+    input: {shape: [2, 8, 8], num_classes: 3}
+"""
+
 
 @pytest.fixture
 def toy_family(site_dir: Path) -> Callable[..., Path]:

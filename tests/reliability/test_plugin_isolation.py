@@ -11,31 +11,11 @@ from typing import List
 import pytest
 
 import zoo
-from tests.conftest import install_dist
+from tests.conftest import OTHER_FAMILY, OTHER_REGISTRY, install_dist
 import zoo.registry
 from zoo.cli import main
 from zoo.errors import PluginError, UnknownModelError
 
-OTHER_FAMILY = '''
-from pathlib import Path
-
-from zoo.family import Family
-from toyfam.family import toy_net
-
-{body}
-
-FAMILY = Family(name="{name}", builders={{"toy_net": toy_net}}, registry={registry}, resolve={resolve},
-                version="0.2.0")
-'''
-
-OTHER_REGISTRY = """
-models:
-  toytwo-a:
-    family: toytwo
-    builder: toy_net
-    dataset: noise
-    input: {shape: [2, 8, 8], num_classes: 3}
-"""
 
 
 def add_family(site: Path, package: str, name: str, body: str = "", registry: str = None,

@@ -17,14 +17,6 @@ F64_TOL = 1e-12
 F32_TOL = 1e-5
 
 
-@pytest.fixture
-def f64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _group_spectrum(layer: OrthoConv2d, n: int) -> torch.Tensor:
     """FFT singular values of each group's stride-1 circular operator (Sedghi et al.), concatenated."""
     w = layer.build_kernel().detach()

@@ -16,14 +16,6 @@ from zoo_scfac.networks import LipschitzWideResNet
 from zoo_scfac.spectral import dense_matrix
 
 
-@pytest.fixture
-def f64():
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(default)
-
-
 def _perturbed(layer: OrthoConv2d, seed: int = 1, scale: float = 0.3) -> OrthoConv2d:
     """Every parameter moved off the initial point (which is ``Q`` at the kernel centre: no spatial extent)."""
     gen = torch.Generator().manual_seed(seed)

@@ -13,14 +13,6 @@ from zoo_scfac.layers import ORDERS, OrthoConv1d, OrthoConv2d, OrthoConvTranspos
 from zoo_scfac.spectral import dense_matrix
 
 
-@pytest.fixture
-def f64():
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(default)
-
-
 def _perturbed(layer, seed: int = 1, scale: float = 0.3):
     """Every parameter moved off the initial point (``Q`` at the kernel centre), in eval mode."""
     gen = torch.Generator().manual_seed(seed)
