@@ -151,3 +151,17 @@ def test_grey_certificates_use_sqrt3_and_hold(original, checkpoint) -> None:
     assert ((adv - x).flatten(1).norm(dim=1) <= radius * 0.999 + 1e-6).all()
     with torch.no_grad():
         assert torch.equal(grey(adv).argmax(1), y)
+
+
+def test_a_flow_builds_for_other_channels_but_refuses_to_move_its_density(tmp_path: Path) -> None:
+    """A Residual Flow is a bijection of its input space: ``in_chans`` builds a fresh flow on C-channel images
+    (its log-likelihood is finite and its latent has C*H*W entries), while pretrained weights for one channel are
+    refused with that reason rather than loaded into a different density."""
+    flow = zoo.create("sc-fac-resflow-mnist-small", in_chans=3).eval()
+    assert flow.in_shape == (3, 28, 28) and flow.pretrained_cfg["input_size"] == (3, 28, 28)
+    z, logdet = flow(torch.rand(2, 3, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert z.shape == (2, 3 * 28 * 28) and bool(torch.isfinite(logdet).all())
+    with pytest.raises(zoo.WeightsError, match=r"pretrained weights of 'sc-fac-resflow-mnist-small' for 1 input "
+                                               r"channel\(s\) cannot be adapted to in_chans=3: a normalizing flow "
+                                               r"maps its input space onto itself"):
+        zoo.create("sc-fac-resflow-mnist-small", pretrained=True, in_chans=3)

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from zoo.errors import WeightsError
+from zoo.errors import PluginError, WeightsError
 from zoo.registry.schema import ModelEntry
 
 log = logging.getLogger("zoo")
@@ -156,15 +156,34 @@ def load_weights(model: nn.Module, entry: ModelEntry, path: Path, origin: str, n
     first_conv = _module_name(entry.input.first_conv, model, "first_conv")
     channels = entry.input.channels
     if in_chans is not None and in_chans != channels and first_conv is None:
-        raise WeightsError(f"{entry.name!r} declares no first convolution (input.first_conv), so its pretrained "
-                           f"weights for {channels} input channel(s) cannot be adapted to in_chans={in_chans}; use "
-                           f"pretrained=False, or in_chans={channels}")
+        adapt = getattr(model, "adapt_pretrained_in_chans", None)
+        if callable(adapt):  # input channels read by more than one tensor: the model maps the saved ones itself
+            state = _adapted_by_model(adapt, state, entry, channels, in_chans)
+        else:
+            raise WeightsError(f"{entry.name!r} declares no first convolution (input.first_conv), so its pretrained "
+                               f"weights for {channels} input channel(s) cannot be adapted to in_chans={in_chans}; use "
+                               f"pretrained=False, or in_chans={channels}")
     if first_conv is not None and f"{first_conv}.weight" not in state and _is_buffer(model, f"{first_conv}.weight"):
         first_conv = None  # a fixed input mix the file predates: the model built for in_chans holds its own
     dropped = adapt_state_dict(state, classifier=classifier, drop_classifier=new_head,
                                first_conv=first_conv, in_chans=in_chans)
     load_into(model, state, dropped, origin)
     return origin
+
+
+def _adapted_by_model(adapt: Any, state: Dict[str, torch.Tensor], entry: ModelEntry, channels: Optional[int],
+                      in_chans: int) -> Dict[str, torch.Tensor]:
+    """``model.adapt_pretrained_in_chans(state)`` (see docs/plugins.md); a ``ValueError`` it raises (weights it
+    cannot adapt) becomes a :class:`WeightsError` naming the model and both channel counts."""
+    try:
+        adapted = adapt(state)
+    except ValueError as exc:
+        raise WeightsError(f"pretrained weights of {entry.name!r} for {channels} input channel(s) cannot be adapted "
+                           f"to in_chans={in_chans}: {exc}") from None
+    if not isinstance(adapted, dict):
+        raise PluginError(f"the model's adapt_pretrained_in_chans returned "
+                          f"{type(adapted).__name__}, expected a state dict (family {entry.family!r})")
+    return adapted
 
 
 def _is_buffer(model: nn.Module, key: str) -> bool:

@@ -41,6 +41,9 @@ def _lstm_update(gates: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, to
 class ConvLSTMCell(nn.Module):
     """First-order ConvLSTM: ``[I;F;C~;O] = sigma(W * X(t) + K * H(t-1))`` (Eq. 4.2), one fused K x K convolution."""
 
+    input_kernel = "weight"
+    """The parameter whose first ``in_channels`` input channels read X(t)."""
+
     def __init__(
         self,
         in_channels: int,
@@ -119,6 +122,9 @@ class ConvTTLSTMCell(nn.Module):
     ``sum_i K(i) * H~(i)`` with the composite kernels ``K(i) = G(1) o ... o G(i)`` of Eq. 4.8.
     ``W`` and ``G(1)`` share one parameter (4 Cout, Cin + C(1), K, K) but are applied as two convolutions.
     """
+
+    input_kernel = "gate_weight"
+    """The parameter whose first ``in_channels`` input channels read X(t) (``W``)."""
 
     def __init__(
         self,

@@ -11,9 +11,12 @@ from . import __version__
 
 
 def build_video_prediction(**kwargs: Any):
-    """Builder: :class:`zoo_convttlstm.network.VideoPredictionNet` (Fig. 4.6a)."""
+    """Builder: :class:`zoo_convttlstm.network.VideoPredictionNet` (Fig. 4.6a); timm's ``in_chans`` sets its
+    ``in_channels`` (frame channels)."""
     from .network import VideoPredictionNet
 
+    if "in_chans" in kwargs:
+        kwargs["in_channels"] = kwargs.pop("in_chans")
     return VideoPredictionNet(**kwargs)
 
 

@@ -95,6 +95,31 @@ class VideoPredictionNet(nn.Module):
         nn.init.xavier_normal_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
+    def adapt_pretrained_in_chans(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``state`` saved for grayscale frames, for this net's ``in_channels`` C (``zoo.create(name,
+        pretrained=True, in_chans=C)``): the first layer's frame filters are repeated over the C channels and
+        divided by C, the output convolution's filters and bias repeated, per folded patch position. A gray
+        video given as C equal channels is then predicted as the original predicts it, in every channel.
+        Raises ``ValueError`` for weights saved for more than one channel."""
+        p2 = self.patch_size**2
+        key = f"layers.0.{self.layers[0].input_kernel}"
+        out_w, out_b, first = state.get("output.weight"), state.get("output.bias"), state.get(key)
+        if out_w is None or first is None or out_w.dim() != 4 or first.dim() != 4:
+            raise ValueError(f"expected 4-d tensors output.weight and {key} in the weights")
+        if out_w.shape[0] % p2:
+            raise ValueError(f"output.weight has {out_w.shape[0]} rows, expected a multiple of patch_size^2 = {p2}")
+        saved, c = out_w.shape[0] // p2, self.in_channels
+        if saved == c:
+            return state
+        if saved != 1:
+            raise ValueError(f"only weights for grayscale frames (1 channel) are adapted; these are for {saved}")
+        adapted = dict(state)
+        adapted[key] = torch.cat([first[:, :p2].repeat(1, c, 1, 1) / c, first[:, p2:]], dim=1)
+        adapted["output.weight"] = out_w.repeat(c, 1, 1, 1)
+        if out_b is not None:
+            adapted["output.bias"] = out_b.repeat(c)
+        return adapted
+
     def _skip_channels(self, b: int) -> int:
         """Channels concatenated to block b's output by the skip connection (0 if none)."""
         s = self.skip_stride

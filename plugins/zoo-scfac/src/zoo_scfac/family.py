@@ -62,9 +62,12 @@ def build_kwlarge(**kwargs: Any) -> nn.Module:
 
 
 def build_resflow(**kwargs: Any) -> nn.Module:
-    """SC-Fac Residual Flow (7.7.3): forward (B, C, H, W) in [0, 1] -> (z (B, D), logdet (B,)); log_prob, sample."""
+    """SC-Fac Residual Flow (7.7.3): forward (B, C, H, W) in [0, 1] -> (z (B, D), logdet (B,)); log_prob, sample.
+    timm's ``in_chans`` sets C of ``in_shape``."""
     from .flow import ResidualFlow
 
+    if "in_chans" in kwargs:
+        kwargs["in_shape"] = (kwargs.pop("in_chans"), *kwargs.get("in_shape", (1, 28, 28))[1:])
     return ResidualFlow(**kwargs)
 
 

@@ -219,6 +219,13 @@ class ResidualFlow(nn.Module):
                 c //= 2
         self.dim = in_shape[0] * in_shape[1] * in_shape[2]
 
+    def adapt_pretrained_in_chans(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The zoo's ``in_chans`` hook (docs/plugins.md), called for weights saved for another channel count:
+        refused with the reason (``ValueError``). A flow is a bijection of its input space, so a density learned
+        on C-channel images defines none on images of another channel count."""
+        raise ValueError("a normalizing flow maps its input space onto itself, so its density cannot be moved to "
+                         "another channel count; build it with pretrained=False to train a flow for the new channels")
+
     def _preprocess(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         a = self.logit_alpha
         p = a + (1 - 2 * a) * x
