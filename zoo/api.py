@@ -125,12 +125,6 @@ def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int
     except SystemExit as exc:  # a plugin must not end the caller's process
         raise PluginError(f"builder {entry.builder!r} of family {entry.family!r} called exit({exc.code!r}) while "
                           f"building {entry.name!r}") from None
-    except (MemoryError, RuntimeError) as exc:
-        if not _out_of_memory(exc):
-            raise
-        sizes = ", ".join(f"{k}={v!r}" for k, v in args.items() if isinstance(v, int) and not isinstance(v, bool))
-        raise ZooError(f"building {entry.name!r} ran out of memory ({sizes}): a size is larger than this machine "
-                       f"can hold ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     except ZooError:
         raise
     except ValueError as exc:  # the builder's own check of an argument: the same type, named with the model
@@ -144,13 +138,28 @@ def _build(entry: ModelEntry, num_classes: Optional[int], in_chans: Optional[int
                            f"has the {fixed} you want (zoo.list_models())") from None
         bad = _unexpected_keyword(exc)
         if bad is None or bad not in args:
-            raise
+            raise _builder_failed(entry, exc) from exc
         raise ZooError(f"{entry.name!r} (family {entry.family!r}, builder {entry.builder!r}) does not accept "
                        f"{bad}={args[bad]!r}: {_accepted_args(builder)}") from None
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise _builder_failed(entry, exc) from exc
+        sizes = ", ".join(f"{k}={v!r}" for k, v in args.items() if isinstance(v, int) and not isinstance(v, bool))
+        raise ZooError(f"building {entry.name!r} ran out of memory ({sizes}): a size is larger than this machine "
+                       f"can hold ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if not isinstance(model, nn.Module):
         raise PluginError(f"builder {entry.builder!r} of family {entry.family!r} returned "
                           f"{type(model).__name__}, expected an nn.Module")
     return model
+
+
+def _builder_failed(entry: ModelEntry, exc: Exception) -> PluginError:
+    """The error for a builder that failed other than by refusing an argument (a bug in the family): names the
+    model, family and builder; the original exception is chained (the CLI shows it with ``--debug``)."""
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    return PluginError(f"builder {entry.builder!r} of family {entry.family!r} failed while building "
+                       f"{entry.name!r}: {type(exc).__name__}: {first_line} (a bug in the family's plugin; report it "
+                       f"to its authors)")
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@ that raises or claims every name, and SystemExit from a plugin leave the other f
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -138,3 +139,18 @@ def test_zoo_families_shows_the_ignored_fragment(toy_family, capsys):
     error = rows["toytwo"]["error"]
     assert error.startswith("registry fragment ignored: ") and "not valid YAML" in error
     assert rows["toy"]["status"] == "loaded" and rows["toy"]["error"] is None and rows["toy"]["models"] == 3
+
+
+@pytest.mark.parametrize("body, kind", [
+    ("def toy_net(**kwargs):\n    return {}['width']\n", "KeyError: 'width'"),
+    ("def toy_net(**kwargs):\n    raise RuntimeError('cuda kernel missing')\n", "RuntimeError: cuda kernel missing"),
+    ("def toy_net(**kwargs):\n    return len(5)\n", "TypeError: object of type 'int' has no len()"),
+])
+def test_a_builder_that_crashes_is_the_plugins_error_and_other_families_still_build(toy_family, capsys, body, kind):
+    add_family(toy_family.site, "toycrash", "toyb", registry=OTHER_REGISTRY.replace("toytwo", "toyb"), body=body)
+    with pytest.raises(PluginError, match=rf"builder 'toy_net' of family 'toyb' failed while building 'toyb-a': "
+                                          rf"{re.escape(kind)} \(a bug in the family's plugin") as info:
+        zoo.create("toyb-a")
+    assert info.value.__cause__ is not None  # the original traceback stays reachable
+    assert main(["create", "toyb-a"]) == 2 and "failed while building 'toyb-a'" in capsys.readouterr().err
+    assert zoo.create("toynet-small") is not None
