@@ -694,6 +694,10 @@ def plugin_cases(env: Env) -> List[Case]:
         ("builder returns a non-Module", built("def toy_net(**kwargs):\n    return 42\n", ["int"])),
         ("builder raises", built("def toy_net(**kwargs):\n    raise ValueError('width too big')\n",
                                  ["width too big"])),
+        ("builder crashes with a KeyError", built("def toy_net(**kwargs):\n    return {}['width']\n",
+                                                  ["failed while building", "KeyError"])),
+        ("builder crashes with a RuntimeError", built("def toy_net(**kwargs):\n    raise RuntimeError('no kernel')\n",
+                                                      ["failed while building", "no kernel"])),
         ("builder name missing", plugin_case(
             env, lambda site: add_family(site, "toyb", "toyb", registry=reg2.replace("toytwo", "toyb").replace(
                 "builder: toy_net", "builder: nosuch_b")),
@@ -804,8 +808,37 @@ def create_cases(env: Env) -> List[Case]:
                                                                         ["out_indices"])),
         ("num_classes on a segmentation model", lambda: expect_error(
             lambda: zoo.create("armaunet-isic-small", num_classes=3), ["num_classes", "segmentation"])),
+        *in_chans_cases(),
     ]
     return [("create()", name, fn) for name, fn in cases]
+
+
+def in_chans_cases() -> List[Tuple[str, Callable[[], str]]]:
+    """``in_chans`` on the pretrained weights of every registry model that has them (3 channels, or 1 for
+    3-channel models): good when the adapted model runs on an input of the new channel count, or for a flow (whose
+    density has no meaning on other channels) when the refusal says why."""
+    cases = []
+    for name in zoo.list_models(pretrained=True):
+        spec = zoo.model_info(name).input
+        chans = 1 if spec.channels == 3 else 3
+
+        def run(name: str = name, chans: int = chans) -> str:
+            if zoo.model_info(name).task == "generative":
+                return expect_error(lambda: zoo.create(name, pretrained=True, in_chans=chans), ["flow", "in_chans"])
+            return expect_ok(lambda: zoo.create(name, pretrained=True, in_chans=chans).eval(),
+                             lambda m: _runs_on(m, chans))
+        cases.append((f"in_chans={chans} pretrained on {name}", run))
+    return cases
+
+
+def _runs_on(model: Any, chans: int) -> Optional[str]:
+    """``None`` when ``model`` takes a batch of two inputs of its recorded size with ``chans`` channels."""
+    spec = zoo.ModelConfig.of(model).entry.input
+    if spec.channels != chans:
+        return f"its config records {spec.channels} channels, not {chans}"
+    with torch.no_grad():
+        model(torch.rand(2, *spec.shape))
+    return None
 
 
 # -- training data ------------------------------------------------------------------------------------------------------
