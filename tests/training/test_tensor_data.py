@@ -151,3 +151,19 @@ def test_npz_recipe_honours_the_schedules_augment_option(shared_data):
 
     data = build_data(load_recipe("bqn-cnn-cifar10"), zoo.create("bqn-cnn-cifar10").pretrained_cfg)
     assert not data.train.dataset.augment and "(no augmentation)" in data.description
+
+
+def test_a_model_tuned_on_a_split_of_an_npz_folder_names_the_folder_not_the_subset(rgb_toy, tmp_path):
+    """Recipes hand the trainer ``Subset`` views (a seeded train / selection split): the model's ``dataset`` field
+    and its card's ``datasets`` are the folder's name, not ``Subset``."""
+    from torch.utils.data import Subset
+
+    from zoo.training.tensor_data import npz_folder_data
+
+    model = zoo.create(rgb_toy)
+    full = npz_folder_data(_colour_npz(tmp_path / "colours"), model.pretrained_cfg["input"], train=True)
+    zoo.finetune(model, Subset(full, range(32)), val_data=Subset(full.without_augmentation(), range(32, 48)),
+                 epochs=1, batch_size=16, progress=False, output_dir=str(tmp_path / "run"))
+    assert model.pretrained_cfg["dataset"] == "colours"
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert "datasets:\n- colours\n" in card and "Subset" not in card

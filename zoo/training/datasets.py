@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Mapping, NamedTuple, Optional, Union
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from zoo.errors import ZooError
 from zoo.training.data import ImageClassificationData, SegmentationData, VideoSequenceData
@@ -116,7 +116,10 @@ GENERIC_NAMES = frozenset({"train", "training", "trn", "val", "valid", "validati
 
 def dataset_name(source: DataSource) -> str:
     """The name a fine-tuned model's ``dataset`` field gets: the data folder's (or CSV's) name, or its parent's
-    when that name is generic (``example`` for ``example/train``); a Dataset's ``name`` or type."""
+    when that name is generic (``example`` for ``example/train``); a Dataset's ``name`` or type (a ``Subset``:
+    the name of the data set it selects from)."""
+    while isinstance(source, Subset):
+        source = source.dataset
     if isinstance(source, Dataset):
         return str(getattr(source, "name", None) or type(source).__name__)
     path = Path(source)

@@ -85,12 +85,13 @@ class TensorImageData(Dataset):
         augment: random crop from the image zero-padded by ``pad`` pixels on every side, and a horizontal flip
             with probability 1/2.
         num_classes: the model head's number of classes; labels outside ``[0, num_classes)`` are errors.
+        name: the data set's name (a fine-tuned model's ``dataset`` field); default the source's file name.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float], *,
                  size: Optional[Tuple[int, int]] = None, augment: bool = False, pad: int = 4,
                  num_classes: Optional[int] = None, classes: Optional[Sequence[str]] = None,
-                 source: str = "<tensors>"):
+                 source: str = "<tensors>", name: Optional[str] = None):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(f"{source}: images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -109,6 +110,7 @@ class TensorImageData(Dataset):
         count = int(labels.max()) + 1 if len(labels) else 0
         self.classes: List[str] = list(classes) if classes is not None else [str(i) for i in range(count)]
         self.skipped: List[Path] = []
+        self.name = name or Path(source).name
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -157,6 +159,8 @@ def npz_folder_data(folder: Path, cfg_input: dict, train: bool, *, augment: bool
                     input_size: Optional[int] = None, classes: Optional[Sequence[str]] = None) -> TensorImageData:
     """The :class:`TensorImageData` of an ``.npz`` folder for a model whose ``pretrained_cfg["input"]`` is
     ``cfg_input`` (shape, mean, std, num_classes)."""
+    from zoo.training.datasets import dataset_name  # that module builds on this one
+
     images, labels = load_npz_folder(folder)
     shape = list(cfg_input["shape"])
     channels = shape[0]
@@ -166,4 +170,4 @@ def npz_folder_data(folder: Path, cfg_input: dict, train: bool, *, augment: bool
     return TensorImageData(images, labels, cfg_input.get("mean") or [0.5] * channels,
                            cfg_input.get("std") or [0.5] * channels, size=size, augment=train and augment,
                            pad=max(1, images.shape[-1] // 8), num_classes=cfg_input.get("num_classes"),
-                           classes=classes, source=str(folder))
+                           classes=classes, source=str(folder), name=dataset_name(folder))

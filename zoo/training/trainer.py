@@ -339,11 +339,11 @@ class Trainer:
 
     def _training_record(self, metrics: Dict[str, float]) -> Dict[str, Any]:
         """``config.json``'s ``training`` for the best model of epoch :attr:`epoch` (see zoo.hub.config)."""
-        from zoo.training.datasets import data_format
+        from zoo.training.datasets import data_format, dataset_name
         from zoo.version import __version__
 
         def shown(source: Optional[DataSource]) -> Optional[str]:
-            return None if source is None else (type(source).__name__ if isinstance(source, Dataset) else str(source))
+            return None if source is None else (dataset_name(source) if isinstance(source, Dataset) else str(source))
 
         train, val = self.sources
         return {"base_model": self.base_model, "from_weights": self.from_weights, "data": shown(train),
