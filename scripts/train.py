@@ -121,7 +121,17 @@ def finetune(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
     model = zoo.create(recipe.model, **recipe.build)
     data = build_data(recipe, model.pretrained_cfg)
     result = zoo.finetune(model, data.train, data.val, config=cfg)
-    return Trained(result.best_dir, result.history, data.description, data.test, cfg.batch_size)
+    return Trained(result.best_dir, result.history, f"{_schedule(cfg, len(result.history))}; {data.description}",
+                   data.test, cfg.batch_size)
+
+
+def _schedule(cfg: FinetuneConfig, epochs_run: int) -> str:
+    """The schedule as run, for the card and the registry (a run stopped short says so)."""
+    warmup = f" after {cfg.warmup_epochs} warm-up epoch(s)" if cfg.warmup_epochs else ""
+    decay = "a constant learning rate" if cfg.scheduler == "none" else f"{cfg.scheduler} decay{warmup}"
+    return (f"{epochs_run} of {cfg.epochs} epochs run from a random initialisation: {cfg.optimizer}, learning rate "
+            f"{cfg.lr:g}, batch {cfg.batch_size}, weight decay {cfg.weight_decay:g}, {decay}, seed {cfg.seed}; the "
+            f"weights of the epoch best on the held-out split")
 
 
 def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:

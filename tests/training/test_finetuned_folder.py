@@ -224,3 +224,28 @@ def test_class_count_is_read_from_npz_label_ids(rgb_toy, tmp_path, capsys):
     config = load_config(tmp_path / "o" / "best" / "config.json")
     assert config.input.num_classes == 5 and config.label_names is None  # ids: no names invented
     assert (config.training.data_format, config.training.train_samples) == ("npz", 32)
+
+
+def test_the_trainers_card_has_one_data_account_and_its_validation_column(trained):
+    _, best, _, _ = trained
+    card = (best / "README.md").read_text()
+    assert "Fine-tuned here on" not in card  # the training record's lines say it once
+    header = next(line for line in card.splitlines() if line.startswith("| metric |"))
+    assert header == "| metric | validation (best epoch) | dissertation |"
+
+
+def test_a_card_measured_by_a_script_shows_its_metrics_beside_validation_and_its_data(trained, tmp_path):
+    """scripts/train.py re-saves the best folder with test-set metrics and the recipe's account of the data and
+    schedule: the card labels those metrics as measured, keeps the best epoch's validation ones beside them, and
+    prints the account under Training data."""
+    _, best, _, _ = trained
+    model = zoo.create(f"local-dir:{best}", pretrained=True)
+    validation = json.loads((best / "config.json").read_text())["training"]["metrics"]
+    account = "60 of 60 epochs run: sgd, learning rate 0.1; metrics on all 10,000 images of the test set"
+    zoo.save_pretrained(model, tmp_path / "measured", metrics={"top1": 91.5, "loss": 0.3}, data=account)
+    card = (tmp_path / "measured" / "README.md").read_text()
+    rows = [line for line in card.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| metric | measured here | validation (best epoch) | dissertation |"
+    assert "| top1 | 91.5 | — | — |" in rows
+    assert f"| val_acc | — | {validation['val_acc']:.4g} | — |" in rows
+    assert account in card.split("## Training data", 1)[1]

@@ -227,18 +227,15 @@ def model_card(config: Mapping[str, Any]) -> str:
               "```", ""]
     if training:
         lines += _preprocessing_lines(config)
-    ref_metrics = ref.get("metrics") or {}
-    if metrics or ref_metrics:
-        measured = "validation (best epoch)" if training else "measured here"
-        lines += ["## Metrics", "", f"| metric | {measured} | dissertation |", "|---|---|---|"]
-        for key in sorted(set(metrics) | set(ref_metrics)):
-            lines.append(f"| {_cell(key)} | {_cell(_fmt(metrics.get(key)))} | {_cell(_fmt(ref_metrics.get(key)))} |")
-        lines.append("")
+    lines += _metrics_lines(metrics, dict((training or {}).get("metrics") or {}), ref.get("metrics") or {})
     lines += ["## Training data", ""]
     if training:
         lines += [_training_lines(training, config), ""]
-    else:
-        lines += [config.get("data") or "Not trained by this project (architecture only).", ""]
+    data = config.get("data")
+    if data and not (training and data == fine_tuned_data(training)):  # a script's fuller account (splits, schedule)
+        lines += [data, ""]
+    elif not training:
+        lines += ["Not trained by this project (architecture only).", ""]
     if ref:
         where = f"section {ref.get('section')}" + (f", Table {ref['table']}" if ref.get("table") else "")
         lines += ["## Reference", "", f"Jiahao Su, *Spectral Methods for Neural Network Designs*, PhD dissertation, "
@@ -260,6 +257,31 @@ def _metric_type(key: str) -> str:
     bare = str(key).removeprefix("val_").removeprefix("test_")
     return {"acc": "accuracy", "top1": "accuracy", "loss": "loss", "miou": "mean_iou", "iou": "iou",
             "dice": "dice"}.get(bare, bare)
+
+
+def fine_tuned_data(training: Mapping[str, Any]) -> str:
+    """The ``data`` line :func:`zoo.finetune` writes for the run of ``training`` (the card shows the training
+    record instead); a script that measured the model writes its own, fuller one (splits, test set, schedule)."""
+    classes = training.get("num_classes")
+    return (f"Fine-tuned here on {training.get('data')} ({training.get('train_samples')} samples"
+            + (f", {classes} classes" if classes else "") + ").")
+
+
+def _metrics_lines(measured: Mapping[str, Any], validation: Mapping[str, Any], reference: Mapping[str, Any]) -> list:
+    """The card's metrics table: the config's metrics (``measured here``: by a script, e.g. on a test set) when
+    they are not the training run's best-epoch validation metrics, those, and the dissertation's numbers."""
+    columns = [("measured here", measured)] if measured and dict(measured) != dict(validation) else []
+    if validation:
+        columns.append(("validation (best epoch)", validation))
+    columns.append(("dissertation", reference))
+    if not any(values for _, values in columns):
+        return []
+    keys = sorted(set().union(*(set(values) for _, values in columns)))
+    lines = ["## Metrics", "", "| metric | " + " | ".join(head for head, _ in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for key in keys:
+        lines.append(f"| {_cell(key)} | " + " | ".join(_cell(_fmt(values.get(key))) for _, values in columns) + " |")
+    return lines + [""]
 
 
 def _fine_tuned_summary(config: Mapping[str, Any], training: Mapping[str, Any]) -> str:

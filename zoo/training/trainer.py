@@ -522,16 +522,14 @@ class Trainer:
         the epoch's metrics row when it improved on the best model."""
         staged = None
         if best_row is not None:  # complete but invisible until the checkpoint commits it
-            from zoo.hub.pretrained import save_pretrained
+            from zoo.hub.pretrained import fine_tuned_data, save_pretrained
 
             # the validation metrics of this epoch only: never the metrics of the weights it started from
             metrics = {k: v for k, v in best_row.items() if k.startswith("val_")}
             record = self._training_record(metrics)
-            about = (f"{record['data']} ({record['train_samples']} samples"
-                     + (f", {record['num_classes']} classes" if record["num_classes"] else "") + ")")
             replace(ModelConfig.of(self.model), training=record).attach(self.model)
             staged = output.stage_best(self.out, self.epoch, functools.partial(
-                save_pretrained, self.model, metrics=metrics, data=f"Fine-tuned here on {about}."))
+                save_pretrained, self.model, metrics=metrics, data=fine_tuned_data(record)))
         self._save_checkpoint()  # the commit point: everything below is derived from it (see output.recover)
         if staged is not None:
             output.publish_best(self.out, staged)
