@@ -109,9 +109,7 @@ def _near_linear_block(coeff: float, **kwargs) -> ResidualBlock:
 @pytest.mark.parametrize("kind,n_exact", [("random", 1), ("random", 3), ("near_linear", 1), ("near_linear", 2)])
 def test_roulette_estimator_is_unbiased(kind, n_exact):
     if kind == "random":
-        # seed 2: a draw whose truncation bias is about 5 standard errors (how far it is depends on the draw: 0.1 to 5
-        # over seeds 0-5 with the current initialisation's random stream; the first assertion holds for every seed)
-        block = _random_block(0.9, seed=2, n_exact=n_exact)
+        block = _random_block(0.9, seed=0, n_exact=n_exact)
         x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
     else:
         block = _near_linear_block(0.6, n_exact=n_exact)
@@ -120,8 +118,12 @@ def test_roulette_estimator_is_unbiased(kind, n_exact):
     est = _call_means(block, x, torch.Generator().manual_seed(n_exact))
     se = est.std().item() / math.sqrt(len(est))
     assert abs(est.mean().item() - exact) < 4 * se
-    jac_g = torch.autograd.functional.jacobian(lambda v: block.g(v.view_as(x)).flatten(), x.flatten())
-    assert abs(torch.trace(jac_g).item() - exact) > 4 * se  # the first-order (biased) truncation would be detected
+    if kind == "near_linear":
+        # the test's power, on blocks built so that the higher series terms matter: the first-order (biased)
+        # truncation would be detected. On random blocks how far that truncation lands depends on the draw
+        # (0.1 to 5 standard errors over seeds 0-5), so it is no control there.
+        jac_g = torch.autograd.functional.jacobian(lambda v: block.g(v.view_as(x)).flatten(), x.flatten())
+        assert abs(torch.trace(jac_g).item() - exact) > 4 * se
 
 
 def test_estimator_is_differentiable_in_parameters():
