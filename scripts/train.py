@@ -15,6 +15,7 @@ import fnmatch
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple
 
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import zoo
+from zoo import ModelConfig
 from zoo.hub.files import write_text_atomic
 from zoo.hub.pretrained import WEIGHTS_NAME, push_folder_to_hub
 from zoo.metrics import evaluate
@@ -74,6 +76,9 @@ def main() -> None:
               f"python scripts/train.py {args.name} --output {args.output} --resume", file=sys.stderr)
         sys.exit(130)
     best = zoo.create(f"local-dir:{trained.folder}", pretrained=True)
+    config = ModelConfig.of(best)  # the card cites the registry's reference as it is now, not as the run began
+    reference = zoo.model_info(recipe.model).reference
+    replace(config, entry=config.entry_with(reference=reference.model_dump() if reference else None)).attach(best)
     metrics = evaluate(best, DataLoader(trained.test, batch_size=trained.batch_size), entry_of(best))
     description = trained.description
     zoo.save_pretrained(best, trained.folder, metrics=metrics, data=description)
@@ -121,7 +126,7 @@ def finetune(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
     model = zoo.create(recipe.model, **recipe.build)
     data = build_data(recipe, model.pretrained_cfg)
     result = zoo.finetune(model, data.train, data.val, config=cfg)
-    return Trained(result.best_dir, result.history, f"{_schedule(cfg, len(result.history))}; {data.description}",
+    return Trained(result.best_dir, result.history, f"{data.description}; {_schedule(cfg, len(result.history))}",
                    data.test, cfg.batch_size)
 
 
@@ -129,9 +134,9 @@ def _schedule(cfg: FinetuneConfig, epochs_run: int) -> str:
     """The schedule as run, for the card and the registry (a run stopped short says so)."""
     warmup = f" after {cfg.warmup_epochs} warm-up epoch(s)" if cfg.warmup_epochs else ""
     decay = "a constant learning rate" if cfg.scheduler == "none" else f"{cfg.scheduler} decay{warmup}"
-    return (f"{epochs_run} of {cfg.epochs} epochs run from a random initialisation: {cfg.optimizer}, learning rate "
-            f"{cfg.lr:g}, batch {cfg.batch_size}, weight decay {cfg.weight_decay:g}, {decay}, seed {cfg.seed}; the "
-            f"weights of the epoch best on the held-out split")
+    return (f"schedule: {epochs_run} of {cfg.epochs} epochs run from a random initialisation, {cfg.optimizer}, "
+            f"learning rate {cfg.lr:g}, batch {cfg.batch_size}, weight decay {cfg.weight_decay:g}, {decay}, seed "
+            f"{cfg.seed}, the weights of the epoch best on the held-out split")
 
 
 def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
