@@ -159,8 +159,6 @@ def npz_folder_data(folder: Path, cfg_input: dict, train: bool, *, augment: bool
                     input_size: Optional[int] = None, classes: Optional[Sequence[str]] = None) -> TensorImageData:
     """The :class:`TensorImageData` of an ``.npz`` folder for a model whose ``pretrained_cfg["input"]`` is
     ``cfg_input`` (shape, mean, std, num_classes)."""
-    from zoo.training.datasets import dataset_name  # that module builds on this one
-
     images, labels = load_npz_folder(folder)
     shape = list(cfg_input["shape"])
     channels = shape[0]
@@ -170,4 +168,4 @@ def npz_folder_data(folder: Path, cfg_input: dict, train: bool, *, augment: bool
     return TensorImageData(images, labels, cfg_input.get("mean") or [0.5] * channels,
                            cfg_input.get("std") or [0.5] * channels, size=size, augment=train and augment,
                            pad=max(1, images.shape[-1] // 8), num_classes=cfg_input.get("num_classes"),
-                           classes=classes, source=str(folder), name=dataset_name(folder))
+                           classes=classes, source=str(folder))
