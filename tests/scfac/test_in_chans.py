@@ -153,9 +153,9 @@ def test_grey_certificates_use_sqrt3_and_hold(original, checkpoint) -> None:
         assert torch.equal(grey(adv).argmax(1), y)
 
 
-def test_a_flow_builds_for_other_channels_but_refuses_to_move_its_density(tmp_path: Path) -> None:
+def test_a_flow_builds_for_other_channels_but_refuses_to_move_its_density() -> None:
     """A Residual Flow is a bijection of its input space: ``in_chans`` builds a fresh flow on C-channel images
-    (its log-likelihood is finite and its latent has C*H*W entries), while pretrained weights for one channel are
+    (its log-determinant is finite and its latent has C*H*W entries), while pretrained weights for one channel are
     refused with that reason rather than loaded into a different density."""
     flow = zoo.create("sc-fac-resflow-mnist-small", in_chans=3).eval()
     assert flow.in_shape == (3, 28, 28) and flow.pretrained_cfg["input_size"] == (3, 28, 28)
