@@ -87,20 +87,20 @@ def adapt_state_dict(state: Dict[str, torch.Tensor], *, classifier: Optional[Seq
             raise WeightsError(f"first convolution {first_conv!r} not found in the weights")
         weight = state[key]
         if weight.shape[1] != in_chans:
-            state[key] = _adapt_input_conv(in_chans, weight)
+            state[key] = adapt_input_conv(in_chans, weight)
             log.info("zoo: adapted %s from %d to %d input channels", first_conv, weight.shape[1], in_chans)
     return dropped
 
 
-def _adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
     """First-convolution weights for ``in_chans`` inputs. Grayscale-trained weights (one input channel) are
     repeated and scaled by ``1 / in_chans`` (the same response to a gray image); others follow timm's
     ``adapt_input_conv``, which assumes RGB-trained weights (its default leaves a 1-channel weight unchanged)."""
     if weight.dim() == 4 and weight.shape[1] == 1:
         return (weight.float().repeat(1, in_chans, 1, 1) / in_chans).to(weight.dtype)
-    from timm.models import adapt_input_conv
+    from timm.models import adapt_input_conv as timm_adapt_input_conv
 
-    return adapt_input_conv(in_chans, weight)
+    return timm_adapt_input_conv(in_chans, weight)
 
 
 def load_into(model: nn.Module, state: Dict[str, torch.Tensor], allowed_missing: Sequence[str], source: str) -> None:

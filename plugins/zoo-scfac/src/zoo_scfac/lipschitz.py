@@ -94,10 +94,10 @@ class InputMix(nn.Module):
     """A fixed (never trained) bias-free 1 x 1 mix of the input channels:
     ``(B, in_chans, H, W) -> (B, out_chans, H, W)`` with ``weight`` ``(out_chans, in_chans, 1, 1)``, a buffer.
 
-    Built as timm's ``adapt_input_conv`` makes of the ``out_chans`` identity: the identity for ``in_chans ==
-    out_chans``; ones (a grey image replicated) for one input channel; otherwise input ``c`` feeds output
-    ``c mod out_chans``, the identity's columns repeated and scaled by ``out_chans / in_chans``. It is the model's
-    ``first_conv``, so the zoo adapts a pretrained ``weight`` by the same rule. Its Lipschitz constant (L2) is the
+    Built by the rule the zoo adapts a pretrained ``first_conv`` by (:func:`zoo.hub.state.adapt_input_conv`, timm's
+    ``adapt_input_conv``) applied to the ``out_chans`` identity: the identity for ``in_chans == out_chans``; ones
+    (a grey image replicated) for one input channel; otherwise the identity's columns repeated and scaled. It is
+    the model's ``first_conv``, so a pretrained ``weight`` adapts by the same rule. Its Lipschitz constant (L2) is the
     largest singular value of the ``(out_chans, in_chans)`` matrix (:meth:`lipschitz_bound`), 1 for the identity.
     """
 
@@ -106,14 +106,12 @@ class InputMix(nn.Module):
         if in_chans < 1 or out_chans < 1:
             raise ValueError(f"channel counts must be >= 1, got in_chans={in_chans}, out_chans={out_chans}")
         self.in_chans, self.out_chans = in_chans, out_chans
-        if in_chans == 1:
-            weight = torch.ones(out_chans, 1)
-        else:
-            weight = torch.zeros(out_chans, in_chans)
-            for c in range(in_chans):
-                weight[c % out_chans, c] = 1.0
-            weight = weight * (out_chans / in_chans) if in_chans != out_chans else weight
-        self.register_buffer("weight", weight.reshape(out_chans, in_chans, 1, 1))
+        weight = torch.eye(out_chans).reshape(out_chans, out_chans, 1, 1)
+        if in_chans != out_chans:
+            from zoo.hub.state import adapt_input_conv  # the rule the zoo adapts a pretrained first_conv by
+
+            weight = adapt_input_conv(in_chans, weight)
+        self.register_buffer("weight", weight)
 
     def lipschitz_bound(self) -> float:
         """Largest singular value of the ``(out_chans, in_chans)`` mix (in float64): its L2 Lipschitz constant."""
