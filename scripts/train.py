@@ -168,9 +168,14 @@ def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
                                progress=False, checkpoint=progress)
     model.load_state_dict(student.state_dict())
     teacher_weights = zoo.model_info(spec.teacher).weights
-    description = (f"{spec.method} from {spec.teacher} (weights sha256 {teacher_weights.sha256[:12]}...; "
-                   f"Layer-Decomp init, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s)"
-                   f"{' per block' if spec.method == 'seq-kd' else ''}); {data.description}")
+    if spec.method == "layer-decomp":
+        how = "every layer fitted to its dense kernel by ALS, no training"
+    else:
+        units = (" in all" if spec.method == "e2e-kd" else
+                 f" per block, {len(blocks)} blocks" if blocks else " per tensorial layer")
+        how = f"Layer-Decomp init, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s){units}"
+    description = (f"{spec.method} from {spec.teacher} (weights sha256 {teacher_weights.sha256[:12]}...; {how}); "
+                   f"{data.description}")
     folder = zoo.save_pretrained(model.cpu(), run_dir / "best", data=description)
     write_text_atomic(run_dir / "compress_report.json", json.dumps(report.as_dict(), indent=2) + "\n")
     history = [{"step": "layer-decomp", "val_acc": report.accuracy_layer_decomp},

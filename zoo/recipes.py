@@ -184,15 +184,17 @@ class RecipeData(NamedTuple):
 def build_data(recipe: Recipe, cfg: Mapping[str, Any]) -> RecipeData:
     """The :class:`RecipeData` of ``recipe`` for a model whose ``pretrained_cfg`` is ``cfg``."""
     if recipe.data.source == "npz":
-        return _npz_data(recipe.data, cfg, augment=bool(recipe.finetune.get("augment", True)))
+        role = ("to report the accuracy before and after distillation (no selection)" if recipe.distill is not None
+                else "to choose the best epoch")
+        return _npz_data(recipe.data, cfg, augment=bool(recipe.finetune.get("augment", True)), held_role=role)
     train, held, description = _build_train_held(recipe, cfg)
     return RecipeData(train, held, held, description)
 
 
-def _npz_data(spec: DataSpec, cfg: Mapping[str, Any], augment: bool) -> RecipeData:
+def _npz_data(spec: DataSpec, cfg: Mapping[str, Any], augment: bool, held_role: str) -> RecipeData:
     """Train / selection / test sets of ``.npz`` folders (:mod:`zoo.training.tensor_data`); the selection set is
     ``holdout`` training examples of a seeded split, or the ``val`` folder. ``augment``: crops and flips of the
-    training images."""
+    training images; ``held_role``: what the selection set is for, in the description."""
     from torch.utils.data import Subset
 
     from zoo.paths import data_dir
@@ -216,10 +218,10 @@ def _npz_data(spec: DataSpec, cfg: Mapping[str, Any], augment: bool) -> RecipeDa
         train, val = Subset(augmented, train_idx.tolist()), Subset(plain, held_idx.tolist())
         how = f"{augmented.pad}-px padded random crops, horizontal flips" if augment else "no augmentation"
         text = (f"{len(train_idx):,} of the {len(augmented):,} images of {spec.train} for training ({how}); a "
-                f"disjoint {len(held_idx):,} of them (seeded split, seed {spec.seed}) to choose the best epoch")
+                f"disjoint {len(held_idx):,} of them (seeded split, seed {spec.seed}) {held_role}")
     else:
         train, val = augmented, npz_folder_data(folder(spec.val), cfg["input"], train=False)
-        text = f"{spec.train} for training; {spec.val} to choose the best epoch"
+        text = f"{spec.train} for training; {spec.val} {held_role}"
     if spec.test is None:
         return RecipeData(train, val, val, text + "; metrics on that selection set")
     test = npz_folder_data(folder(spec.test), cfg["input"], train=False)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo_tnn.backbones import build_backbone
-from zoo_tnn.compress import _capture, assign_blocks, compress, forward_order
+from zoo_tnn.compress import assign_blocks, block_output, compress, forward_order
 
 
 FIT = {"sweeps": 4}
@@ -65,9 +65,9 @@ def test_seq_kd_tunes_blocks_bottom_up_on_intermediate_outputs(setup: tuple) -> 
     blocks = [b["block"] for b in rep.block_losses]
     assert blocks == ["conv2"] * 8 + ["fc1"] * 8 + ["fc2"] * 8
     for name in ("conv2", "fc1", "fc2"):
-        target = _capture(teacher, name, x, grad=False)
-        after = F.mse_loss(_capture(student, name, x, grad=False), target)
-        before = F.mse_loss(_capture(ld, name, x, grad=False), target)
+        target = block_output(teacher, name, x, grad=False)
+        after = F.mse_loss(block_output(student, name, x, grad=False), target)
+        before = F.mse_loss(block_output(ld, name, x, grad=False), target)
         assert after < before, name
     assert _logit_mse(student, teacher, x) < _logit_mse(ld, teacher, x)
 

@@ -99,7 +99,7 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass once the watched block has produced its output."""
 
 
-def _capture(model: nn.Module, name: str, x: Tensor, grad: bool) -> Tensor:
+def block_output(model: nn.Module, name: str, x: Tensor, grad: bool) -> Tensor:
     """Output of submodule ``name`` for input ``x``; the forward pass stops right after it."""
     box: List[Tensor] = []
 
@@ -164,7 +164,8 @@ def assign_blocks(model: nn.Module, x: Tensor, blocks: Sequence[str], layers: Se
     return owned
 
 
-def _tensorial_params(module: nn.Module) -> List[nn.Parameter]:
+def tensorial_params(module: nn.Module) -> List[nn.Parameter]:
+    """The factors of every tensorial layer in ``module`` (what Seq-KD / E2E-KD tune)."""
     params: List[nn.Parameter] = []
     for mod in module.modules():
         if isinstance(mod, _Tensorial):
@@ -319,7 +320,7 @@ def compress(
 
     start_unit = [start]
     if method == "e2e-kd":
-        params = _tensorial_params(student)
+        params = tensorial_params(student)
         for p in params:
             p.requires_grad_(True)
 
@@ -338,14 +339,14 @@ def compress(
         for index, (name, layers) in enumerate(owned.items()):
             if index < done:
                 continue
-            params = [p for layer in layers for p in _tensorial_params(student.get_submodule(layer))]
+            params = [p for layer in layers for p in tensorial_params(student.get_submodule(layer))]
             if params:
                 for p in params:
                     p.requires_grad_(True)
 
                 def block_loss(x: Tensor, name: str = name) -> Tensor:
-                    target = _capture(teacher, name, x, grad=False)
-                    return F.mse_loss(_capture(student, name, x, grad=True), target)
+                    target = block_output(teacher, name, x, grad=False)
+                    return F.mse_loss(block_output(student, name, x, grad=True), target)
 
                 _train(params, block_loss, loader, epochs, lr, f"seq-kd {name}", progress, max_steps, device,
                        report.block_losses, name)
