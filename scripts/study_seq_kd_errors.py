@@ -1,0 +1,154 @@
+"""Where a published Seq-KD student loses to its teacher (issue 15, Section 2.5.3): per residual block, the relative error
+of the student's output against the teacher's, once on the student's own input (accumulated through the blocks below,
+what Eq. 2.10 trains on) and once on the teacher's input to that block (the block's local error); then a probe of the
+schedule: the last block tuned for ``--probe-steps`` more Adam steps at the recipe's learning rate and at a tenth of it.
+
+    python scripts/study_seq_kd_errors.py resnet32-cp-10pct --threads 2
+
+Writes benchmarks/tnn_seq_kd_errors.{json,md}; a run replaces the sections of the models it names and keeps the others.
+Errors are ||student - teacher||^2 / ||teacher||^2 over the first ``--images`` held-out images of the recipe's split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+import zoo
+from zoo.hub.files import write_text_atomic
+from zoo.recipes import Recipe, build_data, load_recipe
+from zoo_tnn.compress import accuracy, block_output, tensorial_params
+
+OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "tnn_seq_kd_errors"
+
+
+def block_io(model: nn.Module, blocks: List[str], x: Tensor) -> Dict[str, tuple[Tensor, Tensor]]:
+    """(input, output) of each block in ``blocks`` for one no-grad forward of ``x``."""
+    seen: Dict[str, tuple[Tensor, Tensor]] = {}
+    hooks = [model.get_submodule(b).register_forward_hook(
+        lambda mod, inp, out, b=b: seen.__setitem__(b, (inp[0], out))) for b in blocks]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def relative_errors(teacher: nn.Module, student: nn.Module, blocks: List[str], x: Tensor) -> List[Dict[str, Any]]:
+    """Per block: accumulated (student's own input) and local (teacher's input) relative squared error."""
+    t, s = block_io(teacher, blocks, x), block_io(student, blocks, x)
+    rows = []
+    with torch.no_grad():
+        for b in blocks:
+            t_in, t_out = t[b]
+            energy = t_out.pow(2).sum()
+            local = student.get_submodule(b)(t_in)
+            rows.append({"block": b, "accumulated": float((s[b][1] - t_out).pow(2).sum() / energy),
+                         "local": float((local - t_out).pow(2).sum() / energy)})
+    return rows
+
+
+def probe_last_block(teacher: nn.Module, student: nn.Module, block: str, loader: DataLoader, val: DataLoader,
+                     steps: int, lr: float, seed: int) -> Dict[str, Any]:
+    """Tune ``block``'s tensorial factors for ``steps`` more Seq-KD steps at ``lr`` (Adam, a fresh optimiser) on a copy
+    of ``student``; the mean loss of the first and last quarter of the steps and the held-out accuracy after."""
+    torch.manual_seed(seed)
+    tuned = copy.deepcopy(student).eval()
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    params = tensorial_params(tuned.get_submodule(block))
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    losses: List[float] = []
+    start = time.process_time()
+    while len(losses) < steps:
+        for x, _ in loader:
+            target = block_output(teacher, block, x, grad=False)
+            loss = F.mse_loss(block_output(tuned, block, x, grad=True), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if len(losses) == steps:
+                break
+    q = max(steps // 4, 1)
+    return {"lr": lr, "steps": steps, "loss_first_quarter": sum(losses[:q]) / q,
+            "loss_last_quarter": sum(losses[-q:]) / q, "val_acc": accuracy(tuned, val),
+            "cpu_seconds": time.process_time() - start}
+
+
+def study(name: str, images: int, probe_steps: int) -> Dict[str, Any]:
+    recipe: Recipe = load_recipe(name)
+    spec = recipe.distill
+    if spec is None or spec.method != "seq-kd" or not spec.blocks:
+        raise SystemExit(f"{name}'s recipe is not a Seq-KD distillation over named blocks")
+    teacher = zoo.create(spec.teacher, pretrained=True).eval()
+    student = zoo.create(name, pretrained=True).eval()
+    blocks = [n for n, _ in teacher.named_modules() if n and fnmatch.fnmatchcase(n, spec.blocks)]
+    data = build_data(recipe, student.pretrained_cfg)
+    val = DataLoader(data.val, batch_size=spec.batch_size)
+    x = next(iter(DataLoader(data.val, batch_size=images)))[0]
+    result: Dict[str, Any] = {"model": name, "teacher": spec.teacher, "images": len(x),
+                              "val_acc": accuracy(student, val), "blocks": relative_errors(teacher, student, blocks, x)}
+    if probe_steps:
+        loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)
+        result["probe"] = [probe_last_block(teacher, student, blocks[-1], loader, val, probe_steps, lr, spec.seed)
+                           for lr in (spec.lr, spec.lr / 10)]
+    return result
+
+
+def markdown(results: Dict[str, Dict[str, Any]]) -> str:
+    lines = ["# Seq-KD students: where the error comes from", "",
+             "Command: `python scripts/study_seq_kd_errors.py NAME` (one section per model). Relative squared error "
+             "||student - teacher||^2 / ||teacher||^2 of each residual block's output on held-out images of the "
+             "recipe's split: *accumulated* on the student's own input (what the student computes), *local* on the "
+             "teacher's input to that block (the block's own fit). The probe tunes the last block for more Seq-KD "
+             "steps on a copy of the published student, with a fresh Adam optimiser.", ""]
+    for name, r in sorted(results.items()):
+        lines += [f"## {name}", "", f"Teacher `{r['teacher']}`; {r['images']} held-out images; published student's "
+                  f"held-out accuracy {100 * r['val_acc']:.2f} %.", "", "| block | accumulated | local |",
+                  "|---|---|---|"]
+        lines += [f"| {b['block']} | {b['accumulated']:.3f} | {b['local']:.3f} |" for b in r["blocks"]]
+        if r.get("probe"):
+            lines += ["", f"Probe, last block ({r['blocks'][-1]['block']}):", "",
+                      "| lr | steps | loss, first quarter | loss, last quarter | held-out acc |", "|---|---|---|---|---|"]
+            lines += [f"| {p['lr']:g} | {p['steps']} | {p['loss_first_quarter']:.4f} | {p['loss_last_quarter']:.4f} | "
+                      f"{100 * p['val_acc']:.2f} % |" for p in r["probe"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", help="published Seq-KD students (registry names with a distill recipe)")
+    parser.add_argument("--images", type=int, default=1000, help="held-out images for the relative errors")
+    parser.add_argument("--probe-steps", type=int, default=200, help="steps of the last-block probe (0: no probe)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = OUT.with_suffix(".json")
+    results: Dict[str, Dict[str, Any]] = json.loads(path.read_text())["models"] if path.is_file() else {}
+    for name in args.names:
+        results[name] = study(name, args.images, args.probe_steps)
+        print(json.dumps(results[name], indent=1))
+    write_text_atomic(path, json.dumps({"models": results}, indent=2) + "\n")
+    write_text_atomic(OUT.with_suffix(".md"), markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
