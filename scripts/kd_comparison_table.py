@@ -1,0 +1,94 @@
+"""Tables 2.3 / 2.5 as run here (issue 15): Layer-Decomp, E2E-KD and Seq-KD of the ResNet-32 students at one budget,
+and TNN (reshaped, m-) against NN decompositions at equal rate, beside the dissertation's numbers.
+
+    python scripts/kd_comparison_table.py
+
+Reads the reports scripts/train.py writes (benchmarks/trained/RUN.json: a model's own recipe is its Seq-KD student, the
+variant recipes comparisons/NAME-{layer-decomp,e2e-kd} the other two methods) and writes benchmarks/tnn_resnet32_kd.{md,json}.
+A run that has not finished yet is listed as such, with no number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import zoo
+from zoo.hub.files import write_text_atomic
+from zoo.recipes import recipe_folders
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ROOT / "benchmarks" / "trained"
+OUT = ROOT / "benchmarks" / "tnn_resnet32_kd"
+METHODS = {"layer-decomp": "-layer-decomp", "e2e-kd": "-e2e-kd", "seq-kd": ""}
+STUDENTS = ["resnet32-cp-10pct", "resnet32-tt-10pct", "resnet32-tk-10pct", "resnet32-mcp-10pct", "resnet32-mtt-10pct",
+            "resnet32-mtr-10pct", "resnet32-mcp-5pct", "resnet32-mtt-5pct"]
+
+
+def has_recipe(run: str) -> bool:
+    """Whether a family ships the recipe of ``run`` (a model's own, or comparisons/RUN)."""
+    return any((folder / f"{run}.yaml").is_file() or (folder / "comparisons" / f"{run}.yaml").is_file()
+               for folder in recipe_folders())
+
+
+def measured(run: str) -> Optional[Dict[str, Any]]:
+    """Test top-1 (%) and held-out accuracies of a finished run; None when it has not finished, "no recipe" when
+    the zoo has no recipe for it."""
+    path = TRAINED / f"{run}.json"
+    if not path.is_file():
+        return None if has_recipe(run) else {"no_recipe": True}
+    report = json.loads(path.read_text())
+    last = report["history"][-1]
+    return {"top1": report["metrics"]["top1"], "val_acc": last.get("val_acc"),
+            "teacher_val_acc": last.get("teacher_val_acc"), "data": report["data"]}
+
+
+def rows() -> List[Dict[str, Any]]:
+    out = []
+    for name in STUDENTS:
+        reference = zoo.model_info(name).reference
+        paper = reference.metrics if reference else {}
+        row: Dict[str, Any] = {"model": name, "dissertation": {
+            "e2e-kd": paper.get("top1_e2e_kd"), "seq-kd": paper.get("top1_seq_kd")}}
+        for method, suffix in METHODS.items():
+            row[method] = measured(name + suffix)
+        out.append(row)
+    return out
+
+
+def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
+    def cell(result: Optional[Dict[str, Any]]) -> str:
+        if result is None:
+            return "not run yet"
+        return "no recipe" if result.get("no_recipe") else f"{result['top1']:.2f} %"
+
+    def paper(value: Optional[float]) -> str:
+        return "—" if value is None else f"{value:.2f} %"
+
+    lines = ["# ResNet-32 students on CIFAR-10: Layer-Decomp, E2E-KD, Seq-KD (Tables 2.3-2.5)", "",
+             "Command: `python scripts/kd_comparison_table.py` (reads `benchmarks/trained/`). Top-1 on the official "
+             f"10,000 CIFAR-10 test images. Teacher: the zoo's `resnet32`, {teacher_top1:.2f} % (the dissertation's: "
+             "93.2 %). Every method starts from the same Layer-Decomp initialisation and the same 45,000 training "
+             "images; E2E-KD gets the optimiser steps Seq-KD takes in all (recipes in "
+             "`zoo_tnn/recipes/comparisons/`).", "",
+             "| model | Layer-Decomp | E2E-KD | Seq-KD | dissertation E2E-KD | dissertation Seq-KD |",
+             "|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| `{r['model']}` | {cell(r['layer-decomp'])} | {cell(r['e2e-kd'])} | {cell(r['seq-kd'])} | "
+                     f"{paper(r['dissertation']['e2e-kd'])} | {paper(r['dissertation']['seq-kd'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    table = rows()
+    teacher_top1 = zoo.model_info("resnet32").weights.metrics["top1"]
+    write_text_atomic(OUT.with_suffix(".json"), json.dumps({"teacher_top1": teacher_top1, "rows": table},
+                                                           indent=2) + "\n")
+    text = markdown(table, teacher_top1)
+    write_text_atomic(OUT.with_suffix(".md"), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
