@@ -1,0 +1,51 @@
+"""scripts/study_seq_kd_errors.py: the accumulated / local split of a student's per-block error, on toy chains whose
+answer is known."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "study_seq_kd_errors.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("study_seq_kd_errors", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def chain() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(*(nn.Sequential(nn.Linear(8, 8), nn.Tanh()) for _ in range(3))).eval()
+
+
+def test_an_exact_student_has_no_error(study):
+    teacher = chain()
+    rows = study.relative_errors(teacher, copy.deepcopy(teacher), ["0", "1", "2"], torch.randn(64, 8))
+    assert [r["block"] for r in rows] == ["0", "1", "2"]
+    assert all(r["accumulated"] < 1e-12 and r["local"] < 1e-12 for r in rows)
+
+
+def test_an_error_in_the_first_block_is_local_there_and_only_accumulated_above(study):
+    teacher = chain()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student[0][0].weight.add_(0.3 * torch.randn(8, 8))
+    x = torch.randn(256, 8)
+    first, second, third = study.relative_errors(teacher, student, ["0", "1", "2"], x)
+    assert first["local"] == pytest.approx(first["accumulated"]) and first["local"] > 1e-3
+    assert second["local"] < 1e-12 and third["local"] < 1e-12
+    assert second["accumulated"] > 1e-4 and third["accumulated"] > 1e-5
+    # the definition, by hand for the second block
+    with torch.no_grad():
+        t_mid, s_mid = teacher[0](x), student[0](x)
+        expected = (student[1](s_mid) - teacher[1](t_mid)).pow(2).sum() / teacher[1](t_mid).pow(2).sum()
+    assert second["accumulated"] == pytest.approx(float(expected), rel=1e-5)
