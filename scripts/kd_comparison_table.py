@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ROOT / "benchmarks" / "trained"
 OUT = ROOT / "benchmarks" / "tnn_resnet32_kd"
 METHODS = {"layer-decomp": "-layer-decomp", "e2e-kd": "-e2e-kd", "seq-kd": ""}
+PAIRS = [("resnet32-mcp-10pct", "resnet32-cp-10pct"), ("resnet32-mtt-10pct", "resnet32-tt-10pct")]  # TNN vs NN, one rate
 STUDENTS = ["resnet32-cp-10pct", "resnet32-tt-10pct", "resnet32-tk-10pct", "resnet32-mcp-10pct", "resnet32-mtt-10pct",
             "resnet32-mtr-10pct", "resnet32-mcp-5pct", "resnet32-mtt-5pct"]
 
@@ -77,6 +78,13 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
     for r in table:
         lines.append(f"| `{r['model']}` | {cell(r['layer-decomp'])} | {cell(r['e2e-kd'])} | {cell(r['seq-kd'])} | "
                      f"{paper(r['dissertation']['e2e-kd'])} | {paper(r['dissertation']['seq-kd'])} |")
+    by_name = {r["model"]: r for r in table}
+    lines += ["", "TNN (reshaped) against NN at the same rate, both by Seq-KD (Table 2.4):", "",
+              "| TNN | NN | TNN here | NN here | TNN dissertation | NN dissertation |", "|---|---|---|---|---|---|"]
+    for tnn, nn in PAIRS:
+        a, b = by_name[tnn], by_name[nn]
+        lines.append(f"| `{tnn}` | `{nn}` | {cell(a['seq-kd'])} | {cell(b['seq-kd'])} | "
+                     f"{paper(a['dissertation']['seq-kd'])} | {paper(b['dissertation']['seq-kd'])} |")
     return "\n".join(lines) + "\n"
 
 
