@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 import zoo
 from zoo.hub.files import write_text_atomic
 from zoo.recipes import Recipe, build_data, load_recipe
-from zoo_tnn.compress import accuracy, block_output, tensorial_params
+from zoo_tnn.compress import accuracy, block_output, run_hooked, tensorial_params
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "tnn_seq_kd_errors"
 
@@ -35,14 +35,8 @@ OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "tnn_seq_kd_errors"
 def block_io(model: nn.Module, blocks: List[str], x: Tensor) -> Dict[str, tuple[Tensor, Tensor]]:
     """(input, output) of each block in ``blocks`` for one no-grad forward of ``x``."""
     seen: Dict[str, tuple[Tensor, Tensor]] = {}
-    hooks = [model.get_submodule(b).register_forward_hook(
-        lambda mod, inp, out, b=b: seen.__setitem__(b, (inp[0], out))) for b in blocks]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, x, [model.get_submodule(b).register_forward_hook(
+        lambda mod, inp, out, b=b: seen.__setitem__(b, (inp[0], out))) for b in blocks])
     return seen
 
 

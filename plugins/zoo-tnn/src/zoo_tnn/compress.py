@@ -120,7 +120,7 @@ def block_output(model: nn.Module, name: str, x: Tensor, grad: bool) -> Tensor:
     return box[0]
 
 
-def _run_hooked(model: nn.Module, x: Tensor, hooks: Sequence[Any]) -> None:
+def run_hooked(model: nn.Module, x: Tensor, hooks: Sequence[Any]) -> None:
     """One no-grad forward of ``x`` with ``hooks`` registered, which are removed afterwards."""
     try:
         with torch.no_grad():
@@ -133,7 +133,7 @@ def _run_hooked(model: nn.Module, x: Tensor, hooks: Sequence[Any]) -> None:
 def forward_order(model: nn.Module, x: Tensor, names: Sequence[str]) -> List[str]:
     """``names`` sorted by the order in which the modules first run on ``x``."""
     seen: List[str] = []
-    _run_hooked(model, x, [model.get_submodule(n).register_forward_pre_hook(
+    run_hooked(model, x, [model.get_submodule(n).register_forward_pre_hook(
         lambda m, i, n=n: seen.append(n) if n not in seen else None) for n in names])
     return seen + [n for n in names if n not in seen]
 
@@ -146,7 +146,7 @@ def assign_blocks(model: nn.Module, x: Tensor, blocks: Sequence[str], layers: Se
     previous block). Layers after the last block become blocks of their own.
     """
     done: List[str] = []
-    _run_hooked(model, x, [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: done.append(n))
+    run_hooked(model, x, [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: done.append(n))
                            for n in dict.fromkeys(list(blocks) + list(layers))])
     owned: Dict[str, List[str]] = {}
     pending: List[str] = []
