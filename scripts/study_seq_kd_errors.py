@@ -1,11 +1,14 @@
 """Where a published Seq-KD student loses to its teacher (issue 15, Section 2.5.3): per residual block, the relative error
 of the student's output against the teacher's, once on the student's own input (accumulated through the blocks below,
-what Eq. 2.10 trains on) and once on the teacher's input to that block (the block's local error); then a probe of the
-schedule: the last block tuned for ``--probe-steps`` more Adam steps at the recipe's learning rate and at a tenth of it.
+what Eq. 2.10 trains on) and once on the teacher's input to that block (the block's local error); then two probes of the
+schedule: the last block tuned for ``--probe-steps`` more Adam steps at the recipe's learning rate and at a tenth of it,
+and (``--schedule-blocks K``) the recipe's Seq-KD rerun on its first K blocks at the recipe's epochs per block and at
+``--schedule-epochs``, both arms from the same seed, Layer-Decomp start and data order.
 
     python scripts/study_seq_kd_errors.py resnet32-cp-10pct --threads 2
+    python scripts/study_seq_kd_errors.py resnet32-cp-10pct --probe-steps 0 --schedule-blocks 3 --schedule-epochs 9
 
-Writes benchmarks/tnn_seq_kd_errors.{json,md}; a run replaces the sections of the models it names and keeps the others.
+Writes benchmarks/tnn_seq_kd_errors.{json,md}; a run replaces what it measures of the models it names and keeps the rest.
 Errors are ||student - teacher||^2 / ||teacher||^2 over the first ``--images`` held-out images of the recipe's split.
 """
 
@@ -17,7 +20,7 @@ import fnmatch
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,7 @@ from torch.utils.data import DataLoader
 import zoo
 from zoo.hub.files import write_text_atomic
 from zoo.recipes import Recipe, build_data, load_recipe
-from zoo_tnn.compress import accuracy, block_output, run_hooked, tensorial_params
+from zoo_tnn.compress import accuracy, block_output, compress, run_hooked, tensorial_params
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "tnn_seq_kd_errors"
 
@@ -84,7 +87,29 @@ def probe_last_block(teacher: nn.Module, student: nn.Module, block: str, loader:
             "cpu_seconds": time.process_time() - start}
 
 
-def study(name: str, images: int, probe_steps: int) -> Dict[str, Any]:
+def probe_schedule(teacher: nn.Module, decomposition: str, rate: float, m: Optional[int], blocks: List[str],
+                   loader: DataLoader, x: Tensor, epochs: List[int], lr: float, seed: int,
+                   max_steps: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Seq-KD (Eq. 2.10) of ``teacher`` on its first ``blocks`` only, once per entry of ``epochs`` (epochs per block),
+    each arm from ``seed`` (same Layer-Decomp start, same data order). Layers outside ``blocks`` stay dense, so nothing
+    after them is tuned. Per arm: the per-epoch block losses, the CPU seconds and the accumulated / local relative
+    errors of ``blocks`` on ``x``."""
+    inside = tuple(b + "." for b in blocks)
+    dense = [n for n, mod in teacher.named_modules()
+             if isinstance(mod, (nn.Conv2d, nn.Linear)) and not n.startswith(inside)]
+    arms = []
+    for n in epochs:
+        torch.manual_seed(seed)
+        start = time.process_time()
+        student, report = compress(teacher, decomposition, rate, loader, method="seq-kd", m=m, epochs=n, lr=lr,
+                                   blocks=blocks, tensorize_kwargs={"exclude": dense}, max_steps=max_steps,
+                                   progress=False)
+        arms.append({"epochs": n, "cpu_s": time.process_time() - start, "losses": report.block_losses,
+                     "errors": relative_errors(teacher, student.eval(), blocks, x)})
+    return arms
+
+
+def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedule_epochs: int) -> Dict[str, Any]:
     recipe: Recipe = load_recipe(name)
     spec = recipe.distill
     if spec is None or spec.method != "seq-kd" or not spec.blocks:
@@ -101,6 +126,12 @@ def study(name: str, images: int, probe_steps: int) -> Dict[str, Any]:
         loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)
         result["probe"] = [probe_last_block(teacher, student, blocks[-1], loader, val, probe_steps, lr, spec.seed)
                            for lr in (spec.lr, spec.lr / 10)]
+    if schedule_blocks:
+        args = zoo.model_info(name).args
+        loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)
+        result["schedule"] = probe_schedule(teacher, args["decomposition"], args["rate"], args.get("m"),
+                                            blocks[:schedule_blocks], loader, x, [spec.epochs, schedule_epochs],
+                                            spec.lr, spec.seed)
     return result
 
 
@@ -109,8 +140,9 @@ def markdown(results: Dict[str, Dict[str, Any]]) -> str:
              "Command: `python scripts/study_seq_kd_errors.py NAME` (one section per model). Relative squared error "
              "||student - teacher||^2 / ||teacher||^2 of each residual block's output on held-out images of the "
              "recipe's split: *accumulated* on the student's own input (what the student computes), *local* on the "
-             "teacher's input to that block (the block's own fit). The probe tunes the last block for more Seq-KD "
-             "steps on a copy of the published student, with a fresh Adam optimiser.", ""]
+             "teacher's input to that block (the block's own fit). The last-block probe tunes the last block for more "
+             "Seq-KD steps on a copy of the published student, with a fresh Adam optimiser; the schedule probe reruns "
+             "the recipe's Seq-KD on the first blocks at the recipe's epochs per block and at more.", ""]
     for name, r in sorted(results.items()):
         lines += [f"## {name}", "", f"Teacher `{r['teacher']}`; {r['images']} held-out images; published student's "
                   f"held-out accuracy {100 * r['val_acc']:.2f} %.", "", "| block | accumulated | local |",
@@ -121,8 +153,27 @@ def markdown(results: Dict[str, Dict[str, Any]]) -> str:
                       "| lr | steps | loss, first quarter | loss, last quarter | held-out acc |", "|---|---|---|---|---|"]
             lines += [f"| {p['lr']:g} | {p['steps']} | {p['loss_first_quarter']:.4f} | {p['loss_last_quarter']:.4f} | "
                       f"{100 * p['val_acc']:.2f} % |" for p in r["probe"]]
+        if r.get("schedule"):
+            lines += schedule_markdown(r["schedule"])
         lines.append("")
     return "\n".join(lines)
+
+
+def schedule_markdown(arms: List[Dict[str, Any]]) -> List[str]:
+    """The schedule probe: per block, the mean loss of each epoch and the errors at the end, one column per arm."""
+    names = [e["block"] for e in arms[0]["errors"]]
+    seconds = ", ".join(f"{a['cpu_s']:.0f} s" for a in arms)
+    lines = ["", f"Schedule probe: the recipe's Seq-KD rerun on the first {len(names)} blocks from the same seed, "
+             f"Layer-Decomp start and data order (CPU time per arm: {seconds}).", "",
+             "| block | measure | " + " | ".join(f"{a['epochs']} epochs/block" for a in arms) + " |",
+             "|---|---|" + "---|" * len(arms)]
+    for i, b in enumerate(names):
+        curves = [", ".join(f"{row['mean_loss']:.3f}" for row in a["losses"] if row["block"] == b) for a in arms]
+        lines.append(f"| {b} | mean loss per epoch | " + " | ".join(curves) + " |")
+        for key in ("accumulated", "local"):
+            values = [f"{a['errors'][i][key]:.3f}" for a in arms]
+            lines.append(f"| {b} | {key} error | " + " | ".join(values) + " |")
+    return lines
 
 
 def main() -> None:
@@ -130,6 +181,10 @@ def main() -> None:
     parser.add_argument("names", nargs="+", help="published Seq-KD students (registry names with a distill recipe)")
     parser.add_argument("--images", type=int, default=1000, help="held-out images for the relative errors")
     parser.add_argument("--probe-steps", type=int, default=200, help="steps of the last-block probe (0: no probe)")
+    parser.add_argument("--schedule-blocks", type=int, default=0,
+                        help="rerun Seq-KD on this many first blocks at two schedules (0: no schedule probe)")
+    parser.add_argument("--schedule-epochs", type=int, default=9,
+                        help="epochs per block of the schedule probe's longer arm (the other is the recipe's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -137,7 +192,9 @@ def main() -> None:
     path = OUT.with_suffix(".json")
     results: Dict[str, Dict[str, Any]] = json.loads(path.read_text())["models"] if path.is_file() else {}
     for name in args.names:
-        results[name] = study(name, args.images, args.probe_steps)
+        # a probe not run this time keeps its earlier result
+        results[name] = {**results.get(name, {}),
+                         **study(name, args.images, args.probe_steps, args.schedule_blocks, args.schedule_epochs)}
         print(json.dumps(results[name], indent=1))
     write_text_atomic(path, json.dumps({"models": results}, indent=2) + "\n")
     write_text_atomic(OUT.with_suffix(".md"), markdown(results))

@@ -49,3 +49,29 @@ def test_an_error_in_the_first_block_is_local_there_and_only_accumulated_above(s
         t_mid, s_mid = teacher[0](x), student[0](x)
         expected = (student[1](s_mid) - teacher[1](t_mid)).pow(2).sum() / teacher[1](t_mid).pow(2).sum()
     assert second["accumulated"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_schedule_probe_tunes_only_the_named_blocks_from_one_start(study):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from zoo_tnn.backbones import build_backbone
+
+    torch.manual_seed(0)
+    teacher = build_backbone("resnet20").eval()
+    x = torch.randn(16, 3, 16, 16)
+    loader = DataLoader(TensorDataset(x), batch_size=4, shuffle=True)
+    arms = study.probe_schedule(teacher, "cp", 0.2, None, ["layer1.0", "layer1.1"], loader, x[:8], [1, 3],
+                                lr=1e-3, seed=0, max_steps=2)
+    assert [a["epochs"] for a in arms] == [1, 3]
+    # nothing after the named blocks is tuned: the layers outside them stay dense
+    assert [r["block"] for r in arms[0]["losses"]] == ["layer1.0", "layer1.1"]
+    assert [r["block"] for r in arms[1]["losses"]] == ["layer1.0"] * 3 + ["layer1.1"] * 3
+    # both arms start from the same Layer-Decomp factors and draw the same batches: their first epoch is the same
+    assert arms[1]["losses"][0]["first_loss"] == pytest.approx(arms[0]["losses"][0]["first_loss"], rel=1e-6)
+    assert arms[1]["losses"][0]["mean_loss"] == pytest.approx(arms[0]["losses"][0]["mean_loss"], rel=1e-6)
+    for arm in arms:
+        assert [r["block"] for r in arm["errors"]] == ["layer1.0", "layer1.1"]
+        assert all(0 < r["local"] < 1 and r["accumulated"] > 0 for r in arm["errors"])
+    # only the first block reads the teacher's own input, so there local and accumulated agree
+    assert arms[0]["errors"][0]["local"] == pytest.approx(arms[0]["errors"][0]["accumulated"], rel=1e-5)
+    assert "3 epochs/block" in "\n".join(study.schedule_markdown(arms))
