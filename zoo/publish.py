@@ -68,12 +68,11 @@ def record_state_dict(entry: ModelEntry, state_dict: Mapping[str, Any], metrics:
     """Save ``state_dict`` (tensors) as safetensors and record it as ``entry``'s weights (:func:`record_weights`)."""
     import tempfile
 
-    from safetensors.torch import save_file
+    from zoo.hub.state import write_safetensors
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(path),
-                  metadata=dict(metadata or {}))
+        write_safetensors({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, path, dict(metadata or {}))
         return record_weights(entry, path, metrics, data, bundle=bundle, hf_hub_id=hf_hub_id)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.hub.files import atomic_path, sha256_of, write_text_atomic
+from zoo.hub.state import write_safetensors
 from zoo.registry.schema import ENTRY_FIELDS, ModelEntry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,8 +65,6 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optiona
     Each file is written to a temporary name and renamed, so an interrupted save leaves no partial file.
     ``metrics`` (measured by a script) and ``data`` (what the model was trained on) go into config and card.
     """
-    from safetensors.torch import save_file
-
     directory = _folder_to_write(directory)
     config = config_of(model)
     if metrics is not None:
@@ -79,7 +78,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, metrics: Optiona
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     try:
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt", "zoo_name": config["name"]})
+            write_safetensors(state, tmp, {"format": "pt", "zoo_name": config["name"]})
             config["weights_sha256"] = sha256_of(tmp)  # checked when the folder is loaded
         write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
         write_text_atomic(directory / CARD_NAME, model_card(config))

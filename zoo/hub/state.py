@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -27,6 +28,25 @@ def read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def write_safetensors(state: Dict[str, torch.Tensor], path: Path, metadata: Dict[str, str]) -> None:
+    """Write ``state`` (contiguous CPU tensors) to ``path`` as safetensors, byte for byte the same for the same tensors
+    and metadata: safetensors writes ``__metadata__`` in a random key order (safetensors#584), so the header is
+    written again with its keys sorted (offsets are relative to the end of the header, so they do not change)."""
+    from safetensors.torch import save
+
+    data = save(state, metadata=metadata or None)  # 0.8.0 writes a broken header for {} tensors with {} metadata
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format aligns the data on 8 bytes
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(data[8 + size:])
 
 
 def read_torch_checkpoint(path: Path, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
