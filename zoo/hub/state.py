@@ -1,4 +1,5 @@
-"""Loading a safetensors state dict into a model, adapting the head and the input channels."""
+"""Reading and writing safetensors state dicts, and loading one into a model (adapting the head and the input
+channels)."""
 
 from __future__ import annotations
 
