@@ -122,13 +122,12 @@ def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedu
     x = next(iter(DataLoader(data.val, batch_size=images)))[0]
     result: Dict[str, Any] = {"model": name, "teacher": spec.teacher, "images": len(x),
                               "val_acc": accuracy(student, val), "blocks": relative_errors(teacher, student, blocks, x)}
+    loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)  # shuffled by the global RNG
     if probe_steps:
-        loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)
         result["probe"] = [probe_last_block(teacher, student, blocks[-1], loader, val, probe_steps, lr, spec.seed)
                            for lr in (spec.lr, spec.lr / 10)]
     if schedule_blocks:
         args = zoo.model_info(name).args
-        loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)
         result["schedule"] = probe_schedule(teacher, args["decomposition"], args["rate"], args.get("m"),
                                             blocks[:schedule_blocks], loader, x, [spec.epochs, schedule_epochs],
                                             spec.lr, spec.seed)
