@@ -141,7 +141,7 @@ def _schedule(cfg: FinetuneConfig, epochs_run: int) -> str:
 
 def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
     """Distil ``recipe.model`` from its teacher's published weights (zoo_tnn.compress, Section 2.5.3) into
-    ``run_dir/best``; progress is kept in ``run_dir/distill.pt`` after every Seq-KD block / E2E-KD epoch."""
+    ``run_dir/best``; progress is kept in ``run_dir/distill.pt`` after every epoch."""
     from zoo_tnn.compress import compress
 
     spec = recipe.distill
@@ -163,7 +163,7 @@ def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
     loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True,
                         pin_memory=device == "cuda")
     student, report = compress(teacher, args["decomposition"], args["rate"], loader, method=spec.method,
-                               m=args.get("m"), epochs=spec.epochs, lr=spec.lr, blocks=blocks,
+                               m=args.get("m"), epochs=spec.epochs, lr=spec.lr, blocks=blocks, tune=spec.tune,
                                eval_loader=DataLoader(data.val, batch_size=spec.batch_size), device=device,
                                progress=False, checkpoint=progress)
     model.load_state_dict(student.state_dict())
@@ -173,7 +173,9 @@ def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
     else:
         units = (" in all" if spec.method == "e2e-kd" else
                  f" per block, {len(blocks)} blocks" if blocks else " per tensorial layer")
-        how = f"Layer-Decomp init, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s){units}"
+        tuned = "" if spec.tune == "tensorial" else ", batch-norm scale/shift and dense layers before each block too"
+        how = (f"Layer-Decomp init, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s){units}"
+               f"{tuned}")
     description = (f"{spec.method} from {spec.teacher} (weights sha256 {teacher_weights.sha256[:12]}...; {how}); "
                    f"{data.description}")
     folder = zoo.save_pretrained(model.cpu(), run_dir / "best", data=description)

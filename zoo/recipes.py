@@ -89,6 +89,9 @@ class DistillSpec(BaseModel):
     batch_size: int = Field(128, ge=1)
     blocks: Optional[str] = Field(None, description="seq-kd sub-problems: an fnmatch pattern of module names whose "
                                                     "outputs are matched bottom-up (default: every tensorised layer)")
+    tune: Literal["tensorial", "all"] = Field("tensorial", description="what is trained: the tensorial factors "
+                                              "(Eqs. 2.9-2.10) or every parameter before each matched output "
+                                              "(batch-norm scale and shift too, as the official code does)")
     seed: int = 0
 
 

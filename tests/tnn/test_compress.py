@@ -105,6 +105,35 @@ def test_bad_method(setup: tuple) -> None:
     teacher, _, loader = setup
     with pytest.raises(ValueError, match="method must be one of"):
         compress(teacher, "cp", 0.1, loader, method="magic")
+    with pytest.raises(ValueError, match=r"tune must be one of \('tensorial', 'all'\), got 'bn'"):
+        compress(teacher, "cp", 0.1, loader, tune="bn")
+
+
+@pytest.mark.parametrize("tune", ["tensorial", "all"])
+def test_seq_kd_tunes_what_runs_before_each_stage(tune: str) -> None:
+    """The official code's Seq-KD (phase1.py): a ResNet's stages as blocks, each training every variable in it and
+    the stem with the first; ``tune="tensorial"`` keeps to the factors (Eq. 2.10). Nothing after the last block moves,
+    and batch-norm statistics never do."""
+    torch.manual_seed(0)
+    teacher = build_backbone("resnet20").eval()
+    x = torch.randn(8, 3, 16, 16)
+    loader = DataLoader(TensorDataset(x), batch_size=4)
+    ld, _ = compress(teacher, "cp", 0.2, loader, method="layer-decomp", fit_kwargs={"sweeps": 2}, progress=False)
+    torch.manual_seed(0)
+    student, rep = compress(teacher, "cp", 0.2, loader, method="seq-kd", blocks=["layer1", "layer2", "layer3"],
+                            tune=tune, epochs=2, fit_kwargs={"sweeps": 2}, progress=False)
+    assert [b["block"] for b in rep.block_losses] == ["layer1"] * 2 + ["layer2"] * 2 + ["layer3"] * 2
+    before, after = ld.state_dict(), student.state_dict()
+    moved = {k for k in after if not torch.equal(before[k], after[k])}
+    tensorial = {k for k in after if ".factors." in k}
+    assert len(tensorial) == 18 * 4 and tensorial <= moved  # 18 convolutions in the stages, 4 CP factors each
+    affine = {k for k in after if k.endswith((".weight", ".bias")) and "bn" in k}
+    assert {"bn1.weight", "layer1.0.bn1.bias", "layer3.2.bn2.weight"} <= affine
+    if tune == "all":  # the stem conv1 and bn1 run before layer1, so its sub-problem tunes them
+        assert affine | {"conv1.weight"} <= moved
+    else:
+        assert not moved & (affine | {"conv1.weight"})
+    assert not {k for k in moved if k.startswith("fc.") or "running_" in k or "num_batches" in k}
 
 
 class _Interrupting:
@@ -124,9 +153,11 @@ class _Interrupting:
             yield batch
 
 
-@pytest.mark.parametrize("method,stop_at", [("seq-kd", 15), ("e2e-kd", 5)])
-def test_an_interrupted_compression_resumes_to_the_same_student(setup: tuple, tmp_path, method: str,
-                                                               stop_at: int) -> None:
+# 3 batches an epoch, 2 epochs a unit; seq-kd draws batch 1 as its probe, so block act2 reads batches 2-7, act3
+# 8-13 and act4 14-19: stop 15 falls in act4's first epoch, stop 6 in act2's second; e2e-kd's stop 5 in epoch 2
+@pytest.mark.parametrize("method,stop_at,done,epoch", [("seq-kd", 15, 2, 0), ("seq-kd", 6, 0, 1), ("e2e-kd", 5, 1, 0)])
+def test_an_interrupted_compression_resumes_to_the_same_student(setup: tuple, tmp_path, method: str, stop_at: int,
+                                                               done: int, epoch: int) -> None:
     teacher, x, _ = setup
     data = TensorDataset(x, torch.zeros(len(x), dtype=torch.long))
     # a shuffled loader draws from the global RNG: the checkpoint's RNG state must make the order repeat
@@ -136,11 +167,12 @@ def test_an_interrupted_compression_resumes_to_the_same_student(setup: tuple, tm
     straight, _ = compress(teacher, "mcp", 0.1, DataLoader(data, batch_size=32, shuffle=True), **options)
     torch.manual_seed(1)
     path = tmp_path / "progress.pt"
-    with pytest.raises(KeyboardInterrupt):  # seq-kd: in block act4 (batch 1 is the probe), e2e-kd: in epoch 2
+    with pytest.raises(KeyboardInterrupt):
         compress(teacher, "mcp", 0.1, _Interrupting(DataLoader(data, batch_size=32, shuffle=True), stop_at),
                  checkpoint=path, **options)
     saved = torch.load(path, weights_only=True)
-    assert saved["done"] == (2 if method == "seq-kd" else 1)
+    assert (saved["done"], saved["epoch"]) == (done, epoch)
+    assert (saved["optimizer"] is not None) == (epoch > 0 or method == "e2e-kd")  # Adam's moments mid-unit
     torch.manual_seed(123)  # whatever the process did since: the saved state decides
     resumed, report = compress(teacher, "mcp", 0.1, DataLoader(data, batch_size=32, shuffle=True),
                                checkpoint=path, **options)

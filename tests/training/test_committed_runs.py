@@ -35,3 +35,32 @@ def test_a_committed_run_continues_its_recipe(run: Path):
     model.load_state_dict(state["model"])
     if state["epoch"] < recipe.finetune["epochs"]:  # an unfinished schedule never publishes weights
         assert zoo.model_info(recipe.model).weights is None
+
+
+DISTILLATIONS = sorted(p for p in (ROOT / "checkpoints").glob("*") if (p / "distill.pt").is_file())
+
+
+def _recipe_of_run(name: str):
+    """A run directory is named after its recipe: a registry model's own, or a variant under comparisons/."""
+    return load_recipe(name if name in zoo.list_models() else f"comparisons/{name}")
+
+
+@pytest.mark.parametrize("run", DISTILLATIONS, ids=[run.name for run in DISTILLATIONS])
+def test_a_committed_distillation_continues_its_recipe(run: Path):
+    """distill.pt (zoo_tnn.compress's progress file) holds the recipe's method, decomposition and rate, a student
+    that loads into the registry model, and one loss row per finished epoch of every finished unit."""
+    state = torch.load(run / "distill.pt", map_location="cpu", weights_only=True)
+    recipe = _recipe_of_run(run.name)
+    spec, args = recipe.distill, zoo.model_info(recipe.model).args
+    report = state["report"]
+    assert (report["method"], report["decomposition"], report["rate"]) == (spec.method, args["decomposition"],
+                                                                           args["rate"])
+    zoo.create(recipe.model).load_state_dict(state["student"])  # strict: the same tensors, the same shapes
+    epoch = state.get("epoch", 0)  # files written before per-epoch progress have none
+    assert 0 <= epoch < max(spec.epochs, 1)
+    rows = report["block_losses"]
+    if spec.method == "seq-kd":
+        assert len(rows) == state["done"] * spec.epochs + epoch
+        assert all(row["epoch"] == 1 + i % spec.epochs for i, row in enumerate(rows))
+    else:
+        assert [row["epoch"] for row in rows] == list(range(1, state["done"] + 1))

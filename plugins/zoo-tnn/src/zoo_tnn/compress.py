@@ -7,11 +7,13 @@
   output ``||V(l) - V'(l)||^2``, the block's input coming from the already-tuned student.
 
 Optimiser: Adam, learning rate 1e-3 (Section 2.7.1). The student runs in eval mode (batch-norm
-statistics and dropout of the teacher are kept) while its factors are trained.
+statistics and dropout of the teacher are kept) while its factors are trained. ``tune="all"`` also trains the other
+parameters that run before each matched output (batch-norm scale and shift, a dense stem), as the dissertation's
+official code does (FurongHuang/TTP-NeuralNets-Compression, ``phase1.py``: every trainable variable of the block).
 
 Long runs resume: with ``checkpoint=``, the student, the report and the torch RNG state are written (atomically,
-loadable with ``weights_only=True``) after Layer-Decomp and after every finished Seq-KD block or E2E-KD epoch, and an
-existing file is continued from there.
+loadable with ``weights_only=True``) after Layer-Decomp and after every epoch (with Adam's state while a Seq-KD block
+or the E2E-KD run is unfinished), and an existing file is continued from there.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from zoo_tnn.layers import _Tensorial
 from zoo_tnn.tensorize import compression_report, tensorize
 
 METHODS = ("layer-decomp", "e2e-kd", "seq-kd")
+TUNE = ("tensorial", "all")
 
 
 @dataclass
@@ -165,12 +168,23 @@ def assign_blocks(model: nn.Module, x: Tensor, blocks: Sequence[str], layers: Se
 
 
 def tensorial_params(module: nn.Module) -> List[nn.Parameter]:
-    """The factors of every tensorial layer in ``module`` (what Seq-KD / E2E-KD tune)."""
+    """The factors of every tensorial layer in ``module`` (what Seq-KD / E2E-KD tune by default)."""
     params: List[nn.Parameter] = []
     for mod in module.modules():
         if isinstance(mod, _Tensorial):
             params += list(mod.parameters())
     return params
+
+
+def parameter_units(model: nn.Module) -> List[str]:
+    """Names of the modules that hold ``model``'s parameters, each parameter in exactly one: the tensorial
+    layers (their factors) and every other module with parameters of its own (batch norms, dense layers)."""
+    tensorial = [n for n, m in model.named_modules() if isinstance(m, _Tensorial)]
+    inside = tuple(f"{n}." for n in tensorial)
+    own = [n for n, m in model.named_modules()
+           if n and not isinstance(m, _Tensorial) and not n.startswith(inside)
+           and any(True for _ in m.parameters(recurse=False))]
+    return tensorial + own
 
 
 def _progress(iterable: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
@@ -214,10 +228,11 @@ def _train(params: List[nn.Parameter], loss_fn: Callable[[Tensor], Tensor], load
 
 
 def _save_progress(path: Path, student: nn.Module, report: "CompressReport", done: int,
-                   optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-    """Write the student, the report, the RNG state (and the E2E-KD optimiser) after ``done`` finished units,
-    through a temporary file and a rename."""
-    state = {"student": student.state_dict(), "report": report.as_dict(), "done": done,
+                   optimizer: Optional[torch.optim.Optimizer] = None, epoch: int = 0) -> None:
+    """Write the student, the report, the RNG state (and the optimiser of the unit in progress) after ``done``
+    finished units (Seq-KD blocks, E2E-KD epochs) and ``epoch`` finished epochs of the next Seq-KD block, through a
+    temporary file and a rename."""
+    state = {"student": student.state_dict(), "report": report.as_dict(), "done": done, "epoch": epoch,
              "rng": torch.get_rng_state(), "optimizer": optimizer.state_dict() if optimizer is not None else None}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,6 +263,7 @@ def compress(
     epochs: int = 1,
     lr: float = 1e-3,
     blocks: Optional[Sequence[str]] = None,
+    tune: str = "tensorial",
     eval_loader: Optional[Iterable[Any]] = None,
     fit_kwargs: Optional[Dict[str, Any]] = None,
     tensorize_kwargs: Optional[Dict[str, Any]] = None,
@@ -265,16 +281,21 @@ def compress(
         blocks: Seq-KD sub-problems as module names whose outputs are matched, run bottom-up; each
             tunes the tensorial layers that run before it (see :func:`assign_blocks`). Default: each
             tensorized layer on its own output (Eq. 2.10).
+        tune: ``"tensorial"``: the tensorial layers' factors, the kernels Eqs. 2.9-2.10 minimise over;
+            ``"all"``: every parameter that runs between the previous block's output and the block's own
+            (batch-norm scale and shift, a dense stem before the first block; for E2E-KD every parameter of the
+            student), what the official code tunes. Batch-norm statistics stay frozen either way.
         eval_loader: ``(x, y)`` batches to report accuracy before and after.
         fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``).
         max_steps: cap on optimiser steps per epoch (quick runs).
-        checkpoint: progress file, written after Layer-Decomp and every finished Seq-KD block / E2E-KD epoch;
-            if it exists, the run continues from it (same teacher, decomposition, rate and method).
+        checkpoint: progress file, written after Layer-Decomp and every epoch; if it exists, the run continues from it (same teacher, decomposition, rate and method).
 
     Returns the student and a :class:`CompressReport` (per-layer reconstruction errors, per-block losses).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if tune not in TUNE:
+        raise ValueError(f"tune must be one of {TUNE}, got {tune!r}")
     start = time.time()
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
@@ -295,7 +316,7 @@ def compress(
         student.load_state_dict(resumed["student"])
         report = CompressReport(**resumed["report"])
         torch.set_rng_state(resumed["rng"])
-        done = int(resumed["done"])
+        done, epoch_done = int(resumed["done"]), int(resumed.get("epoch", 0))
     else:
         rep = compression_report(student)
         report = CompressReport(
@@ -307,20 +328,24 @@ def compress(
         if eval_loader is not None:
             report.accuracy_teacher = accuracy(teacher, eval_loader, device)
             report.accuracy_layer_decomp = accuracy(student, eval_loader, device)
-        done = 0
+        done, epoch_done = 0, 0
         if path is not None:
             _save_progress(path, student, report, done)
     tensorial_names = [r.name for r in records if r.status in ("tensorized", "rank1")]
 
-    def finished(units: int, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    def finished(units: int, optimizer: Optional[torch.optim.Optimizer] = None, epoch: int = 0) -> None:
         if path is not None:
             report.seconds += time.time() - start_unit[0]
             start_unit[0] = time.time()
-            _save_progress(path, student, report, units, optimizer)
+            _save_progress(path, student, report, units, optimizer, epoch)
+
+    def unit_params(name: str) -> List[nn.Parameter]:
+        module = student.get_submodule(name)
+        return tensorial_params(module) if isinstance(module, _Tensorial) else list(module.parameters(recurse=False))
 
     start_unit = [start]
     if method == "e2e-kd":
-        params = tensorial_params(student)
+        params = tensorial_params(student) if tune == "tensorial" else list(student.parameters())
         for p in params:
             p.requires_grad_(True)
 
@@ -335,11 +360,15 @@ def compress(
                after_epoch=lambda e, opt: finished(e + 1, opt))
     elif method == "seq-kd":
         names = list(blocks) if blocks is not None else tensorial_names
-        owned = assign_blocks(student, probe, names, tensorial_names)
+        units = tensorial_names if tune == "tensorial" else parameter_units(student)
+        owned = assign_blocks(student, probe, names, units)
+        if tune == "all":  # dense layers after the last block stay as they are, as in the official code
+            owned = {b: layers for b, layers in owned.items() if b in names or b in tensorial_names}
         for index, (name, layers) in enumerate(owned.items()):
             if index < done:
                 continue
-            params = [p for layer in layers for p in tensorial_params(student.get_submodule(layer))]
+            resuming = index == done and epoch_done > 0
+            params = [p for layer in layers for p in unit_params(layer)]
             if params:
                 for p in params:
                     p.requires_grad_(True)
@@ -349,7 +378,9 @@ def compress(
                     return F.mse_loss(block_output(student, name, x, grad=True), target)
 
                 _train(params, block_loss, loader, epochs, lr, f"seq-kd {name}", progress, max_steps, device,
-                       report.block_losses, name)
+                       report.block_losses, name, first_epoch=epoch_done if resuming else 0,
+                       optimizer_state=resumed["optimizer"] if resuming and resumed is not None else None,
+                       after_epoch=lambda e, opt, i=index: finished(i, opt, e + 1) if e + 1 < epochs else None)
                 for p in params:
                     p.requires_grad_(False)
             finished(index + 1)
