@@ -4,7 +4,7 @@
 #   OUT=results ZOO_SHARED_DATA=/tmp/zoo-data bash scripts/device_train_cifar10.sh [SECONDS] [MODEL ...]
 #
 # Each model (default: the resnet32 teacher, its Seq-KD students, the Layer-Decomp / E2E-KD comparisons of Tables
-# 2.3 / 2.5, then SC-Fac and BQN) runs `scripts/train.py MODEL --output
+# 2.3 / 2.5, Seq-KD on the official code's schedule, then SC-Fac and BQN) runs `scripts/train.py MODEL --output
 # checkpoints --resume` (resumes checkpoints/MODEL when it exists) with a slice of the budget; when the slice runs
 # out it gets SIGINT, which writes its checkpoint, so the next session (GPU or CPU) continues where this one stopped.
 # checkpoints/ and benchmarks/trained/ come back as $OUT/cifar10_runs.tgz: unpack it over the checkout and commit.
@@ -24,6 +24,7 @@ MODELS=("$@")
 ((${#MODELS[@]})) || MODELS=(resnet32 resnet32-mcp-10pct resnet32-mtt-10pct resnet32-cp-10pct resnet32-tt-10pct
                              resnet32-tk-10pct resnet32-mtr-10pct resnet32-mcp-5pct resnet32-mtt-5pct
                              comparisons/resnet32-{cp,tt}-10pct-{layer-decomp,e2e-kd}
+                             comparisons/resnet32-cp-10pct-seq-kd-stages
                              sc-fac-wrn10-1-cifar10 bqn-cnn-cifar10)
 START=$SECONDS
 LOGS=$(mktemp -d)
