@@ -288,7 +288,8 @@ def compress(
         eval_loader: ``(x, y)`` batches to report accuracy before and after.
         fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``).
         max_steps: cap on optimiser steps per epoch (quick runs).
-        checkpoint: progress file, written after Layer-Decomp and every epoch; if it exists, the run continues from it (same teacher, decomposition, rate and method).
+        checkpoint: progress file, written after Layer-Decomp and every epoch; if it exists, the run continues
+            from it (same teacher, decomposition, rate and method).
 
     Returns the student and a :class:`CompressReport` (per-layer reconstruction errors, per-block losses).
     """
@@ -341,7 +342,9 @@ def compress(
 
     def unit_params(name: str) -> List[nn.Parameter]:
         module = student.get_submodule(name)
-        return tensorial_params(module) if isinstance(module, _Tensorial) else list(module.parameters(recurse=False))
+        if tune == "tensorial" or isinstance(module, _Tensorial):
+            return tensorial_params(module)
+        return list(module.parameters(recurse=False))
 
     start_unit = [start]
     if method == "e2e-kd":
