@@ -7,9 +7,12 @@ and (``--schedule-blocks K``) the recipe's Seq-KD rerun on its first K blocks at
 
     python scripts/study_seq_kd_errors.py resnet32-cp-10pct --threads 2
     python scripts/study_seq_kd_errors.py resnet32-cp-10pct --probe-steps 0 --schedule-blocks 3 --schedule-epochs 9
+    python scripts/study_seq_kd_errors.py comparisons/resnet32-cp-10pct-seq-kd-stages --blocks "layer?.?" --probe-steps 0
 
-Writes benchmarks/tnn_seq_kd_errors.{json,md}; a run replaces what it measures of the models it names and keeps the rest.
-Errors are ||student - teacher||^2 / ||teacher||^2 over the first ``--images`` held-out images of the recipe's split.
+A variant recipe (comparisons/RUN) is measured on the student in its progress file checkpoints/RUN/distill.pt, finished
+or not; its section says how far the run got. Writes benchmarks/tnn_seq_kd_errors.{json,md}; a run replaces what it
+measures of the models it names and keeps the rest. Errors are ||student - teacher||^2 / ||teacher||^2 over the first
+``--images`` held-out images of the recipe's split, per block of the recipe (or of ``--blocks``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from zoo.hub.files import write_text_atomic
 from zoo.recipes import Recipe, build_data, load_recipe
 from zoo_tnn.compress import accuracy, block_output, compress, run_hooked, tensorial_params
 
-OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "tnn_seq_kd_errors"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "tnn_seq_kd_errors"
 
 
 def block_io(model: nn.Module, blocks: List[str], x: Tensor) -> Dict[str, tuple[Tensor, Tensor]]:
@@ -109,18 +113,39 @@ def probe_schedule(teacher: nn.Module, decomposition: str, rate: float, m: Optio
     return arms
 
 
-def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedule_epochs: int) -> Dict[str, Any]:
+def student_of(name: str, recipe: Recipe, checkpoints: Path) -> tuple[nn.Module, Optional[Dict[str, int]]]:
+    """The published student of a model's own recipe (no progress), or the student in the progress file
+    ``checkpoints/RUN/distill.pt`` of a variant recipe ``comparisons/RUN``, with how far that run got (finished blocks,
+    epochs of the next, rows of block losses)."""
+    if name == recipe.model:
+        return zoo.create(name, pretrained=True).eval(), None
+    path = checkpoints / name.rsplit("/", 1)[-1] / "distill.pt"
+    if not path.is_file():
+        raise SystemExit(f"{name} has no progress file {path}: "
+                         f"run scripts/train.py {name} --output {checkpoints} first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    student = zoo.create(recipe.model).eval()
+    student.load_state_dict(state["student"])
+    return student, {"done": int(state["done"]), "epoch": int(state.get("epoch", 0)),
+                     "rows": len(state["report"]["block_losses"])}
+
+
+def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedule_epochs: int,
+          measure: Optional[str] = None, checkpoints: Path = ROOT / "checkpoints") -> Dict[str, Any]:
     recipe: Recipe = load_recipe(name)
     spec = recipe.distill
     if spec is None or spec.method != "seq-kd" or not spec.blocks:
         raise SystemExit(f"{name}'s recipe is not a Seq-KD distillation over named blocks")
     teacher = zoo.create(spec.teacher, pretrained=True).eval()
-    student = zoo.create(name, pretrained=True).eval()
-    blocks = [n for n, _ in teacher.named_modules() if n and fnmatch.fnmatchcase(n, spec.blocks)]
+    student, progress = student_of(name, recipe, checkpoints)
+    blocks = [n for n, _ in teacher.named_modules() if n and fnmatch.fnmatchcase(n, measure or spec.blocks)]
+    if not blocks:
+        raise SystemExit(f"no module of {spec.teacher} matches {measure or spec.blocks!r}")
     data = build_data(recipe, student.pretrained_cfg)
     val = DataLoader(data.val, batch_size=spec.batch_size)
     x = next(iter(DataLoader(data.val, batch_size=images)))[0]
-    result: Dict[str, Any] = {"model": name, "teacher": spec.teacher, "images": len(x),
+    result: Dict[str, Any] = {"model": name, "teacher": spec.teacher, "images": len(x), "progress": progress,
+                              "recipe_blocks": spec.blocks, "recipe_epochs": spec.epochs,
                               "val_acc": accuracy(student, val), "blocks": relative_errors(teacher, student, blocks, x)}
     loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)  # shuffled by the global RNG
     if probe_steps:
@@ -143,7 +168,11 @@ def markdown(results: Dict[str, Dict[str, Any]]) -> str:
              "Seq-KD steps on a copy of the published student, with a fresh Adam optimiser; the schedule probe reruns "
              "the recipe's Seq-KD on the first blocks at the recipe's epochs per block and at more.", ""]
     for name, r in sorted(results.items()):
-        lines += [f"## {name}", "", f"Teacher `{r['teacher']}`; {r['images']} held-out images; published student's "
+        progress = r.get("progress")
+        whose = "published student's" if not progress else (
+            f"the run's student after {progress['done']} finished block(s) of `{r['recipe_blocks']}` and "
+            f"{progress['epoch']} epoch(s) of the next ({r['recipe_epochs']} epochs a block);")
+        lines += [f"## {name}", "", f"Teacher `{r['teacher']}`; {r['images']} held-out images; {whose} "
                   f"held-out accuracy {100 * r['val_acc']:.2f} %.", "", "| block | accumulated | local |",
                   "|---|---|---|"]
         lines += [f"| {b['block']} | {b['accumulated']:.3f} | {b['local']:.3f} |" for b in r["blocks"]]
@@ -177,7 +206,11 @@ def schedule_markdown(arms: List[Dict[str, Any]]) -> List[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="+", help="published Seq-KD students (registry names with a distill recipe)")
+    parser.add_argument("names", nargs="+", help="published Seq-KD students (registry names with a distill recipe) "
+                                                 "or variant recipes comparisons/RUN (their progress file's student)")
+    parser.add_argument("--blocks", default=None, help="fnmatch pattern of the blocks measured (default: the recipe's)")
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints",
+                        help="where the progress files of variant runs are (scripts/train.py --output)")
     parser.add_argument("--images", type=int, default=1000, help="held-out images for the relative errors")
     parser.add_argument("--probe-steps", type=int, default=200, help="steps of the last-block probe (0: no probe)")
     parser.add_argument("--schedule-blocks", type=int, default=0,
@@ -193,7 +226,8 @@ def main() -> None:
     for name in args.names:
         # a probe not run this time keeps its earlier result
         results[name] = {**results.get(name, {}),
-                         **study(name, args.images, args.probe_steps, args.schedule_blocks, args.schedule_epochs)}
+                         **study(name, args.images, args.probe_steps, args.schedule_blocks, args.schedule_epochs,
+                                 args.blocks, args.checkpoints)}
         print(json.dumps(results[name], indent=1))
     write_text_atomic(path, json.dumps({"models": results}, indent=2) + "\n")
     write_text_atomic(OUT.with_suffix(".md"), markdown(results))

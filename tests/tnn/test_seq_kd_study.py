@@ -75,3 +75,27 @@ def test_schedule_probe_tunes_only_the_named_blocks_from_one_start(study):
     # only the first block reads the teacher's own input, so there local and accumulated agree
     assert arms[0]["errors"][0]["local"] == pytest.approx(arms[0]["errors"][0]["accumulated"], rel=1e-5)
     assert "3 epochs/block" in "\n".join(study.schedule_markdown(arms))
+
+
+def test_a_variant_run_is_measured_on_the_student_in_its_progress_file(study, tmp_path):
+    """comparisons/RUN reads checkpoints/RUN/distill.pt, finished or not; a published student needs no file."""
+    import zoo
+    from zoo.recipes import load_recipe
+
+    name = "comparisons/resnet32-cp-10pct-seq-kd-stages"
+    recipe = load_recipe(name)
+    with pytest.raises(SystemExit, match="has no progress file"):
+        study.student_of(name, recipe, tmp_path)
+    torch.manual_seed(0)
+    saved = zoo.create(recipe.model).state_dict()
+    rows = [{"block": "layer1", "epoch": e, "steps": 1, "first_loss": 1.0, "mean_loss": 1.0} for e in range(1, 51)]
+    (tmp_path / "resnet32-cp-10pct-seq-kd-stages").mkdir()
+    torch.save({"student": saved, "done": 1, "epoch": 7, "report": {"block_losses": rows + rows[:7]}},
+               tmp_path / "resnet32-cp-10pct-seq-kd-stages" / "distill.pt")
+    student, progress = study.student_of(name, recipe, tmp_path)
+    assert progress == {"done": 1, "epoch": 7, "rows": 57}
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in saved.items())
+    text = study.markdown({"resnet32-cp-10pct-seq-kd-stages": {
+        "teacher": "resnet32", "images": 4, "progress": progress, "recipe_blocks": "layer?", "recipe_epochs": 50,
+        "val_acc": 0.5, "blocks": [{"block": "layer1.0", "accumulated": 0.1, "local": 0.1}]}})
+    assert "after 1 finished block(s) of `layer?` and 7 epoch(s) of the next (50 epochs a block)" in text
