@@ -58,8 +58,13 @@ def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:.3g} %"
 
 
+def _number(value: float) -> str:
+    """Four significant digits; whole numbers (counts such as ``n``) in full, never as 1e+04."""
+    return f"{int(value)}" if float(value).is_integer() and abs(value) >= 1e4 else f"{value:.4g}"
+
+
 def _metrics(values: Dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in values.items()) or "—"
+    return ", ".join(f"{k} {_number(v)}" for k, v in values.items()) or "—"
 
 
 def row(entry: ModelEntry, model: Optional[nn.Module], describe_data: bool) -> List[str]:

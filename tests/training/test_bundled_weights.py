@@ -15,7 +15,8 @@ def test_the_bundled_models_are_the_ones_the_demos_and_recipes_wrote():
     assert set(BUNDLED) >= {"bqn-mlp-mnist", "bqn-cnn-mnist", "unet-isic-small", "armaunet-isic-small",
                             "convttlstm-mnist-small", "convlstm-mnist-small", "lenet5", "lenet5-mcp-5pct",
                             "lenet5-mcp-10pct", "sc-fac-wrn10-1-cifar10-small", "sc-fac-resflow-mnist-small", "resnet32",
-                            "resnet32-cp-10pct", "resnet32-mcp-10pct", "resnet32-tt-10pct", "resnet32-mtt-10pct"}
+                            "resnet32-cp-10pct", "resnet32-mcp-10pct", "resnet32-tt-10pct", "resnet32-mtt-10pct",
+                            "sc-fac-wrn10-1-cifar10"}
 
 
 @pytest.mark.parametrize("name", BUNDLED)
