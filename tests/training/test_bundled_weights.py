@@ -19,11 +19,36 @@ def test_the_bundled_models_are_the_ones_the_demos_and_recipes_wrote():
                             "sc-fac-wrn10-1-cifar10"}
 
 
+# Its L2-PGD over the 10,000 test images takes about 15 CPU-minutes, more than the whole suite may: here its clean
+# accuracy is re-measured on all of them; `scripts/evaluate.py sc-fac-wrn10-1-cifar10 --check` re-measures every metric.
+CLEAN_ONLY = {"sc-fac-wrn10-1-cifar10"}
+
+
+def _clean_accuracy(model, recipe) -> float:
+    """Top-1 (%) on the recipe's held-out split, as the family's evaluate reports ``clean_acc``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from zoo.recipes import build_data
+
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in DataLoader(build_data(recipe, model.pretrained_cfg).test, batch_size=500):
+            correct += int((model.eval()(x).argmax(-1) == y).sum())
+            total += len(y)
+    return round(100 * correct / total, 2)
+
+
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_weights_reproduce_their_recorded_metrics(name, shared_data):
     recipe = load_recipe(name)  # every bundled model has a recipe naming its held-out split
     recorded = zoo.model_info(name).weights.metrics
-    measured, description = held_out_metrics(zoo.create(name, pretrained=True), recipe)
+    model = zoo.create(name, pretrained=True)
+    if name in CLEAN_ONLY:
+        recorded, measured, description = {"clean_acc": recorded["clean_acc"]}, {
+            "clean_acc": _clean_accuracy(model, recipe)}, name
+    else:
+        measured, description = held_out_metrics(model, recipe)
     assert recorded and not not_reproduced(recorded, measured), (description, recorded, measured)
 
 
