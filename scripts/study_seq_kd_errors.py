@@ -144,8 +144,9 @@ def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedu
     data = build_data(recipe, student.pretrained_cfg)
     val = DataLoader(data.val, batch_size=spec.batch_size)
     x = next(iter(DataLoader(data.val, batch_size=images)))[0]
+    units = sum(1 for n, _ in teacher.named_modules() if n and fnmatch.fnmatchcase(n, spec.blocks))
     result: Dict[str, Any] = {"model": name, "teacher": spec.teacher, "images": len(x), "progress": progress,
-                              "recipe_blocks": spec.blocks, "recipe_epochs": spec.epochs,
+                              "recipe_blocks": spec.blocks, "recipe_units": units, "recipe_epochs": spec.epochs,
                               "val_acc": accuracy(student, val), "blocks": relative_errors(teacher, student, blocks, x)}
     loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)  # shuffled by the global RNG
     if probe_steps:
@@ -165,13 +166,18 @@ def markdown(results: Dict[str, Dict[str, Any]]) -> str:
              "||student - teacher||^2 / ||teacher||^2 of each residual block's output on held-out images of the "
              "recipe's split: *accumulated* on the student's own input (what the student computes), *local* on the "
              "teacher's input to that block (the block's own fit). The last-block probe tunes the last block for more "
-             "Seq-KD steps on a copy of the published student, with a fresh Adam optimiser; the schedule probe reruns "
+             "Seq-KD steps on a copy of the student, with a fresh Adam optimiser; the schedule probe reruns "
              "the recipe's Seq-KD on the first blocks at the recipe's epochs per block and at more.", ""]
     for name, r in sorted(results.items()):
         progress = r.get("progress")
-        whose = "published student's" if not progress else (
-            f"the run's student after {progress['done']} finished block(s) of `{r['recipe_blocks']}` and "
-            f"{progress['epoch']} epoch(s) of the next ({r['recipe_epochs']} epochs a block);")
+        if not progress:
+            whose = "published student's"
+        elif progress["done"] >= r.get("recipe_units", progress["done"] + 1):
+            whose = (f"the finished run's student ({progress['done']} blocks of `{r['recipe_blocks']}`, "
+                     f"{r['recipe_epochs']} epochs a block);")
+        else:
+            whose = (f"the run's student after {progress['done']} finished block(s) of `{r['recipe_blocks']}` and "
+                     f"{progress['epoch']} epoch(s) of the next ({r['recipe_epochs']} epochs a block);")
         lines += [f"## {name}", "", f"Teacher `{r['teacher']}`; {r['images']} held-out images; {whose} "
                   f"held-out accuracy {100 * r['val_acc']:.2f} %.", "", "| block | accumulated | local |",
                   "|---|---|---|"]

@@ -172,8 +172,11 @@ def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
         how = "every layer fitted to its dense kernel by ALS, no training"
     else:
         units = (" in all" if spec.method == "e2e-kd" else
-                 f" per block, {len(blocks)} blocks" if blocks else " per tensorial layer")
-        tuned = "" if spec.tune == "tensorial" else ", batch-norm scale/shift and dense layers before each block too"
+                 f" per block, {len(blocks)} blocks ({blocks[0]} .. {blocks[-1]})" if blocks else
+                 " per tensorial layer")
+        tuned = ("" if spec.tune == "tensorial" else
+                 ", each block's every parameter trained, batch-norm scale/shift and the dense layers before it "
+                 "(the stem) included, batch-norm statistics frozen")
         how = (f"Layer-Decomp init, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s){units}"
                f"{tuned}")
     description = (f"{spec.method} from {spec.teacher} (weights sha256 {teacher_weights.sha256[:12]}...; {how}); "

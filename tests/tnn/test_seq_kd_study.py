@@ -99,3 +99,8 @@ def test_a_variant_run_is_measured_on_the_student_in_its_progress_file(study, tm
         "teacher": "resnet32", "images": 4, "progress": progress, "recipe_blocks": "layer?", "recipe_epochs": 50,
         "val_acc": 0.5, "blocks": [{"block": "layer1.0", "accumulated": 0.1, "local": 0.1}]}})
     assert "after 1 finished block(s) of `layer?` and 7 epoch(s) of the next (50 epochs a block)" in text
+    finished = study.markdown({"resnet32-cp-10pct-seq-kd-stages": {
+        "teacher": "resnet32", "images": 4, "progress": {"done": 3, "epoch": 0, "rows": 150}, "recipe_blocks": "layer?",
+        "recipe_units": 3, "recipe_epochs": 50, "val_acc": 0.5,
+        "blocks": [{"block": "layer1.0", "accumulated": 0.1, "local": 0.1}]}})
+    assert "the finished run's student (3 blocks of `layer?`, 50 epochs a block)" in finished
