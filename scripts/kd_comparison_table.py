@@ -7,7 +7,7 @@ Reads the reports scripts/train.py writes (benchmarks/trained/RUN.json: a model'
 variant recipes comparisons/NAME-{layer-decomp,e2e-kd} the other two methods, comparisons/NAME-seq-kd-stages Seq-KD on the
 official code's schedule, comparisons/NAME-seq-kd-blocks the zoo's earlier one, block by block) and writes
 benchmarks/tnn_resnet32_kd.{md,json}.
-A run that has not finished yet is listed as such, with no number.
+A run that has not finished yet is listed as such, with how far its progress file (checkpoints/RUN/distill.pt) got.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
+
 import zoo
 from zoo.hub.files import write_text_atomic
 from zoo.recipes import recipe_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ROOT / "benchmarks" / "trained"
+CHECKPOINTS = ROOT / "checkpoints"
 OUT = ROOT / "benchmarks" / "tnn_resnet32_kd"
 METHODS = {"layer-decomp": "-layer-decomp", "e2e-kd": "-e2e-kd", "seq-kd": "", "seq-kd-stages": "-seq-kd-stages"}
 SCHEDULES = {"residual blocks, 3 epochs, factors": "-seq-kd-blocks",
@@ -38,12 +41,24 @@ def has_recipe(run: str) -> bool:
                for folder in recipe_folders())
 
 
+def in_progress(run: str) -> Optional[Dict[str, Any]]:
+    """How far an unfinished distillation got (finished blocks, epochs of the next) from its progress file
+    checkpoints/RUN/distill.pt; None when it has not started."""
+    path = CHECKPOINTS / run / "distill.pt"
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {"in_progress": {"done": int(state["done"]), "epoch": int(state.get("epoch", 0))}}
+
+
 def measured(run: str) -> Optional[Dict[str, Any]]:
-    """Test top-1 (%) and held-out accuracies of a finished run; None when it has not finished, "no recipe" when
-    the zoo has no recipe for it."""
+    """Test top-1 (%) and held-out accuracies of a finished run; how far it got when it has not finished
+    (None: not started), "no recipe" when the zoo has no recipe for it."""
     path = TRAINED / f"{run}.json"
     if not path.is_file():
-        return None if has_recipe(run) else {"no_recipe": True}
+        if not has_recipe(run):
+            return {"no_recipe": True}
+        return in_progress(run)
     report = json.loads(path.read_text())
     last = report["history"][-1]
     return {"top1": report["metrics"]["top1"], "val_acc": last.get("val_acc"),
@@ -68,6 +83,9 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
     def cell(result: Optional[Dict[str, Any]]) -> str:
         if result is None:
             return "not run yet"
+        if "in_progress" in result:
+            at = result["in_progress"]
+            return f"in progress: {at['done']} block(s) done, {at['epoch']} epoch(s) of the next"
         return "no recipe" if result.get("no_recipe") else f"{result['top1']:.2f} %"
 
     def paper(value: Optional[float]) -> str:

@@ -1,0 +1,51 @@
+"""scripts/kd_comparison_table.py: each cell says what the run's files say (finished, in progress, not started, no
+recipe), and a schedule row is listed only where a variant recipe exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kd_comparison_table.py"
+
+
+@pytest.fixture()
+def table(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("kd_comparison_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "TRAINED", tmp_path / "trained")
+    monkeypatch.setattr(module, "CHECKPOINTS", tmp_path / "checkpoints")
+    (tmp_path / "trained").mkdir()
+    return module
+
+
+def test_a_cell_is_what_the_run_files_say(table, tmp_path):
+    assert table.measured("resnet32-cp-10pct-no-such-variant") == {"no_recipe": True}
+    assert table.measured("resnet32-cp-10pct-e2e-kd") is None  # a recipe, nothing run
+    run = tmp_path / "checkpoints" / "resnet32-cp-10pct-seq-kd-stages"
+    run.mkdir(parents=True)
+    torch.save({"done": 1, "epoch": 7, "student": {}, "report": {}}, run / "distill.pt")
+    assert table.measured("resnet32-cp-10pct-seq-kd-stages") == {"in_progress": {"done": 1, "epoch": 7}}
+    (tmp_path / "trained" / "resnet32-cp-10pct-seq-kd-stages.json").write_text(json.dumps({
+        "metrics": {"top1": 88.0}, "data": "d", "history": [{"val_acc": 0.9, "teacher_val_acc": 0.91}]}))
+    assert table.measured("resnet32-cp-10pct-seq-kd-stages")["top1"] == 88.0  # the report wins once it exists
+
+
+def test_the_markdown_prints_every_state_and_lists_schedules_only_with_a_variant(table, tmp_path):
+    run = tmp_path / "checkpoints" / "resnet32-cp-10pct-seq-kd-stages"
+    run.mkdir(parents=True)
+    torch.save({"done": 0, "epoch": 8, "student": {}, "report": {}}, run / "distill.pt")
+    (tmp_path / "trained" / "resnet32-cp-10pct.json").write_text(json.dumps({
+        "metrics": {"top1": 83.11}, "data": "d", "history": [{"val_acc": 0.83}]}))
+    text = table.markdown(table.rows(), 91.77)
+    cp = next(line for line in text.splitlines() if line.startswith("| `resnet32-cp-10pct` |"))  # Tables 2.3-2.5
+    assert cp == ("| `resnet32-cp-10pct` | not run yet | not run yet | 83.11 % | in progress: 0 block(s) done, "
+                  "8 epoch(s) of the next | 86.93 % | 88.50 % |")
+    schedules = text.split("Seq-KD schedules")[1]
+    assert "| `resnet32-cp-10pct` | not run yet | 83.11 % | in progress" in schedules
+    assert "`resnet32-tk-10pct`" not in schedules  # no variant recipe of its schedule
