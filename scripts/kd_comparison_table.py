@@ -42,13 +42,14 @@ def has_recipe(run: str) -> bool:
 
 
 def in_progress(run: str) -> Optional[Dict[str, Any]]:
-    """How far an unfinished distillation got (finished blocks, epochs of the next) from its progress file
-    checkpoints/RUN/distill.pt; None when it has not started."""
+    """How far an unfinished distillation got from its progress file checkpoints/RUN/distill.pt (E2E-KD: finished
+    epochs; Seq-KD: finished blocks and epochs of the next); None when it has not started."""
     path = CHECKPOINTS / run / "distill.pt"
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return {"in_progress": {"done": int(state["done"]), "epoch": int(state.get("epoch", 0))}}
+    return {"in_progress": {"method": state["report"]["method"], "done": int(state["done"]),
+                            "epoch": int(state.get("epoch", 0))}}
 
 
 def measured(run: str) -> Optional[Dict[str, Any]]:
@@ -85,6 +86,8 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
             return "not run yet"
         if "in_progress" in result:
             at = result["in_progress"]
+            if at["method"] == "e2e-kd":
+                return f"in progress: {at['done']} epoch(s) done"
             return f"in progress: {at['done']} block(s) done, {at['epoch']} epoch(s) of the next"
         return "no recipe" if result.get("no_recipe") else f"{result['top1']:.2f} %"
 

@@ -29,8 +29,9 @@ def test_a_cell_is_what_the_run_files_say(table, tmp_path):
     assert table.measured("resnet32-cp-10pct-e2e-kd") is None  # a recipe, nothing run
     run = tmp_path / "checkpoints" / "resnet32-cp-10pct-seq-kd-stages"
     run.mkdir(parents=True)
-    torch.save({"done": 1, "epoch": 7, "student": {}, "report": {}}, run / "distill.pt")
-    assert table.measured("resnet32-cp-10pct-seq-kd-stages") == {"in_progress": {"done": 1, "epoch": 7}}
+    torch.save({"done": 1, "epoch": 7, "student": {}, "report": {"method": "seq-kd"}}, run / "distill.pt")
+    assert table.measured("resnet32-cp-10pct-seq-kd-stages") == {"in_progress": {"method": "seq-kd", "done": 1,
+                                                                                 "epoch": 7}}
     (tmp_path / "trained" / "resnet32-cp-10pct-seq-kd-stages.json").write_text(json.dumps({
         "metrics": {"top1": 88.0}, "data": "d", "history": [{"val_acc": 0.9, "teacher_val_acc": 0.91}]}))
     assert table.measured("resnet32-cp-10pct-seq-kd-stages")["top1"] == 88.0  # the report wins once it exists
@@ -39,13 +40,16 @@ def test_a_cell_is_what_the_run_files_say(table, tmp_path):
 def test_the_markdown_prints_every_state_and_lists_schedules_only_with_a_variant(table, tmp_path):
     run = tmp_path / "checkpoints" / "resnet32-cp-10pct-seq-kd-stages"
     run.mkdir(parents=True)
-    torch.save({"done": 0, "epoch": 8, "student": {}, "report": {}}, run / "distill.pt")
+    torch.save({"done": 0, "epoch": 8, "student": {}, "report": {"method": "seq-kd"}}, run / "distill.pt")
+    e2e = tmp_path / "checkpoints" / "resnet32-cp-10pct-e2e-kd"
+    e2e.mkdir()
+    torch.save({"done": 4, "epoch": 0, "student": {}, "report": {"method": "e2e-kd"}}, e2e / "distill.pt")
     (tmp_path / "trained" / "resnet32-cp-10pct.json").write_text(json.dumps({
         "metrics": {"top1": 83.11}, "data": "d", "history": [{"val_acc": 0.83}]}))
     text = table.markdown(table.rows(), 91.77)
     cp = next(line for line in text.splitlines() if line.startswith("| `resnet32-cp-10pct` |"))  # Tables 2.3-2.5
-    assert cp == ("| `resnet32-cp-10pct` | not run yet | not run yet | 83.11 % | in progress: 0 block(s) done, "
-                  "8 epoch(s) of the next | 86.93 % | 88.50 % |")
+    assert cp == ("| `resnet32-cp-10pct` | not run yet | in progress: 4 epoch(s) done | 83.11 % | in progress: 0 block(s) "
+                  "done, 8 epoch(s) of the next | 86.93 % | 88.50 % |")
     schedules = text.split("Seq-KD schedules")[1]
     assert "| `resnet32-cp-10pct` | not run yet | 83.11 % | in progress" in schedules
     assert "`resnet32-tk-10pct`" not in schedules  # no variant recipe of its schedule
