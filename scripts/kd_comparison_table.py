@@ -73,9 +73,9 @@ def rows() -> List[Dict[str, Any]]:
         paper = reference.metrics if reference else {}
         row: Dict[str, Any] = {"model": name, "dissertation": {
             "e2e-kd": paper.get("top1_e2e_kd"), "seq-kd": paper.get("top1_seq_kd")}}
-        for method, suffix in METHODS.items():
-            row[method] = measured(name + suffix)
-        row["schedules"] = {schedule: measured(name + suffix) for schedule, suffix in SCHEDULES.items()}
+        runs = {suffix: measured(name + suffix) for suffix in {*METHODS.values(), *SCHEDULES.values()}}
+        row.update({method: runs[suffix] for method, suffix in METHODS.items()})
+        row["schedules"] = {schedule: runs[suffix] for schedule, suffix in SCHEDULES.items()}
         out.append(row)
     return out
 
@@ -121,7 +121,7 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
               "| model | " + " | ".join(SCHEDULES) + " | dissertation Seq-KD |",
               "|---|" + "---|" * (len(SCHEDULES) + 1)]
     for r in table:
-        variants = [r["schedules"][schedule] for schedule in SCHEDULES if SCHEDULES[schedule]]
+        variants = [r["schedules"][schedule] for schedule, suffix in SCHEDULES.items() if suffix]
         if all(v is not None and v.get("no_recipe") for v in variants):
             continue
         lines.append(f"| `{r['model']}` | " + " | ".join(cell(r["schedules"][s]) for s in SCHEDULES) +

@@ -130,6 +130,11 @@ def student_of(name: str, recipe: Recipe, checkpoints: Path) -> tuple[nn.Module,
                      "rows": len(state["report"]["block_losses"])}
 
 
+def matching(model: nn.Module, pattern: str) -> List[str]:
+    """Names of ``model``'s submodules that match the fnmatch ``pattern``, in definition order."""
+    return [n for n, _ in model.named_modules() if n and fnmatch.fnmatchcase(n, pattern)]
+
+
 def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedule_epochs: int,
           measure: Optional[str] = None, checkpoints: Path = ROOT / "checkpoints") -> Dict[str, Any]:
     recipe: Recipe = load_recipe(name)
@@ -138,15 +143,16 @@ def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedu
         raise SystemExit(f"{name}'s recipe is not a Seq-KD distillation over named blocks")
     teacher = zoo.create(spec.teacher, pretrained=True).eval()
     student, progress = student_of(name, recipe, checkpoints)
-    blocks = [n for n, _ in teacher.named_modules() if n and fnmatch.fnmatchcase(n, measure or spec.blocks)]
+    recipe_blocks = matching(teacher, spec.blocks)
+    blocks = matching(teacher, measure) if measure else recipe_blocks
     if not blocks:
         raise SystemExit(f"no module of {spec.teacher} matches {measure or spec.blocks!r}")
     data = build_data(recipe, student.pretrained_cfg)
     val = DataLoader(data.val, batch_size=spec.batch_size)
     x = next(iter(DataLoader(data.val, batch_size=images)))[0]
-    units = sum(1 for n, _ in teacher.named_modules() if n and fnmatch.fnmatchcase(n, spec.blocks))
     result: Dict[str, Any] = {"model": name, "teacher": spec.teacher, "images": len(x), "progress": progress,
-                              "recipe_blocks": spec.blocks, "recipe_units": units, "recipe_epochs": spec.epochs,
+                              "recipe_blocks": spec.blocks, "recipe_units": len(recipe_blocks),
+                              "recipe_epochs": spec.epochs,
                               "val_acc": accuracy(student, val), "blocks": relative_errors(teacher, student, blocks, x)}
     loader = DataLoader(data.train, batch_size=spec.batch_size, shuffle=True)  # shuffled by the global RNG
     if probe_steps:
@@ -172,7 +178,7 @@ def markdown(results: Dict[str, Dict[str, Any]]) -> str:
         progress = r.get("progress")
         if not progress:
             whose = "published student's"
-        elif progress["done"] >= r.get("recipe_units", progress["done"] + 1):
+        elif progress["done"] >= r["recipe_units"]:
             whose = (f"the finished run's student ({progress['done']} blocks of `{r['recipe_blocks']}`, "
                      f"{r['recipe_epochs']} epochs a block);")
         else:

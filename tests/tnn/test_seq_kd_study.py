@@ -96,8 +96,8 @@ def test_a_variant_run_is_measured_on_the_student_in_its_progress_file(study, tm
     assert progress == {"done": 1, "epoch": 7, "rows": 57}
     assert all(torch.equal(student.state_dict()[k], v) for k, v in saved.items())
     text = study.markdown({"resnet32-cp-10pct-seq-kd-stages": {
-        "teacher": "resnet32", "images": 4, "progress": progress, "recipe_blocks": "layer?", "recipe_epochs": 50,
-        "val_acc": 0.5, "blocks": [{"block": "layer1.0", "accumulated": 0.1, "local": 0.1}]}})
+        "teacher": "resnet32", "images": 4, "progress": progress, "recipe_blocks": "layer?", "recipe_units": 3,
+        "recipe_epochs": 50, "val_acc": 0.5, "blocks": [{"block": "layer1.0", "accumulated": 0.1, "local": 0.1}]}})
     assert "after 1 finished block(s) of `layer?` and 7 epoch(s) of the next (50 epochs a block)" in text
     finished = study.markdown({"resnet32-cp-10pct-seq-kd-stages": {
         "teacher": "resnet32", "images": 4, "progress": {"done": 3, "epoch": 0, "rows": 150}, "recipe_blocks": "layer?",

@@ -4,9 +4,12 @@ shared real data, its family's evaluate hook, and the metrics recorded in the re
 from __future__ import annotations
 
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 import zoo
-from zoo.recipes import held_out_metrics, load_recipe, not_reproduced
+from zoo.metrics import classification_metrics
+from zoo.recipes import build_data, held_out_metrics, load_recipe, not_reproduced
 
 BUNDLED = sorted(n for n in zoo.list_models(pretrained=True) if zoo.model_info(n).weights.bundled)
 
@@ -26,12 +29,6 @@ CLEAN_ONLY = {"sc-fac-wrn10-1-cifar10"}
 
 def _clean_accuracy(model, recipe) -> float:
     """Top-1 (%) on the recipe's held-out split, with the task's default metrics (what ``clean_acc`` counts)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from zoo.metrics import classification_metrics
-    from zoo.recipes import build_data
-
     with torch.no_grad():
         batches = DataLoader(build_data(recipe, model.pretrained_cfg).test, batch_size=500)
         return classification_metrics(model, batches, zoo.model_info(recipe.model))["top1"]
