@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_tnn_mnist import BLOCKS, DATA_NOTE, loaders, train_teacher  # noqa: E402
+from demo_tnn_mnist import BLOCKS, DATA_NOTE, FIT, loaders, train_teacher  # noqa: E402
 
 from zoo.hub.files import write_text_atomic  # noqa: E402
 from zoo_tnn.compress import accuracy, compress  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> None:
         torch.manual_seed(args.seed)
         start = time.process_time()
         _, rep = compress(teacher, args.decomposition, args.rate, train, method=method, epochs=epochs,
-                          blocks=BLOCKS, eval_loader=held, progress=False)
+                          blocks=BLOCKS, eval_loader=held, fit_kwargs=FIT, progress=False)
         final = {}
         for row in rep.block_losses:  # the last epoch's mean loss of every block
             final[row["block"]] = round(row["mean_loss"], 4)

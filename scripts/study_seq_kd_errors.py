@@ -92,12 +92,12 @@ def probe_last_block(teacher: nn.Module, student: nn.Module, block: str, loader:
 
 
 def probe_schedule(teacher: nn.Module, decomposition: str, rate: float, m: Optional[int], blocks: List[str],
-                   loader: DataLoader, x: Tensor, epochs: List[int], lr: float, seed: int,
+                   loader: DataLoader, x: Tensor, epochs: List[int], lr: float, seed: int, balance: bool,
                    max_steps: Optional[int] = None) -> List[Dict[str, Any]]:
     """Seq-KD (Eq. 2.10) of ``teacher`` on its first ``blocks`` only, once per entry of ``epochs`` (epochs per block),
-    each arm from ``seed`` (same Layer-Decomp start, same data order). Layers outside ``blocks`` stay dense, so nothing
-    after them is tuned. Per arm: the per-epoch block losses, the CPU seconds and the accumulated / local relative
-    errors of ``blocks`` on ``x``."""
+    each arm from ``seed`` (same Layer-Decomp start, its factors balanced or not as the recipe says, same data order).
+    Layers outside ``blocks`` stay dense, so nothing after them is tuned. Per arm: the per-epoch block losses, the
+    CPU seconds and the accumulated / local relative errors of ``blocks`` on ``x``."""
     inside = tuple(b + "." for b in blocks)
     dense = [n for n, mod in teacher.named_modules()
              if isinstance(mod, (nn.Conv2d, nn.Linear)) and not n.startswith(inside)]
@@ -107,7 +107,7 @@ def probe_schedule(teacher: nn.Module, decomposition: str, rate: float, m: Optio
         start = time.process_time()
         student, report = compress(teacher, decomposition, rate, loader, method="seq-kd", m=m, epochs=n, lr=lr,
                                    blocks=blocks, tensorize_kwargs={"exclude": dense}, max_steps=max_steps,
-                                   progress=False)
+                                   fit_kwargs={"balance": balance}, progress=False)
         arms.append({"epochs": n, "cpu_s": time.process_time() - start, "losses": report.block_losses,
                      "errors": relative_errors(teacher, student.eval(), blocks, x)})
     return arms
@@ -162,7 +162,7 @@ def study(name: str, images: int, probe_steps: int, schedule_blocks: int, schedu
         args = zoo.model_info(name).args
         result["schedule"] = probe_schedule(teacher, args["decomposition"], args["rate"], args.get("m"),
                                             blocks[:schedule_blocks], loader, x, [spec.epochs, schedule_epochs],
-                                            spec.lr, spec.seed)
+                                            spec.lr, spec.seed, spec.balance)
     return result
 
 

@@ -165,7 +165,7 @@ def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
     student, report = compress(teacher, args["decomposition"], args["rate"], loader, method=spec.method,
                                m=args.get("m"), epochs=spec.epochs, lr=spec.lr, blocks=blocks, tune=spec.tune,
                                eval_loader=DataLoader(data.val, batch_size=spec.batch_size), device=device,
-                               progress=False, checkpoint=progress)
+                               progress=False, checkpoint=progress, fit_kwargs={"balance": spec.balance})
     model.load_state_dict(student.state_dict())
     teacher_weights = zoo.model_info(spec.teacher).weights
     if spec.method == "layer-decomp":
@@ -177,8 +177,8 @@ def distill(recipe: Recipe, run_dir: Path, resume: bool) -> Trained:
         tuned = ("" if spec.tune == "tensorial" else
                  ", each block's every parameter trained, batch-norm scale/shift and the dense layers before it "
                  "(the stem) included, batch-norm statistics frozen")
-        how = (f"Layer-Decomp init, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s){units}"
-               f"{tuned}")
+        start = "Layer-Decomp init" + (" (factor norms balanced)" if spec.balance else "")
+        how = f"{start}, Adam lr {spec.lr:g}, batch {spec.batch_size}, {spec.epochs} epoch(s){units}{tuned}"
     description = (f"{spec.method} from {spec.teacher} (weights sha256 {teacher_weights.sha256[:12]}...; {how}); "
                    f"{data.description}")
     folder = zoo.save_pretrained(model.cpu(), run_dir / "best", data=description)

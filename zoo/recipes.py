@@ -92,6 +92,9 @@ class DistillSpec(BaseModel):
     tune: Literal["tensorial", "all"] = Field("tensorial", description="what is trained: the tensorial factors "
                                               "(Eqs. 2.9-2.10) or every parameter before each matched output "
                                               "(batch-norm scale and shift too, as the official code does)")
+    balance: bool = Field(True, description="Layer-Decomp rescales each layer's fitted factors to equal norms "
+                                            "(zoo_tnn.fit.balance_norms, the same kernel); false keeps them as ALS "
+                                            "leaves them, the start of the students published before it existed")
     seed: int = 0
 
 

@@ -37,6 +37,7 @@ def test_a_distill_recipe_trains_a_student_from_the_teacher_and_measures_it(tmp_
     assert [row["steps"] for row in report["history"][1:4]] == [4, 4, 4]  # 256 images in batches of 64 per block
     assert 0 < report["metrics"]["top1"] < 100 and report["metrics"]["nll"] > 0
     assert "seq-kd from lenet5 (weights sha256" in report["data"]
+    assert "Layer-Decomp init (factor norms balanced)" in report["data"]  # the recipe default
     student = zoo.create(f"local-dir:{tmp_path / 'runs' / 'lenet5-mcp-10pct' / 'best'}", pretrained=True)
     assert sum(p.numel() for p in student.parameters()) == sum(
         p.numel() for p in zoo.create("lenet5-mcp-10pct").parameters())

@@ -45,7 +45,7 @@ def test_registry_rows_cover_the_dissertation_tables() -> None:
     assert r50 == expected
     r32 = {n for n in models if n.startswith("resnet32-")}
     assert r32 == {f"resnet32-{d}-{p}pct" for d in ("cp", "tk", "tt", "svd", "mcp", "mtk", "mtt")
-                   for p in (2, 5, 10, 20, 40)}
+                   for p in (2, 5, 10, 20, 40)} | {"resnet32-mtr-10pct"}  # mTR: issue 15's student, no table row
     assert {f"wrn28_10-mtt-{p}pct" for p in ("0.33", "0.5", "0.66", "1")} <= set(models)
     # spot checks against the tables
     assert models["resnet32-mcp-10pct"]["reference"]["metrics"]["top1_seq_kd"] == 91.28  # Table 2.3

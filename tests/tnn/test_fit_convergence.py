@@ -85,3 +85,37 @@ def test_conjugate_gradient_fallback_also_converges(monkeypatch: pytest.MonkeyPa
     gen = torch.Generator().manual_seed(1000)
     w = reconstruct(net, [torch.randn(f.shape, generator=gen, dtype=D) for f in net.factors]).reshape(16, 8, 3, 3)
     assert fit_network(net, w).relative_error < 1e-6
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_fitted_factors_are_balanced_without_changing_the_kernel(name: str) -> None:
+    # a low-rank fit of a random kernel (not exact, so ALS runs and leaves the scales where they drift)
+    net = build_network(get_decomposition(name), 32, 32, (3, 3), 2)
+    w = torch.randn(32, 32, 3, 3, generator=torch.Generator().manual_seed(7), dtype=D)
+    raw, balanced = fit_network(net, w, balance=False), fit_network(net, w)
+    norms = torch.stack([f.norm() for f in balanced.factors])
+    torch.testing.assert_close(norms, norms.mean().expand_as(norms), rtol=1e-9, atol=0.0)
+    torch.testing.assert_close(reconstruct(net, balanced.factors), reconstruct(net, raw.factors), rtol=1e-9, atol=1e-12)
+    assert balanced.relative_error == raw.relative_error
+
+
+def test_balancing_removes_the_scale_drift_of_ring_als() -> None:
+    # the mTR factor shapes of resnet32-mtr-10pct's layer2 (ring bonds of 4): ALS leaves the first factor some 300 times
+    # the others' norm there (here: 657 against 0.9-2.4), and Seq-KD from that start collapsed to chance
+    net = build_network(get_decomposition("mtr"), 32, 32, (3, 3), 4)
+    w = torch.randn(32, 32, 3, 3, generator=torch.Generator().manual_seed(11), dtype=D) * 0.05
+    raw = [float(f.norm()) for f in fit_network(net, w, balance=False).factors]
+    fixed = [float(f.norm()) for f in fit_network(net, w).factors]
+    assert max(fixed) / min(fixed) == pytest.approx(1.0, abs=1e-9)
+    assert max(raw) / min(raw) > 100.0  # the drift balancing is for
+
+
+def test_balance_norms_keeps_the_product_and_leaves_a_zero_network_alone() -> None:
+    net = build_network(get_decomposition("mtt"), 16, 16, (3, 3), 3)
+    gen = torch.Generator().manual_seed(2)
+    factors = [torch.randn(f.shape, generator=gen, dtype=D) * s for f, s in zip(net.factors, (1e3, 1e-2, 1.0, 7.0))]
+    out = fit.balance_norms(factors)
+    torch.testing.assert_close(reconstruct(net, out), reconstruct(net, factors), rtol=1e-10, atol=1e-12)
+    assert len({round(float(f.norm()), 9) for f in out}) == 1
+    zero = [torch.zeros_like(factors[0]), *factors[1:]]
+    assert all(a is b for a, b in zip(fit.balance_norms(zero), zero))

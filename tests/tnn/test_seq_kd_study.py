@@ -61,7 +61,7 @@ def test_schedule_probe_tunes_only_the_named_blocks_from_one_start(study):
     x = torch.randn(16, 3, 16, 16)
     loader = DataLoader(TensorDataset(x), batch_size=4, shuffle=True)
     arms = study.probe_schedule(teacher, "cp", 0.2, None, ["layer1.0", "layer1.1"], loader, x[:8], [1, 3],
-                                lr=1e-3, seed=0, max_steps=2)
+                                lr=1e-3, seed=0, balance=True, max_steps=2)
     assert [a["epochs"] for a in arms] == [1, 3]
     # nothing after the named blocks is tuned: the layers outside them stay dense
     assert [r["block"] for r in arms[0]["losses"]] == ["layer1.0", "layer1.1"]

@@ -14,6 +14,11 @@ kept only when it lowers the error), which shortens ALS's slow stretches ("swamp
 relative error stops improving: the fit stops after two consecutive sweeps that each lower it by less
 than ``tol`` times itself (default 1e-4; one slow sweep is often a swamp, not the end), when it is exact
 (below 1e-12), or after ``sweeps`` sweeps (a cap, default 500). See docs/fidelity.md for the measurements.
+
+ALS leaves the scale of each factor free (only their product is fixed), and in a ring it drifts: one mTR
+factor ends hundreds of times larger than the others. Fitted factors are therefore rescaled to equal norms
+(:func:`balance_norms`, exact: the same kernel), so that an optimiser that steps every entry alike (Adam)
+moves every factor alike.
 """
 
 from __future__ import annotations
@@ -221,8 +226,19 @@ def als(net: TensorNetwork, kernel: Tensor, factors: List[Tensor], sweeps: int =
     return factors, done
 
 
+def balance_norms(factors: List[Tensor]) -> List[Tensor]:
+    """``factors`` rescaled to one common Frobenius norm (the geometric mean of theirs), the product of the scales
+    being 1: a network in which every factor appears once reconstructs the same kernel. Unchanged when a factor is
+    zero."""
+    norms = [float(f.norm()) for f in factors]
+    if not factors or min(norms) == 0.0:
+        return list(factors)
+    common = prod(n ** (1.0 / len(norms)) for n in norms)
+    return [f * (common / n) for f, n in zip(factors, norms)]
+
+
 def fit_network(net: TensorNetwork, weight: Tensor, sweeps: int = 500, tol: float = 1e-4, cg_iters: int = 25,
-                dtype: Optional[torch.dtype] = torch.float64, seed: int = 0) -> FitResult:
+                dtype: Optional[torch.dtype] = torch.float64, seed: int = 0, balance: bool = True) -> FitResult:
     """Factors of ``net`` approximating the dense ``weight`` (``(T, S, kh, kw)`` or ``(T, S)``).
 
     Args:
@@ -231,6 +247,7 @@ def fit_network(net: TensorNetwork, weight: Tensor, sweeps: int = 500, tol: floa
             than ``tol`` times itself.
         cg_iters: conjugate-gradient iterations per factor where the normal equations are not solved directly.
         dtype: working precision (float64 by default; results are cast back to ``weight.dtype``).
+        balance: rescale the fitted factors to equal norms (:func:`balance_norms`; the kernel is unchanged).
     """
     expected = (net.out_channels, net.in_channels, *net.kernel_size)
     if tuple(weight.shape) != expected:
@@ -254,5 +271,7 @@ def fit_network(net: TensorNetwork, weight: Tensor, sweeps: int = 500, tol: floa
     err = float((kernel - reconstruct(net, factors)).norm()) / knorm
     if err > init_err:  # ALS never should, but keep the better one
         factors, err = start, init_err
+    if balance:
+        factors = balance_norms(factors)
     return FitResult([f.to(weight.dtype) for f in factors], err, init_err, done)
 
