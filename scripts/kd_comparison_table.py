@@ -5,7 +5,8 @@ and TNN (reshaped, m-) against NN decompositions at equal rate, beside the disse
 
 Reads the reports scripts/train.py writes (benchmarks/trained/RUN.json: a model's own recipe is its Seq-KD student, the
 variant recipes comparisons/NAME-{layer-decomp,e2e-kd} the other two methods, comparisons/NAME-seq-kd-stages Seq-KD on the
-official code's schedule, comparisons/NAME-seq-kd-blocks the zoo's earlier one, block by block) and writes
+official code's schedule, comparisons/NAME-seq-kd-blocks the zoo's earlier one, block by block,
+comparisons/NAME-{balanced,unbalanced} the recipe from the other Layer-Decomp start) and writes
 benchmarks/tnn_resnet32_kd.{md,json}.
 A run that has not finished yet is listed as such, with how far its progress file (checkpoints/RUN/distill.pt) got.
 """
@@ -20,7 +21,7 @@ import torch
 
 import zoo
 from zoo.hub.files import write_text_atomic
-from zoo.recipes import recipe_folders
+from zoo.recipes import load_recipe, recipe_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ROOT / "benchmarks" / "trained"
@@ -30,6 +31,7 @@ METHODS = {"layer-decomp": "-layer-decomp", "e2e-kd": "-e2e-kd", "seq-kd": "", "
 SCHEDULES = {"residual blocks, 3 epochs, factors": "-seq-kd-blocks",
              "stages, 3 epochs, all (the zoo's recipe)": "",
              "stages, 50 epochs, all (official code)": "-seq-kd-stages"}
+STARTS = ("factors as ALS leaves them", "factor norms balanced")  # Layer-Decomp's factors (zoo_tnn.fit.balance_norms)
 PAIRS = [("resnet32-mcp-10pct", "resnet32-cp-10pct"), ("resnet32-mtt-10pct", "resnet32-tt-10pct")]  # TNN vs NN, one rate
 STUDENTS = ["resnet32-cp-10pct", "resnet32-tt-10pct", "resnet32-tk-10pct", "resnet32-mcp-10pct", "resnet32-mtt-10pct",
             "resnet32-mtr-10pct", "resnet32-mcp-5pct", "resnet32-mtt-5pct"]
@@ -76,6 +78,10 @@ def rows() -> List[Dict[str, Any]]:
         runs = {suffix: measured(name + suffix) for suffix in {*METHODS.values(), *SCHEDULES.values()}}
         row.update({method: runs[suffix] for method, suffix in METHODS.items()})
         row["schedules"] = {schedule: runs[suffix] for schedule, suffix in SCHEDULES.items()}
+        balanced = load_recipe(name).distill.balance  # the model's own recipe is one start, a variant the other
+        row["starts"] = {STARTS[balanced]: runs[""],
+                         STARTS[not balanced]: measured(name + ("-unbalanced" if balanced else "-balanced"))}
+        row["start_variant"] = STARTS[not balanced]
         out.append(row)
     return out
 
@@ -125,6 +131,17 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
         if all(v is not None and v.get("no_recipe") for v in variants):
             continue
         lines.append(f"| `{r['model']}` | " + " | ".join(cell(r["schedules"][s]) for s in SCHEDULES) +
+                     f" | {paper(r['dissertation']['seq-kd'])} |")
+    lines += ["", "Layer-Decomp's start (`docs/fidelity.md`): Seq-KD on the zoo's schedule from the factors as ALS "
+              "leaves them, or rescaled to equal norms (the same kernels: Layer-Decomp's accuracy is the same); the "
+              "models that have a variant recipe:", "",
+              "| model | " + " | ".join(STARTS) + " | dissertation Seq-KD |",
+              "|---|" + "---|" * (len(STARTS) + 1)]
+    for r in table:
+        variant = r["starts"][r["start_variant"]]
+        if variant is not None and variant.get("no_recipe"):
+            continue
+        lines.append(f"| `{r['model']}` | " + " | ".join(cell(r["starts"][s]) for s in STARTS) +
                      f" | {paper(r['dissertation']['seq-kd'])} |")
     return "\n".join(lines) + "\n"
 

@@ -50,6 +50,18 @@ def test_the_markdown_prints_every_state_and_lists_schedules_only_with_a_variant
     cp = next(line for line in text.splitlines() if line.startswith("| `resnet32-cp-10pct` |"))  # Tables 2.3-2.5
     assert cp == ("| `resnet32-cp-10pct` | not run yet | in progress: 4 epoch(s) done | 83.11 % | in progress: 0 block(s) "
                   "done, 8 epoch(s) of the next | 86.93 % | 88.50 % |")
-    schedules = text.split("Seq-KD schedules")[1]
+    schedules = text.split("Seq-KD schedules")[1].split("Layer-Decomp's start")[0]
     assert "| `resnet32-cp-10pct` | not run yet | 83.11 % | in progress" in schedules
     assert "`resnet32-tk-10pct`" not in schedules  # no variant recipe of its schedule
+
+
+def test_the_start_table_pairs_each_recipe_with_its_variant_from_the_other_start(table, tmp_path):
+    # resnet32-cp-10pct's own recipe starts from ALS's factors (balance: false), resnet32-mtr-10pct's from balanced ones
+    for run, top1 in [("resnet32-cp-10pct", 83.11), ("resnet32-mtr-10pct", 70.29),
+                      ("resnet32-mtr-10pct-unbalanced", 10.0)]:
+        (tmp_path / "trained" / f"{run}.json").write_text(json.dumps({
+            "metrics": {"top1": top1}, "data": "d", "history": [{"val_acc": 0.5}]}))
+    starts = table.markdown(table.rows(), 91.77).split("Layer-Decomp's start")[1]
+    assert "| `resnet32-cp-10pct` | 83.11 % | not run yet | 88.50 % |" in starts
+    assert "| `resnet32-mtr-10pct` | 10.00 % | 70.29 % | — |" in starts
+    assert "`resnet32-tk-10pct`" not in starts  # no variant recipe from the other start
