@@ -19,7 +19,8 @@ def test_the_bundled_models_are_the_ones_the_demos_and_recipes_wrote():
                             "convttlstm-mnist-small", "convlstm-mnist-small", "lenet5", "lenet5-mcp-5pct",
                             "lenet5-mcp-10pct", "sc-fac-wrn10-1-cifar10-small", "sc-fac-resflow-mnist-small", "resnet32",
                             "resnet32-cp-10pct", "resnet32-mcp-10pct", "resnet32-tt-10pct", "resnet32-mtt-10pct",
-                            "resnet32-tk-10pct", "sc-fac-wrn10-1-cifar10"}
+                            "resnet32-tk-10pct", "resnet32-mtr-10pct", "resnet32-mcp-5pct", "resnet32-mtt-5pct",
+                            "sc-fac-wrn10-1-cifar10"}
 
 
 # Its L2-PGD over the 10,000 test images takes about 15 CPU-minutes, more than the whole suite may: here its clean
