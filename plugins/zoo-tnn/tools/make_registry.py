@@ -90,8 +90,7 @@ def _entry(backbone: str, dec: str, pct: float, section: str, table: Optional[st
     fields = entry_fields(backbone, dec, round(pct / 100.0, 12), _pct(pct))
     fields.pop("family")
     fields = {"family": "tnn", **fields}
-    ref: Dict[str, Any] = {"section": section, "metrics": metrics} if table is None else \
-        {"section": section, "table": table, "metrics": metrics}
+    ref: Dict[str, Any] = {"section": section, **({"table": table} if table else {}), "metrics": metrics}
     if note:
         ref["note"] = note
     fields["reference"] = ref

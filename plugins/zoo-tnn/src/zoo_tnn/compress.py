@@ -286,7 +286,7 @@ def compress(
             (batch-norm scale and shift, a dense stem before the first block; for E2E-KD every parameter of the
             student), what the official code tunes. Batch-norm statistics stay frozen either way.
         eval_loader: ``(x, y)`` batches to report accuracy before and after.
-        fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``).
+        fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``, ``balance``).
         max_steps: cap on optimiser steps per epoch (quick runs).
         checkpoint: progress file, written after Layer-Decomp and every epoch; if it exists, the run continues
             from it (same teacher, decomposition, rate and method).
