@@ -64,4 +64,4 @@ def test_the_start_table_pairs_each_recipe_with_its_variant_from_the_other_start
     starts = table.markdown(table.rows(), 91.77).split("Layer-Decomp's start")[1]
     assert "| `resnet32-cp-10pct` | 83.11 % | not run yet | 88.50 % |" in starts
     assert "| `resnet32-mtr-10pct` | 10.00 % | 70.29 % | — |" in starts
-    assert "`resnet32-tk-10pct`" not in starts  # no variant recipe from the other start
+    assert "`resnet32-mtt-5pct`" not in starts  # no variant recipe from the other start
