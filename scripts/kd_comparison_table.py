@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 
@@ -121,28 +121,28 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
         a, b = by_name[tnn], by_name[nn]
         lines.append(f"| `{tnn}` | `{nn}` | {cell(a['seq-kd'])} | {cell(b['seq-kd'])} | "
                      f"{paper(a['dissertation']['seq-kd'])} | {paper(b['dissertation']['seq-kd'])} |")
-    lines += ["", "Seq-KD schedules (`docs/fidelity.md`): what is matched and trained together (residual blocks with "
-              "their factors, or stages with every parameter in them: factors, batch-norm scale and shift, the stem "
-              "with the first) and for how many epochs each; the models that have a variant recipe:", "",
-              "| model | " + " | ".join(SCHEDULES) + " | dissertation Seq-KD |",
-              "|---|" + "---|" * (len(SCHEDULES) + 1)]
-    for r in table:
-        variants = [r["schedules"][schedule] for schedule, suffix in SCHEDULES.items() if suffix]
-        if all(v is not None and v.get("no_recipe") for v in variants):
-            continue
-        lines.append(f"| `{r['model']}` | " + " | ".join(cell(r["schedules"][s]) for s in SCHEDULES) +
-                     f" | {paper(r['dissertation']['seq-kd'])} |")
-    lines += ["", "Layer-Decomp's start (`docs/fidelity.md`): Seq-KD on the zoo's schedule from the factors as ALS "
-              "leaves them, or rescaled to equal norms (the same kernels: Layer-Decomp's accuracy is the same); the "
-              "models that have a variant recipe:", "",
-              "| model | " + " | ".join(STARTS) + " | dissertation Seq-KD |",
-              "|---|" + "---|" * (len(STARTS) + 1)]
-    for r in table:
-        variant = r["starts"][r["start_variant"]]
-        if variant is not None and variant.get("no_recipe"):
-            continue
-        lines.append(f"| `{r['model']}` | " + " | ".join(cell(r["starts"][s]) for s in STARTS) +
-                     f" | {paper(r['dissertation']['seq-kd'])} |")
+    def variant_table(intro: str, key: str, columns: Iterable[str],
+                      variants: Callable[[Dict[str, Any]], List[Optional[Dict[str, Any]]]]) -> List[str]:
+        """``intro`` and a table of each model's ``r[key]`` by ``columns``, for the models where one of
+        ``variants(r)`` has a recipe."""
+        out = ["", intro, "", "| model | " + " | ".join(columns) + " | dissertation Seq-KD |",
+               "|---|" + "---|" * (len(columns) + 1)]
+        for r in table:
+            if all(v is not None and v.get("no_recipe") for v in variants(r)):
+                continue
+            out.append(f"| `{r['model']}` | " + " | ".join(cell(r[key][c]) for c in columns) +
+                       f" | {paper(r['dissertation']['seq-kd'])} |")
+        return out
+
+    lines += variant_table(
+        "Seq-KD schedules (`docs/fidelity.md`): what is matched and trained together (residual blocks with their "
+        "factors, or stages with every parameter in them: factors, batch-norm scale and shift, the stem with the "
+        "first) and for how many epochs each; the models that have a variant recipe:", "schedules", SCHEDULES,
+        lambda r: [r["schedules"][schedule] for schedule, suffix in SCHEDULES.items() if suffix])
+    lines += variant_table(
+        "Layer-Decomp's start (`docs/fidelity.md`): Seq-KD on the zoo's schedule from the factors as ALS leaves them, "
+        "or rescaled to equal norms (the same kernels: Layer-Decomp's accuracy is the same); the models that have a "
+        "variant recipe:", "starts", STARTS, lambda r: [r["starts"][r["start_variant"]]])
     return "\n".join(lines) + "\n"
 
 
