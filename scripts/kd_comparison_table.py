@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Optional
 
 import torch
 
@@ -121,7 +121,7 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
         a, b = by_name[tnn], by_name[nn]
         lines.append(f"| `{tnn}` | `{nn}` | {cell(a['seq-kd'])} | {cell(b['seq-kd'])} | "
                      f"{paper(a['dissertation']['seq-kd'])} | {paper(b['dissertation']['seq-kd'])} |")
-    def variant_table(intro: str, key: str, columns: Iterable[str],
+    def variant_table(intro: str, key: str, columns: Collection[str],
                       variants: Callable[[Dict[str, Any]], List[Optional[Dict[str, Any]]]]) -> List[str]:
         """``intro`` and a table of each model's ``r[key]`` by ``columns``, for the models where one of
         ``variants(r)`` has a recipe."""
