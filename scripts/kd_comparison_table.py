@@ -6,7 +6,8 @@ and TNN (reshaped, m-) against NN decompositions at equal rate, beside the disse
 Reads the reports scripts/train.py writes (benchmarks/trained/RUN.json: a model's own recipe is its Seq-KD student, the
 variant recipes comparisons/NAME-{layer-decomp,e2e-kd} the other two methods, comparisons/NAME-seq-kd-stages Seq-KD on the
 official code's schedule, comparisons/NAME-seq-kd-blocks the zoo's earlier one, block by block,
-comparisons/NAME-{balanced,unbalanced} the recipe from the other Layer-Decomp start) and writes
+comparisons/NAME-{balanced,unbalanced} the recipe from the other Layer-Decomp start, which is the Seq-KD run the
+other methods are compared with when it shares their start) and writes
 benchmarks/tnn_resnet32_kd.{md,json}.
 A run that has not finished yet is listed as such, with how far its progress file (checkpoints/RUN/distill.pt) got.
 """
@@ -68,6 +69,21 @@ def measured(run: str) -> Optional[Dict[str, Any]]:
             "teacher_val_acc": last.get("teacher_val_acc"), "data": report["data"]}
 
 
+def balance_of(run: str) -> bool:
+    """Whether the recipe of ``run`` (a model's own, or comparisons/RUN) starts from balanced Layer-Decomp factors."""
+    return load_recipe(run if run in zoo.list_models() else f"comparisons/{run}").distill.balance
+
+
+def compared_start(name: str) -> bool:
+    """The Layer-Decomp start (balanced or not) of ``name``'s comparison recipes (other methods, other schedules):
+    the model's own recipe's where it has none. Raises if they disagree, so that no row mixes starts."""
+    starts = {balance_of(name + suffix) for suffix in {*METHODS.values(), *SCHEDULES.values()}
+              if suffix and has_recipe(name + suffix)}
+    if len(starts) > 1:
+        raise ValueError(f"the comparison recipes of {name} start from different Layer-Decomp factors")
+    return starts.pop() if starts else balance_of(name)
+
+
 def rows() -> List[Dict[str, Any]]:
     out = []
     for name in STUDENTS:
@@ -75,13 +91,17 @@ def rows() -> List[Dict[str, Any]]:
         paper = reference.metrics if reference else {}
         row: Dict[str, Any] = {"model": name, "dissertation": {
             "e2e-kd": paper.get("top1_e2e_kd"), "seq-kd": paper.get("top1_seq_kd")}}
-        runs = {suffix: measured(name + suffix) for suffix in {*METHODS.values(), *SCHEDULES.values()}}
+        own = balance_of(name)  # the model's own recipe is one start, comparisons/NAME-(un)balanced the other
+        other = name + ("-unbalanced" if own else "-balanced")
+        start = compared_start(name)
+        runs = {suffix: measured(name + suffix) for suffix in {*METHODS.values(), *SCHEDULES.values()} if suffix}
+        runs[""] = measured(name if start == own else other)  # Seq-KD from the start the other methods have
         row.update({method: runs[suffix] for method, suffix in METHODS.items()})
+        row["start"] = STARTS[start]
         row["schedules"] = {schedule: runs[suffix] for schedule, suffix in SCHEDULES.items()}
-        balanced = load_recipe(name).distill.balance  # the model's own recipe is one start, a variant the other
-        row["starts"] = {STARTS[balanced]: runs[""],
-                         STARTS[not balanced]: measured(name + ("-unbalanced" if balanced else "-balanced"))}
-        row["start_variant"] = STARTS[not balanced]
+        row["published"] = measured(name)
+        row["starts"] = {STARTS[own]: row["published"], STARTS[not own]: measured(other)}
+        row["start_variant"] = STARTS[not own]
         out.append(row)
     return out
 
@@ -103,23 +123,27 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
     lines = ["# ResNet-32 students on CIFAR-10: Layer-Decomp, E2E-KD, Seq-KD (Tables 2.3-2.5)", "",
              "Command: `python scripts/kd_comparison_table.py` (reads `benchmarks/trained/`). Top-1 on the official "
              f"10,000 CIFAR-10 test images. Teacher: the zoo's `resnet32`, {teacher_top1:.2f} % (the dissertation's: "
-             "93.2 %). Every method starts from the same Layer-Decomp initialisation and the same 45,000 training "
-             "images; E2E-KD gets the optimiser steps Seq-KD takes in all (recipes in "
-             "`zoo_tnn/recipes/comparisons/`). Seq-KD is the zoo's recipe: ResNet's 3 stages one at a time, 3 epochs "
+             "93.2 %). Every method starts from Layer-Decomp's initialisation and the same 45,000 training images; "
+             "E2E-KD gets the optimiser steps Seq-KD takes in all (recipes in `zoo_tnn/recipes/comparisons/`). Seq-KD is the zoo's recipe: ResNet's 3 stages one at a time, 3 epochs "
              "each, every parameter of the stage, as the dissertation's official code does but with its 50 epochs "
-             "cut to 3; Seq-KD, 50 epochs is the official code's schedule (`docs/fidelity.md`).", "",
-             "| model | Layer-Decomp | E2E-KD | Seq-KD | Seq-KD, 50 epochs | dissertation E2E-KD | dissertation Seq-KD |",
-             "|---|---|---|---|---|---|---|"]
+             "cut to 3; Seq-KD, 50 epochs is the official code's schedule (`docs/fidelity.md`). Every method of a row "
+             "starts from the same Layer-Decomp factors (its start: as ALS leaves them, or rescaled to equal norms; "
+             "the same kernels): where a row's comparison runs start otherwise than the published student, its Seq-KD "
+             "cell is the published recipe's run from their start (`comparisons/NAME-unbalanced`), and the last "
+             "table has both.", "",
+             "| model | start | Layer-Decomp | E2E-KD | Seq-KD | Seq-KD, 50 epochs | dissertation E2E-KD | "
+             "dissertation Seq-KD |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table:
-        lines.append(f"| `{r['model']}` | {cell(r['layer-decomp'])} | {cell(r['e2e-kd'])} | {cell(r['seq-kd'])} | "
-                     f"{cell(r['seq-kd-stages'])} | {paper(r['dissertation']['e2e-kd'])} | "
+        lines.append(f"| `{r['model']}` | {r['start']} | {cell(r['layer-decomp'])} | {cell(r['e2e-kd'])} | "
+                     f"{cell(r['seq-kd'])} | {cell(r['seq-kd-stages'])} | {paper(r['dissertation']['e2e-kd'])} | "
                      f"{paper(r['dissertation']['seq-kd'])} |")
     by_name = {r["model"]: r for r in table}
-    lines += ["", "TNN (reshaped) against NN at the same rate, both by Seq-KD (Table 2.4):", "",
+    lines += ["", "TNN (reshaped) against NN at the same rate, the published students (Seq-KD, Table 2.4):", "",
               "| TNN | NN | TNN here | NN here | TNN dissertation | NN dissertation |", "|---|---|---|---|---|---|"]
     for tnn, nn in PAIRS:
         a, b = by_name[tnn], by_name[nn]
-        lines.append(f"| `{tnn}` | `{nn}` | {cell(a['seq-kd'])} | {cell(b['seq-kd'])} | "
+        lines.append(f"| `{tnn}` | `{nn}` | {cell(a['published'])} | {cell(b['published'])} | "
                      f"{paper(a['dissertation']['seq-kd'])} | {paper(b['dissertation']['seq-kd'])} |")
     def variant_table(intro: str, key: str, columns: Collection[str],
                       variants: Callable[[Dict[str, Any]], List[Optional[Dict[str, Any]]]]) -> List[str]:
@@ -137,7 +161,8 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
     lines += variant_table(
         "Seq-KD schedules (`docs/fidelity.md`): what is matched and trained together (residual blocks with their "
         "factors, or stages with every parameter in them: factors, batch-norm scale and shift, the stem with the "
-        "first) and for how many epochs each; the models that have a variant recipe:", "schedules", SCHEDULES,
+        "first) and for how many epochs each, from the start of the row's comparison runs (first table); the models "
+        "that have a variant recipe:", "schedules", SCHEDULES,
         lambda r: [r["schedules"][schedule] for schedule, suffix in SCHEDULES.items() if suffix])
     lines += variant_table(
         "Layer-Decomp's start (`docs/fidelity.md`): Seq-KD on the zoo's schedule from the factors as ALS leaves them, "
