@@ -335,6 +335,7 @@ def compress(
     tensorial_names = [r.name for r in records if r.status in ("tensorized", "rank1")]
 
     def finished(units: int, optimizer: Optional[torch.optim.Optimizer] = None, epoch: int = 0) -> None:
+        trained[0] = True
         if path is not None:
             report.seconds += time.time() - start_unit[0]
             start_unit[0] = time.time()
@@ -346,7 +347,7 @@ def compress(
             return tensorial_params(module)
         return list(module.parameters(recurse=False))
 
-    start_unit = [start]
+    start_unit, trained = [start], [False]
     if method == "e2e-kd":
         params = tensorial_params(student) if tune == "tensorial" else list(student.parameters())
         for p in params:
@@ -391,5 +392,6 @@ def compress(
         p.requires_grad_(True)
     if eval_loader is not None:
         report.accuracy_after = accuracy(student, eval_loader, device)
-    report.seconds += time.time() - start_unit[0]
+    if resumed is None or trained[0]:  # a finished run loaded again keeps the time it took
+        report.seconds += time.time() - start_unit[0]
     return student, report
