@@ -7,7 +7,8 @@ Reads the reports scripts/train.py writes (benchmarks/trained/RUN.json: a model'
 variant recipes comparisons/NAME-{layer-decomp,e2e-kd} the other two methods, comparisons/NAME-seq-kd-stages Seq-KD on the
 official code's schedule, comparisons/NAME-seq-kd-blocks the zoo's earlier one, block by block,
 comparisons/NAME-{balanced,unbalanced} the recipe from the other Layer-Decomp start, which is the Seq-KD run the
-other methods are compared with when it shares their start) and writes
+other methods are compared with when it shares their start, and a -seed1 suffix on either the same recipe on another
+distillation seed) and writes
 benchmarks/tnn_resnet32_kd.{md,json}.
 A run that has not finished yet is listed as such, with how far its progress file (checkpoints/RUN/distill.pt) got.
 """
@@ -33,6 +34,7 @@ SCHEDULES = {"residual blocks, 3 epochs, factors": "-seq-kd-blocks",
              "stages, 3 epochs, all (the zoo's recipe)": "",
              "stages, 50 epochs, all (official code)": "-seq-kd-stages"}
 STARTS = ("factors as ALS leaves them", "factor norms balanced")  # Layer-Decomp's factors (zoo_tnn.fit.balance_norms)
+SEEDS = {"seed 0": "", "seed 1": "-seed1"}  # distillation seeds: batch order and augmentation, nothing else
 PAIRS = [("resnet32-mcp-10pct", "resnet32-cp-10pct"), ("resnet32-mtt-10pct", "resnet32-tt-10pct")]  # TNN vs NN, one rate
 STUDENTS = ["resnet32-cp-10pct", "resnet32-tt-10pct", "resnet32-tk-10pct", "resnet32-mcp-10pct", "resnet32-mtt-10pct",
             "resnet32-mtr-10pct", "resnet32-mcp-5pct", "resnet32-mtt-5pct"]
@@ -102,6 +104,8 @@ def rows() -> List[Dict[str, Any]]:
         row["published"] = measured(name)
         row["starts"] = {STARTS[own]: row["published"], STARTS[not own]: measured(other)}
         row["start_variant"] = STARTS[not own]
+        row["seeds"] = {STARTS[balanced]: {seed: measured(run + suffix) for seed, suffix in SEEDS.items()}
+                        for balanced, run in ((own, name), (not own, other))}
         out.append(row)
     return out
 
@@ -168,6 +172,16 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
         "Layer-Decomp's start (`docs/fidelity.md`): Seq-KD on the zoo's schedule from the factors as ALS leaves them, "
         "or rescaled to equal norms (the same kernels: Layer-Decomp's accuracy is the same); the models that have a "
         "variant recipe:", "starts", STARTS, lambda r: [r["starts"][r["start_variant"]]])
+    lines += ["", "Run-to-run spread: Seq-KD on the zoo's schedule from one start, on distillation seeds 0 (the runs above) "
+              "and 1 (another batch order and augmentation; the same data split and Layer-Decomp factors); the recipes "
+              "that have a seed variant:", "",
+              "| model | start | " + " | ".join(SEEDS) + " | dissertation Seq-KD |", "|---|---|" + "---|" * (len(SEEDS) + 1)]
+    for r in table:
+        for start, runs in r["seeds"].items():
+            if all(runs[seed] is not None and runs[seed].get("no_recipe") for seed in SEEDS if SEEDS[seed]):
+                continue
+            lines.append(f"| `{r['model']}` | {start} | " + " | ".join(cell(runs[seed]) for seed in SEEDS) +
+                         f" | {paper(r['dissertation']['seq-kd'])} |")
     return "\n".join(lines) + "\n"
 
 
