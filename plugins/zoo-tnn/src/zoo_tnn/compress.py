@@ -288,8 +288,8 @@ def compress(
         eval_loader: ``(x, y)`` batches to report accuracy before and after.
         fit_kwargs: options of Layer-Decomp (:func:`zoo_tnn.fit.fit_network`: ``sweeps``, ``cg_iters``, ``balance``).
         max_steps: cap on optimiser steps per epoch (quick runs).
-        checkpoint: progress file, written after Layer-Decomp and every epoch; if it exists, the run continues
-            from it (same teacher, decomposition, rate and method).
+        checkpoint: progress file, written after Layer-Decomp, every epoch and with the final report; if it exists,
+            the run continues from it (same teacher, decomposition, rate and method).
 
     Returns the student and a :class:`CompressReport` (per-layer reconstruction errors, per-block losses).
     """
@@ -335,7 +335,7 @@ def compress(
     tensorial_names = [r.name for r in records if r.status in ("tensorized", "rank1")]
 
     def finished(units: int, optimizer: Optional[torch.optim.Optimizer] = None, epoch: int = 0) -> None:
-        trained[0] = True
+        trained[0], units_done[0] = True, units
         if path is not None:
             report.seconds += time.time() - start_unit[0]
             start_unit[0] = time.time()
@@ -347,7 +347,7 @@ def compress(
             return tensorial_params(module)
         return list(module.parameters(recurse=False))
 
-    start_unit, trained = [start], [False]
+    start_unit, trained, units_done = [start], [False], [done]
     if method == "e2e-kd":
         params = tensorial_params(student) if tune == "tensorial" else list(student.parameters())
         for p in params:
@@ -392,6 +392,8 @@ def compress(
         p.requires_grad_(True)
     if eval_loader is not None:
         report.accuracy_after = accuracy(student, eval_loader, device)
-    if resumed is None or trained[0]:  # a finished run loaded again keeps the time it took
+    if resumed is None or trained[0]:  # a finished run loaded again keeps the report it ended with
         report.seconds += time.time() - start_unit[0]
+        if path is not None:
+            _save_progress(path, student, report, units_done[0])
     return student, report
