@@ -94,7 +94,8 @@ def test_family_training_state_goes_through_the_checkpoint(rgb_toy, colour_data,
     options = dict(batch_size=8, progress=False, scheduler="none", output_dir=str(tmp_path / "run"))
     zoo.finetune(rgb_toy, train, val, epochs=1, **options)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["family_state"] == {"epochs_seen": 7}
-    zoo.finetune(rgb_toy, train, val, epochs=2, resume=True, **options)
+    with pytest.warns(RuntimeWarning, match="changed options: epochs 1 -> 2"):  # a longer schedule, said so
+        zoo.finetune(rgb_toy, train, val, epochs=2, resume=True, **options)
     assert loaded == [{"epochs_seen": 7}]
 
     broken = dataclasses.replace(family, training_state=lambda m: {"schedule": object()})
