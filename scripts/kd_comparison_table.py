@@ -95,19 +95,26 @@ def rows() -> List[Dict[str, Any]]:
             "e2e-kd": paper.get("top1_e2e_kd"), "seq-kd": paper.get("top1_seq_kd")}}
         own = balance_of(name)  # the model's own recipe is one start, comparisons/NAME-(un)balanced the other
         other = name + ("-unbalanced" if own else "-balanced")
+        seq_kd = {own: (name, measured(name)), not own: (other, measured(other))}  # by start: run, result
         start = compared_start(name)
         runs = {suffix: measured(name + suffix) for suffix in {*METHODS.values(), *SCHEDULES.values()} if suffix}
-        runs[""] = measured(name if start == own else other)  # Seq-KD from the start the other methods have
+        runs[""] = seq_kd[start][1]  # Seq-KD from the start the other methods have
         row.update({method: runs[suffix] for method, suffix in METHODS.items()})
         row["start"] = STARTS[start]
         row["schedules"] = {schedule: runs[suffix] for schedule, suffix in SCHEDULES.items()}
-        row["published"] = measured(name)
-        row["starts"] = {STARTS[own]: row["published"], STARTS[not own]: measured(other)}
+        row["published"] = seq_kd[own][1]
+        row["starts"] = {STARTS[balanced]: result for balanced, (_, result) in seq_kd.items()}
         row["start_variant"] = STARTS[not own]
-        row["seeds"] = {STARTS[balanced]: {seed: measured(run + suffix) for seed, suffix in SEEDS.items()}
-                        for balanced, run in ((own, name), (not own, other))}
+        row["seeds"] = {STARTS[balanced]: {seed: measured(run + suffix) if suffix else result
+                                           for seed, suffix in SEEDS.items()}
+                        for balanced, (run, result) in seq_kd.items()}
         out.append(row)
     return out
+
+
+def no_recipe(results: List[Optional[Dict[str, Any]]]) -> bool:
+    """Whether none of the variant runs ``results`` has a recipe (a table lists a model only where one has)."""
+    return all(r is not None and r.get("no_recipe") for r in results)
 
 
 def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
@@ -128,9 +135,9 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
              "Command: `python scripts/kd_comparison_table.py` (reads `benchmarks/trained/`). Top-1 on the official "
              f"10,000 CIFAR-10 test images. Teacher: the zoo's `resnet32`, {teacher_top1:.2f} % (the dissertation's: "
              "93.2 %). Every method starts from Layer-Decomp's initialisation and the same 45,000 training images; "
-             "E2E-KD gets the optimiser steps Seq-KD takes in all (recipes in `zoo_tnn/recipes/comparisons/`). Seq-KD is the zoo's recipe: ResNet's 3 stages one at a time, 3 epochs "
-             "each, every parameter of the stage, as the dissertation's official code does but with its 50 epochs "
-             "cut to 3; Seq-KD, 50 epochs is the official code's schedule (`docs/fidelity.md`). Every method of a row "
+             "E2E-KD gets the optimiser steps Seq-KD takes in all (recipes in `zoo_tnn/recipes/comparisons/`). "
+             "Seq-KD is the zoo's recipe: ResNet's 3 stages one at a time, 3 epochs each, every parameter of the "
+             "stage, as the dissertation's official code does but with its 50 epochs cut to 3; Seq-KD, 50 epochs is the official code's schedule (`docs/fidelity.md`). Every method of a row "
              "starts from the same Layer-Decomp factors (its start: as ALS leaves them, or rescaled to equal norms; "
              "the same kernels): where a row's comparison runs start otherwise than the published student, its Seq-KD "
              "cell is the published recipe's run from their start (`comparisons/NAME-unbalanced`), and the last "
@@ -156,7 +163,7 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
         out = ["", intro, "", "| model | " + " | ".join(columns) + " | dissertation Seq-KD |",
                "|---|" + "---|" * (len(columns) + 1)]
         for r in table:
-            if all(v is not None and v.get("no_recipe") for v in variants(r)):
+            if no_recipe(variants(r)):
                 continue
             out.append(f"| `{r['model']}` | " + " | ".join(cell(r[key][c]) for c in columns) +
                        f" | {paper(r['dissertation']['seq-kd'])} |")
@@ -172,13 +179,14 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
         "Layer-Decomp's start (`docs/fidelity.md`): Seq-KD on the zoo's schedule from the factors as ALS leaves them, "
         "or rescaled to equal norms (the same kernels: Layer-Decomp's accuracy is the same); the models that have a "
         "variant recipe:", "starts", STARTS, lambda r: [r["starts"][r["start_variant"]]])
-    lines += ["", "Run-to-run spread: Seq-KD on the zoo's schedule from one start, on distillation seeds 0 (the runs above) "
-              "and 1 (another batch order and augmentation; the same data split and Layer-Decomp factors); the recipes "
-              "that have a seed variant:", "",
-              "| model | start | " + " | ".join(SEEDS) + " | dissertation Seq-KD |", "|---|---|" + "---|" * (len(SEEDS) + 1)]
+    lines += ["", "Run-to-run spread: Seq-KD on the zoo's schedule from one start, on distillation seeds 0 (the runs "
+              "above) and 1 (another batch order and augmentation; the same data split and Layer-Decomp factors); the "
+              "recipes that have a seed variant:", "",
+              "| model | start | " + " | ".join(SEEDS) + " | dissertation Seq-KD |",
+              "|---|---|" + "---|" * (len(SEEDS) + 1)]
     for r in table:
         for start, runs in r["seeds"].items():
-            if all(runs[seed] is not None and runs[seed].get("no_recipe") for seed in SEEDS if SEEDS[seed]):
+            if no_recipe([runs[seed] for seed, suffix in SEEDS.items() if suffix]):
                 continue
             lines.append(f"| `{r['model']}` | {start} | " + " | ".join(cell(runs[seed]) for seed in SEEDS) +
                          f" | {paper(r['dissertation']['seq-kd'])} |")
