@@ -16,6 +16,7 @@ A run that has not finished yet is listed as such, with how far its progress fil
 from __future__ import annotations
 
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Callable, Collection, Dict, List, Optional
 
@@ -112,6 +113,11 @@ def rows() -> List[Dict[str, Any]]:
     return out
 
 
+def mean_of(top1: List[float]) -> Decimal:
+    """The mean of test accuracies recorded to hundredths, rounded half up to hundredths (exact: no float ties)."""
+    return (sum(Decimal(str(v)) for v in top1) / len(top1)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
 def no_recipe(results: List[Optional[Dict[str, Any]]]) -> bool:
     """Whether none of the variant runs ``results`` has a recipe (a table lists a model only where one has)."""
     return all(r is not None and r.get("no_recipe") for r in results)
@@ -182,14 +188,16 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
     lines += ["", "Run-to-run spread: Seq-KD on the zoo's schedule from one start, on distillation seeds 0 (the runs "
               "above) and 1 (another batch order and augmentation; the same data split and Layer-Decomp factors); the "
               "recipes that have a seed variant:", "",
-              "| model | start | " + " | ".join(SEEDS) + " | dissertation Seq-KD |",
-              "|---|---|" + "---|" * (len(SEEDS) + 1)]
+              "| model | start | " + " | ".join(SEEDS) + " | mean | dissertation Seq-KD |",
+              "|---|---|" + "---|" * (len(SEEDS) + 2)]
     for r in table:
         for start, runs in r["seeds"].items():
             if no_recipe([runs[seed] for seed, suffix in SEEDS.items() if suffix]):
                 continue
+            top1 = [result.get("top1") if result else None for result in runs.values()]
+            mean = f"{mean_of(top1):.2f} %" if None not in top1 else "—"  # once every seed has finished
             lines.append(f"| `{r['model']}` | {start} | " + " | ".join(cell(runs[seed]) for seed in SEEDS) +
-                         f" | {paper(r['dissertation']['seq-kd'])} |")
+                         f" | {mean} | {paper(r['dissertation']['seq-kd'])} |")
     return "\n".join(lines) + "\n"
 
 
