@@ -143,11 +143,12 @@ def markdown(table: List[Dict[str, Any]], teacher_top1: float) -> str:
              "93.2 %). Every method starts from Layer-Decomp's initialisation and the same 45,000 training images; "
              "E2E-KD gets the optimiser steps Seq-KD takes in all (recipes in `zoo_tnn/recipes/comparisons/`). "
              "Seq-KD is the zoo's recipe: ResNet's 3 stages one at a time, 3 epochs each, every parameter of the "
-             "stage, as the dissertation's official code does but with its 50 epochs cut to 3; Seq-KD, 50 epochs is the official code's schedule (`docs/fidelity.md`). Every method of a row "
-             "starts from the same Layer-Decomp factors (its start: as ALS leaves them, or rescaled to equal norms; "
-             "the same kernels): where a row's comparison runs start otherwise than the published student, its Seq-KD "
-             "cell is the published recipe's run from their start (`comparisons/NAME-unbalanced`), and the last "
-             "table has both.", "",
+             "stage, as the dissertation's official code does but with its 50 epochs cut to 3; Seq-KD, 50 epochs is "
+             "the official code's schedule (`docs/fidelity.md`). Every method of a row starts from the same "
+             "Layer-Decomp factors (its start: as ALS leaves them, or rescaled to equal norms; the same kernels): "
+             "where a row's comparison runs start otherwise than the published student, its Seq-KD cell is the "
+             "published recipe's run from their start (`comparisons/NAME-unbalanced`), and the last table has both.",
+             "",
              "| model | start | Layer-Decomp | E2E-KD | Seq-KD | Seq-KD, 50 epochs | dissertation E2E-KD | "
              "dissertation Seq-KD |",
              "|---|---|---|---|---|---|---|---|"]
