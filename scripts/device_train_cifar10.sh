@@ -24,7 +24,7 @@ MODELS=("$@")
 ((${#MODELS[@]})) || MODELS=(resnet32 resnet32-mcp-10pct resnet32-mtt-10pct resnet32-cp-10pct resnet32-tt-10pct
                              resnet32-tk-10pct resnet32-mtr-10pct resnet32-mcp-5pct resnet32-mtt-5pct
                              comparisons/resnet32-{cp,tt}-10pct-{layer-decomp,e2e-kd}
-                             comparisons/resnet32-cp-10pct-seq-kd-stages
+                             comparisons/resnet32-{cp,tt,mcp}-10pct-seq-kd-stages
                              sc-fac-wrn10-1-cifar10 bqn-cnn-cifar10)
 START=$SECONDS
 LOGS=$(mktemp -d)
